@@ -1,0 +1,3 @@
+from pflowbsd.cli import main
+
+raise SystemExit(main())
