@@ -1,0 +1,222 @@
+"""IPFIX (pflowproto 10) wire layout, as pflow(4) fills it (if_pflow.h, copy_flow_ipfix_*).
+
+Every message carries exactly one set: the template set (id 2) alone, or one data set
+whose id is its template's.  Templates are a table keyed by id; each names its fields
+(IE id, length) in record order and the struct.Struct that packs a record in that order,
+so the template we announce and the bytes we write cannot drift apart.
+
+Template ids:
+
+  =====  ==========  ======  ==========================================================
+  id     family      record  use
+  =====  ==========  ======  ==========================================================
+  256    IPv4        54      every IPv4 state (the kernel's PFLOW_IPFIX_TMPL_IPV4_ID)
+  257    IPv6        78      every IPv6 state (the kernel's PFLOW_IPFIX_TMPL_IPV6_ID)
+  258    IPv4 + NAT  66      translated IPv4 states, only with nat=True
+  259    IPv6 + NAT  114     translated IPv6 states, only with nat=True
+  =====  ==========  ======  ==========================================================
+
+The NAT templates add postNATSource/DestinationIPv4Address (225/226) or IPv6Address
+(281/282) and postNAPTSource/DestinationTransportPort (227/228) after the times, in the
+order of OpenBSD's Nov 2025 NAT template.  That kernel numbers IPv4-NAT 257 and moves IPv6
+to 258; we keep 256/257 as every released pflow(4) sends them and put NAT at 258/259.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Callable, NamedTuple
+
+from .flows import Clock, Flow
+
+VERSION = 10
+TMPL_SET_ID = 2  # PFLOW_IPFIX_TMPL_SET_ID
+U32 = 0xFFFFFFFF
+U64 = 0xFFFFFFFFFFFFFFFF
+UDPIP_HDRLEN = 28  # sizeof(struct udpiphdr)
+MAXFLOWS = 30  # PFLOW_MAXFLOWS
+
+# struct pflow_v10_header, 16 bytes:
+#  0 version u16 | 2 length u16 | 4 time_sec u32 (export time) | 8 flow_sequence u32
+#  12 observation_dom u32
+HEADER = struct.Struct("!HHIII")
+# struct pflow_set_header / pflow_tmpl_hdr / pflow_tmpl_fspec, 4 bytes each:
+#  set: 0 set_id u16 | 2 set_length u16;  template: 0 tmpl_id u16 | 2 field_count u16;
+#  field specifier: 0 field_id u16 | 2 len u16 (enterprise bit always 0)
+SET_HEADER = struct.Struct("!HH")
+TMPL_HEADER = struct.Struct("!HH")
+FIELD_SPEC = struct.Struct("!HH")
+
+# IANA IPFIX information elements used here (PFIX_IE_* in if_pflow.h, plus NAT ones).
+IE_octetDeltaCount = 1
+IE_packetDeltaCount = 2
+IE_protocolIdentifier = 4
+IE_ipClassOfService = 5
+IE_sourceTransportPort = 7
+IE_sourceIPv4Address = 8
+IE_ingressInterface = 10
+IE_destinationTransportPort = 11
+IE_destinationIPv4Address = 12
+IE_egressInterface = 14
+IE_sourceIPv6Address = 27
+IE_destinationIPv6Address = 28
+IE_flowStartMilliseconds = 152
+IE_flowEndMilliseconds = 153
+IE_postNATSourceIPv4Address = 225
+IE_postNATDestinationIPv4Address = 226
+IE_postNAPTSourceTransportPort = 227
+IE_postNAPTDestinationTransportPort = 228
+IE_postNATSourceIPv6Address = 281
+IE_postNATDestinationIPv6Address = 282
+
+# struct pflow_ipfix_flow4, 54 bytes:
+#  0 src_ip | 4 dest_ip | 8 if_index_in u32 | 12 if_index_out u32 | 16 flow_packets u64
+#  24 flow_octets u64 | 32 flow_start i64 ms | 40 flow_finish i64 ms | 48 src_port u16
+#  50 dest_port u16 | 52 tos u8 | 53 protocol u8
+FLOW4 = struct.Struct("!4s4sIIQQqqHHBB")
+# struct pflow_ipfix_flow6, 78 bytes: as FLOW4 with 16-byte addresses
+#  0 src_ip | 16 dest_ip | 32 if_index_in | 36 if_index_out | 40 packets | 48 octets
+#  56 start | 64 finish | 72 src_port | 74 dest_port | 76 tos | 77 protocol
+FLOW6 = struct.Struct("!16s16sIIQQqqHHBB")
+# IPv4 NAT record, 66 bytes:
+#  0 src | 4 dst | 8 in | 12 out | 16 packets | 24 octets | 32 start | 40 finish
+#  48 post_src | 52 post_dst | 56 post_sport | 58 post_dport | 60 sport | 62 dport
+#  64 tos | 65 protocol
+FLOW4_NAT = struct.Struct("!4s4sIIQQqq4s4sHHHHBB")
+# IPv6 NAT record, 114 bytes:
+#  0 src | 16 dst | 32 in | 36 out | 40 packets | 48 octets | 56 start | 64 finish
+#  72 post_src | 88 post_dst | 104 post_sport | 106 post_dport | 108 sport | 110 dport
+#  112 tos | 113 protocol
+FLOW6_NAT = struct.Struct("!16s16sIIQQqq16s16sHHHHBB")
+
+
+def _plain_fields(src_ie: int, dst_ie: int, alen: int) -> tuple[tuple[int, int], ...]:
+    return (
+        (src_ie, alen),
+        (dst_ie, alen),
+        (IE_ingressInterface, 4),
+        (IE_egressInterface, 4),
+        (IE_packetDeltaCount, 8),
+        (IE_octetDeltaCount, 8),
+        (IE_flowStartMilliseconds, 8),
+        (IE_flowEndMilliseconds, 8),
+        (IE_sourceTransportPort, 2),
+        (IE_destinationTransportPort, 2),
+        (IE_ipClassOfService, 1),
+        (IE_protocolIdentifier, 1),
+    )
+
+
+def _nat_fields(plain, post_src_ie: int, post_dst_ie: int, alen: int):
+    return plain[:8] + (
+        (post_src_ie, alen),
+        (post_dst_ie, alen),
+        (IE_postNAPTSourceTransportPort, 2),
+        (IE_postNAPTDestinationTransportPort, 2),
+    ) + plain[8:]
+
+
+def flow_millis(flow: Flow, now: Clock) -> tuple[int, int]:
+    """copy_flow_ipfix_*_data: uptime seconds to epoch ms, evaluated at export time.
+
+    Whole seconds, as OpenBSD's time_second/time_uptime; a start after the end (pfsync)
+    becomes the boot time.  No `< 0` guard, unlike v5."""
+    wall, up = int(now.wall), int(now.up)
+    if flow.start > flow.end:
+        start = (wall - up) * 1000
+    else:
+        start = (wall - (up - flow.start // 1000)) * 1000
+    return start, (wall - (up - flow.end // 1000)) * 1000
+
+
+def _pack_plain(layout: struct.Struct) -> Callable[[Flow, Clock], bytes]:
+    pack = layout.pack
+
+    def pack_flow(flow: Flow, now: Clock) -> bytes:
+        start, end = flow_millis(flow, now)
+        return pack(
+            flow.src, flow.dst, flow.if_in & U32, flow.if_out & U32,
+            flow.packets & U64, flow.octets & U64, start, end,
+            flow.src_port, flow.dst_port, flow.tos, flow.proto,
+        )  # fmt: skip
+
+    return pack_flow
+
+
+def _pack_nat(layout: struct.Struct) -> Callable[[Flow, Clock], bytes]:
+    pack = layout.pack
+
+    def pack_flow(flow: Flow, now: Clock) -> bytes:
+        start, end = flow_millis(flow, now)
+        return pack(
+            flow.src, flow.dst, flow.if_in & U32, flow.if_out & U32,
+            flow.packets & U64, flow.octets & U64, start, end,
+            flow.nat_src or flow.src, flow.nat_dst or flow.dst,
+            flow.nat_src_port, flow.nat_dst_port,
+            flow.src_port, flow.dst_port, flow.tos, flow.proto,
+        )  # fmt: skip
+
+    return pack_flow
+
+
+class Template(NamedTuple):
+    id: int
+    af: int
+    nat: bool
+    fields: tuple[tuple[int, int], ...]  # (IE id, length) in record order
+    layout: struct.Struct
+    pack: Callable[[Flow, Clock], bytes]  # the record for one Flow, times taken at `now`
+
+
+_V4 = _plain_fields(IE_sourceIPv4Address, IE_destinationIPv4Address, 4)
+_V6 = _plain_fields(IE_sourceIPv6Address, IE_destinationIPv6Address, 16)
+_V4_NAT = _nat_fields(_V4, IE_postNATSourceIPv4Address, IE_postNATDestinationIPv4Address, 4)
+_V6_NAT = _nat_fields(_V6, IE_postNATSourceIPv6Address, IE_postNATDestinationIPv6Address, 16)
+
+TMPL_IPV4_ID, TMPL_IPV6_ID, TMPL_IPV4_NAT_ID, TMPL_IPV6_NAT_ID = 256, 257, 258, 259
+
+TEMPLATES: dict[int, Template] = {
+    t.id: t
+    for t in (
+        Template(TMPL_IPV4_ID, socket.AF_INET, False, _V4, FLOW4, _pack_plain(FLOW4)),
+        Template(TMPL_IPV6_ID, socket.AF_INET6, False, _V6, FLOW6, _pack_plain(FLOW6)),
+        Template(TMPL_IPV4_NAT_ID, socket.AF_INET, True, _V4_NAT, FLOW4_NAT, _pack_nat(FLOW4_NAT)),
+        Template(TMPL_IPV6_NAT_ID, socket.AF_INET6, True, _V6_NAT, FLOW6_NAT, _pack_nat(FLOW6_NAT)),
+    )
+}
+# (address family, translated) -> template id
+TEMPLATE_FOR: dict[tuple[int, bool], int] = {(t.af, t.nat): t.id for t in TEMPLATES.values()}
+
+for _t in TEMPLATES.values():
+    assert _t.layout.size == sum(length for _, length in _t.fields), _t.id
+
+
+def maxcount(template_id: int, mtu: int) -> int:
+    """pflow_calc_mtu: records per message.  The 4-byte set header is not counted, as in
+    the kernel."""
+    size = TEMPLATES[template_id].layout.size
+    return min(MAXFLOWS, (mtu - HEADER.size - UDPIP_HDRLEN) // size)
+
+
+def template_set(template_ids) -> bytes:
+    """The template set (id 2) announcing `template_ids` in that order."""
+    body = b"".join(
+        TMPL_HEADER.pack(tid, len(TEMPLATES[tid].fields))
+        + b"".join(FIELD_SPEC.pack(ie, length) for ie, length in TEMPLATES[tid].fields)
+        for tid in template_ids
+    )
+    return SET_HEADER.pack(TMPL_SET_ID, SET_HEADER.size + len(body)) + body
+
+
+def data_set(template_id: int, records: list[bytes]) -> bytes:
+    body = b"".join(records)
+    return SET_HEADER.pack(template_id, SET_HEADER.size + len(body)) + body
+
+
+def message(one_set: bytes, now: Clock, sequence: int, domain: int) -> bytes:
+    """pflow_sendout_ipfix / _tmpl: header prepended at send time."""
+    return (
+        HEADER.pack(VERSION, HEADER.size + len(one_set), int(now.wall) & U32, sequence & U32, domain & U32)
+        + one_set
+    )

@@ -1,0 +1,111 @@
+"""NetFlow v5 wire layout, as pflow(4) fills it (if_pflow.h struct pflow_header/pflow_flow).
+
+Two layouts, each declared once; `pack_header` and `pack_record` are the kernel's
+pflow_get_mbuf/pflow_sendout_v5 header and copy_flow_data, minus the buffering, which
+lives in export.py.  Everything here is pure: time comes in as a Clock.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .flows import Clock, Flow
+
+VERSION = 5
+ENGINE_TYPE = 42  # PFLOW_ENGINE_TYPE
+ENGINE_ID = 42  # PFLOW_ENGINE_ID
+MAXBYTES = 0xFFFFFFFF  # PFLOW_MAXBYTES: the split threshold of export_pflow_if
+U32 = 0xFFFFFFFF
+
+# struct pflow_header, 24 bytes:
+#  0 version u16 | 2 count u16 | 4 uptime_ms u32 | 8 time_sec u32 | 12 time_nanosec u32
+#  16 flow_sequence u32 | 20 engine_type u8 | 21 engine_id u8 | 22 reserved1 u8, reserved2 u8
+HEADER = struct.Struct("!HHIIIIBBH")
+
+# struct pflow_flow, 48 bytes:
+#  0 src_ip | 4 dest_ip | 8 nexthop_ip | 12 if_index_in u16 | 14 if_index_out u16
+#  16 flow_packets u32 | 20 flow_octets u32 | 24 flow_start u32 | 28 flow_finish u32
+#  32 src_port u16 | 34 dest_port u16 | 36 pad1 | 37 tcp_flags | 38 protocol | 39 tos
+#  40 src_as u16 | 42 dest_as u16 | 44 src_mask | 45 dest_mask | 46 pad2 u16
+RECORD = struct.Struct("!4s4sIHHIIIIHHBBBBHHBBH")
+
+assert HEADER.size == 24 and RECORD.size == 48
+
+UDPIP_HDRLEN = 28  # sizeof(struct udpiphdr)
+MAXFLOWS = 30  # PFLOW_MAXFLOWS
+
+
+def maxcount(mtu: int) -> int:
+    """pflow_setmtu: records per datagram.  0 is possible at the minimum MTU; the
+    `count >= maxcount` test in copy_flow_to_m then sends every record alone."""
+    return min(MAXFLOWS, (mtu - HEADER.size - UDPIP_HDRLEN) // RECORD.size)
+
+
+def pack_header(count: int, now: Clock, sequence: int) -> bytes:
+    """The header as it leaves: uptime and wall time are read at send time."""
+    wall_s = int(now.wall)
+    nsec = min(int((now.wall - wall_s) * 1e9), 999_999_999)
+    return HEADER.pack(
+        VERSION,
+        count,
+        (int(now.up) * 1000) & U32,
+        wall_s & U32,
+        nsec,
+        sequence & U32,
+        ENGINE_TYPE,
+        ENGINE_ID,
+        0,
+    )
+
+
+def flow_times(flow: Flow) -> tuple[int, int]:
+    """copy_flow_data's guards: pfsync-imported states may predate boot or end before
+    they start; pflow then 'pretends' they did so at boot (time 0)."""
+    start = 0 if flow.start < 0 or flow.start > flow.end else flow.start & U32
+    finish = 0 if flow.end < 0 else flow.end & U32
+    return start, finish
+
+
+def pack_record(flow: Flow, octets: int | None = None) -> bytes:
+    """One struct pflow_flow.  `octets` overrides flow.octets for the >4 GiB split."""
+    start, finish = flow_times(flow)
+    return RECORD.pack(
+        flow.src,
+        flow.dst,
+        0,
+        flow.if_in & 0xFFFF,
+        flow.if_out & 0xFFFF,
+        flow.packets & U32,
+        (flow.octets if octets is None else octets) & U32,
+        start,
+        finish,
+        flow.src_port,
+        flow.dst_port,
+        0,
+        0,
+        flow.proto,
+        flow.tos,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
+
+
+def split_octets(bytes0: int, bytes1: int):
+    """export_pflow_if's >PFLOW_MAXBYTES loop: yields (bytes[0], bytes[1]) per pack.
+
+    Fast path when both are below the limit; otherwise 0xffffffff chunks of direction 0,
+    then of direction 1, then the two remainders.  Packets are not split (the caller
+    repeats the full count in every record, as the kernel does)."""
+    if bytes0 < MAXBYTES and bytes1 < MAXBYTES:
+        yield bytes0, bytes1
+        return
+    while bytes0 > MAXBYTES:
+        yield MAXBYTES, 0
+        bytes0 -= MAXBYTES
+    while bytes1 > MAXBYTES:
+        yield 0, MAXBYTES
+        bytes1 -= MAXBYTES
+    yield bytes0, bytes1
