@@ -67,10 +67,10 @@ IE = {
     1: ("bytes", _uint), 2: ("packets", _uint), 4: ("proto", _uint), 5: ("tos", _uint),
     7: ("src_port", _uint), 8: ("src", _addr), 10: ("if_in", _uint), 11: ("dst_port", _uint),
     12: ("dst", _addr), 14: ("if_out", _uint), 21: ("last_uptime", _uint),
-    22: ("first_uptime", _uint), 27: ("src", _addr), 28: ("dst", _addr),
+    22: ("first_uptime", _uint), 32: ("icmp_type_code", _uint), 27: ("src", _addr), 28: ("dst", _addr),
     150: ("start_s", _uint), 151: ("end_s", _uint), 152: ("start", _uint), 153: ("end", _uint),
     225: ("nat_src", _addr), 226: ("nat_dst", _addr), 227: ("nat_src_port", _uint),
-    228: ("nat_dst_port", _uint), 281: ("nat_src", _addr), 282: ("nat_dst", _addr),
+    139: ("icmp_type_code", _uint), 228: ("nat_dst_port", _uint), 281: ("nat_src", _addr), 282: ("nat_dst", _addr),
 }
 
 
@@ -286,6 +286,8 @@ def _flow(head: dict, tid: int, rec: dict) -> dict:
     flow = dict(head, template=tid, src=None, dst=None, src_port=0, dst_port=0, proto=0,
                 packets=0, bytes=0, start=None, end=None)
     flow.update(rec)
+    if not flow["dst_port"] and flow.get("icmp_type_code"):  # v5 carries it there
+        flow["dst_port"] = flow["icmp_type_code"]
     for ms, s in (("start", "start_s"), ("end", "end_s")):
         if s in flow:
             value = flow.pop(s) * 1000
