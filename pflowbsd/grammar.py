@@ -1,0 +1,156 @@
+"""The text grammar of `pfctl -ss [-v [-v]]`, transcribed from print_state().
+
+Strategy: a state is a record of 1-5 lines (pf_print_state.c print_state():
+the state line, the TCP `print_seq()` line, the `age`/`expires in`/counters
+line, the `id:`/`creatorid:` line, FreeBSD's `origif:` line). Each line is a
+regex fragment named after the printf() that writes it, and RECORD joins them
+into one multi-line regex that the parser runs with finditer() over the whole
+text: one C-level match per state, groups unpacked in one go (RECORD_FIELDS).
+SCAN_RECORD is the lean -vv variant for the tracker's poll loop: it only
+captures the key, the state line and the counters. Optional `, token`s of the
+counters line and extras of the id line are left as text (OPT_TOKENS,
+ID_EXTRAS) and split only when present.
+
+Sources: OpenBSD sbin/pfctl/pf_print_state.c 1.69 and FreeBSD 14/15
+sbin/pfctl/pf_print_state.c, as summarised in pfctl-formats.md §1-§2.
+"""
+
+import re
+
+# print_host(): inet_ntop() address, then ":%u" (AF_INET) or "[%u]" (AF_INET6)
+# when the port is non-zero; OpenBSD prefixes "(%d) " when rdomain != 0.
+# An inet address is four dotted decimals; anything with a colon is inet6
+# (which may embed a dotted quad: ::ffff:192.0.2.33).
+def _host(p):
+    return (rf"(?:\((?P<{p}rd>\d+)\) )?"
+            rf"(?P<{p}a>\d+\.\d+\.\d+\.\d+|[0-9a-f]*:[0-9a-f:.]*)"
+            rf"(?::(?P<{p}p4>\d+)|\[(?P<{p}p6>\d+)\])?")
+
+
+# print_state() line 1:
+#   printf("%s ", ifname); printf("%s ", p_name) | printf("%u ", proto);
+#   print_host(nk[1]) [" (" print_host(sk) ")"] [" {%s}" rt_addr, PF_IN]
+#   " -> " | " <- "
+#   print_host(nk[0]) [" (" print_host(sk) ")"] [" {%s}" rt_addr, PF_OUT]
+#   "    " "   %s:%s\n" | "   PROXY:SRC\n" | "   <BAD STATE LEVELS %u:%u>\n"
+# The old (OpenBSD <= 4.3, FreeBSD <= 9) "lan -> gwy -> ext" form has a
+# middle host (M) and a second arrow.
+STATE_LINE = (
+    r"(?P<ifname>[^ \n]+) (?P<proto>[^ \n]+) "
+    + _host("L") + r"(?: \(" + _host("LX") + r"\))?(?: \{(?P<gw1>[^}\n]+)\})?"
+    + r" (?P<arrow>->|<-) "
+    + r"(?:" + _host("M") + r" (?P<arrow2>->|<-) )?"
+    + _host("R") + r"(?: \(" + _host("RX") + r"\))?(?: \{(?P<gw2>[^}\n]+)\})?"
+    + r" {7}(?P<state><BAD STATE LEVELS \d+:\d+>|[^ \n]+)\n"
+)
+
+# print_seq(src) [" wscale %u"] "  " print_seq(dst) [" wscale %u"]:
+#   "[%u + %u]" (seqlo, seqhi - seqlo), "(+%u)" seqdiff under modulate state.
+SEQ_LINE = (
+    r"   \[(?P<sseq>\d+) \+ (?P<swin>\d+)\](?:\(\+(?P<sdiff>\d+)\))?(?: wscale (?P<sws>\d+))?"
+    r"  \[(?P<dseq>\d+) \+ (?P<dwin>\d+)\](?:\(\+(?P<ddiff>\d+)\))?(?: wscale (?P<dws>\d+))?\n"
+)
+
+# "   age %.2u:%.2u:%.2u" ", expires in %.2u:%.2u:%.2u"
+# ", %llu:%llu pkts, %llu:%llu bytes" [", anchor %u"] [", rule %u"] [", <flag>"...]
+AGE_LINE = (
+    r"   age (?P<age>\d+:\d\d:\d\d), expires in (?P<exp>\d+:\d\d:\d\d), "
+    r"(?P<counters>(?P<p0>\d+):(?P<p1>\d+) pkts, (?P<b0>\d+):(?P<b1>\d+) bytes)"
+    r"(?:, anchor (?P<anchor>\d+))?(?:, rule (?P<rule>\d+))?(?P<opts>, [^\n]*)?\n"
+)
+
+# "   id: %016llx creatorid: %08x" then FreeBSD " route-to: %s@%s" " rtable: %d",
+# FreeBSD 13 " gateway: %s", OpenBSD 5.2-6.4 " rt_addr: %s", old " (no-sync)".
+ID_LINE = (
+    r"   id: (?P<id>[0-9a-f]{16}) creatorid: (?P<creatorid>[0-9a-f]{8})(?P<idx> [^\n]*)?\n"
+)
+
+# FreeBSD >= 13: "   origif: %s\n"; pfSense: "   gateway: %s\n".
+EXTRA_LINES = (
+    r"(?:   (?:origif: (?P<origif>[^ \n]+)|gateway: (?P<pfsgw>[^ \n]+))\n){0,2}"
+)
+
+RECORD = re.compile(
+    r"^" + STATE_LINE + r"(?:" + SEQ_LINE + r")?(?:" + AGE_LINE + r")?(?:"
+    + ID_LINE + r")?" + EXTRA_LINES, re.M)
+
+# Group order of RECORD, for unpacking m.groups() in one step.
+RECORD_FIELDS = tuple(sorted(RECORD.groupindex, key=RECORD.groupindex.get))
+
+STATE_LINE_RE = re.compile(STATE_LINE)
+CONTINUATION_RES = {
+    "tcp window line": re.compile(SEQ_LINE),
+    "age/counters line": re.compile(AGE_LINE),
+    "id line": re.compile(ID_LINE),
+}
+
+# The -vv record as the tracker needs it: (state line, counters, id, creatorid).
+SCAN_RECORD = re.compile(
+    r"^([^ \n][^\n]*)\n(?:   \[[^\n]*\n)?"
+    r"   age \d+:\d\d:\d\d, expires in \d+:\d\d:\d\d, (\d+:\d+ pkts, \d+:\d+ bytes)[^\n]*\n"
+    r"   id: ([0-9a-f]{16}) creatorid: ([0-9a-f]{8})[^\n]*\n"
+    r"(?:   (?:origif|gateway): [^\n]*\n){0,2}", re.M)
+
+# Counters text as captured by SCAN_RECORD.
+COUNTERS = re.compile(r"(\d+):(\d+) pkts, (\d+):(\d+) bytes")
+
+# Optional tokens after the counters: split on ", " (tokens may hold spaces).
+OPT_SEP = ", "
+# FreeBSD print_state(): tokens with arguments.
+OPT_SET_TOS = re.compile(r"set-tos 0x([0-9a-f]{2})")
+OPT_SET_PRIO = re.compile(r"set-prio \(0x([0-9a-f]{2}) 0x([0-9a-f]{2})\)")
+OPT_DUMMYNET = re.compile(r"dummynet (pipe|queue) \((-?\d+) (-?\d+)\)")
+OPT_INT = re.compile(r"(min-ttl|max-mss|rlabel) (\d+)")
+
+# Extras of the id line, FreeBSD: print_host(rt_addr) then "@%s" rt_ifname.
+ID_EXTRA = re.compile(
+    r" (?:(?P<kind>route-to|dup-to|reply-to|gateway): (?P<addr>[^ @]+)(?:@(?P<ifname>[^ ]+))?"
+    r"|rtable: (?P<rtable>-?\d+)|rt_addr: (?P<rt_addr>[^ ]+)|(?P<nosync>\(no-sync\)))")
+
+# netinet/tcp_fsm.h tcpstates[]; PFUDPS_NAMES / PFOTHERS_NAMES (pfvar.h);
+# FreeBSD sctp_state_name() with the SCTP_* values of netinet/sctp_uio.h.
+TCP_STATES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED",
+              "CLOSE_WAIT", "FIN_WAIT_1", "CLOSING", "LAST_ACK", "FIN_WAIT_2",
+              "TIME_WAIT")
+UDP_STATES = ("NO_TRAFFIC", "SINGLE", "MULTIPLE")
+SCTP_STATES = {"CLOSED": 0, "BOUND": 0x1000, "LISTEN": 0x2000, "COOKIE_WAIT": 2,
+               "COOKIE_ECHOED": 4, "ESTABLISHED": 8, "SHUTDOWN_SENT": 0x10,
+               "SHUTDOWN_RECEIVED": 0x20, "SHUTDOWN_ACK_SENT": 0x40,
+               "SHUTDOWN_PENDING": 0x80}
+PF_TCPS_PROXY_SRC = 11
+PF_TCPS_PROXY_DST = 12
+BAD_STATE = re.compile(r"<BAD STATE LEVELS (\d+):(\d+)>")
+
+# getprotobynumber(): first name per number in the BSD /etc/protocols
+# (FreeBSD lib/libc/net/protocols; OpenBSD etc/protocols agrees on these).
+PROTOCOLS = {
+    "ip": 0, "icmp": 1, "igmp": 2, "ggp": 3, "ipencap": 4, "st2": 5, "tcp": 6,
+    "cbt": 7, "egp": 8, "igp": 9, "bbn-rcc": 10, "nvp": 11, "pup": 12,
+    "argus": 13, "emcon": 14, "xnet": 15, "chaos": 16, "udp": 17, "mux": 18,
+    "dcn": 19, "hmp": 20, "prm": 21, "xns-idp": 22, "trunk-1": 23,
+    "trunk-2": 24, "leaf-1": 25, "leaf-2": 26, "rdp": 27, "irtp": 28,
+    "iso-tp4": 29, "netblt": 30, "mfe-nsp": 31, "merit-inp": 32, "dccp": 33,
+    "3pc": 34, "idpr": 35, "xtp": 36, "ddp": 37, "idpr-cmtp": 38, "tp++": 39,
+    "il": 40, "ipv6": 41, "sdrp": 42, "ipv6-route": 43, "ipv6-frag": 44,
+    "idrp": 45, "rsvp": 46, "gre": 47, "dsr": 48, "bna": 49, "esp": 50,
+    "ah": 51, "i-nlsp": 52, "swipe": 53, "narp": 54, "mobile": 55, "tlsp": 56,
+    "skip": 57, "ipv6-icmp": 58, "ipv6-nonxt": 59, "ipv6-opts": 60,
+    "cftp": 62, "sat-expak": 64, "kryptolan": 65, "rvd": 66, "ippc": 67,
+    "sat-mon": 69, "visa": 70, "ipcv": 71, "cpnx": 72, "cphb": 73, "wsn": 74,
+    "pvp": 75, "br-sat-mon": 76, "sun-nd": 77, "wb-mon": 78, "wb-expak": 79,
+    "iso-ip": 80, "vmtp": 81, "secure-vmtp": 82, "vines": 83, "ttp": 84,
+    "nsfnet-igp": 85, "dgp": 86, "tcf": 87, "eigrp": 88, "ospf": 89,
+    "sprite-rpc": 90, "larp": 91, "mtp": 92, "ax.25": 93, "ipip": 94,
+    "micp": 95, "scc-sp": 96, "etherip": 97, "encap": 98, "gmtp": 100,
+    "ifmp": 101, "pnni": 102, "pim": 103, "aris": 104, "scps": 105, "qnx": 106,
+    "a/n": 107, "ipcomp": 108, "snp": 109, "compaq-peer": 110, "ipx-in-ip": 111,
+    "carp": 112, "pgm": 113, "l2tp": 115, "ddx": 116, "iatp": 117, "stp": 118,
+    "srp": 119, "uti": 120, "smp": 121, "sm": 122, "ptp": 123, "isis": 124,
+    "fire": 125, "crtp": 126, "crudp": 127, "sscopmce": 128, "iplt": 129,
+    "sps": 130, "pipe": 131, "sctp": 132, "fc": 133, "rsvp-e2e-ignore": 134,
+    "mobility-header": 135, "udplite": 136, "mpls-in-ip": 137, "manet": 138,
+    "hip": 139, "shim6": 140, "wesp": 141, "rohc": 142, "pfsync": 240,
+    "divert": 258,
+    # aliases seen on other systems, so a foreign table still resolves
+    "icmp6": 58, "vrrp": 112, "st": 5, "hopopt": 0, "ospfigp": 89,
+}
