@@ -1,0 +1,123 @@
+"""pflowbsd.v5: the NetFlow v5 layouts and copy_flow_data's field rules."""
+
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pflowbsd import v5
+from pflowbsd.flows import Clock, Flow
+
+A = bytes([192, 0, 2, 1])
+B = bytes([198, 51, 100, 7])
+
+
+def flow(**kw):
+    base = dict(af=socket.AF_INET, src=A, dst=B, src_port=40001, dst_port=443, proto=6,
+                packets=10, octets=1000, start=5000, end=9000)  # fmt: skip
+    base.update(kw)
+    return Flow(**base)
+
+
+def unpack_record(data: bytes) -> dict:
+    names = ("src_ip dest_ip nexthop_ip if_index_in if_index_out flow_packets flow_octets "
+             "flow_start flow_finish src_port dest_port pad1 tcp_flags protocol tos src_as "
+             "dest_as src_mask dest_mask pad2").split()  # fmt: skip
+    return dict(zip(names, v5.RECORD.unpack(data)))
+
+
+def test_layout_sizes_match_the_kernel_structs():
+    assert v5.HEADER.size == 24
+    assert v5.RECORD.size == 48
+
+
+def test_record_offsets_match_struct_pflow_flow():
+    data = v5.pack_record(flow(if_in=0x0102, if_out=0x0304, packets=0x0A0B0C0D, octets=0x11121314,
+                               start=0x21222324, end=0x31323334, src_port=0x4142,
+                               dst_port=0x5152, proto=0x61, tos=0x71))  # fmt: skip
+    assert data[0:4] == A and data[4:8] == B
+    assert data[8:12] == bytes(4)  # nexthop
+    assert data[12:14] == b"\x01\x02" and data[14:16] == b"\x03\x04"
+    assert data[16:20] == b"\x0a\x0b\x0c\x0d"
+    assert data[20:24] == b"\x11\x12\x13\x14"
+    assert data[24:28] == b"\x21\x22\x23\x24"
+    assert data[28:32] == b"\x31\x32\x33\x34"
+    assert data[32:34] == b"\x41\x42" and data[34:36] == b"\x51\x52"
+    assert data[36:38] == bytes(2)  # pad1, tcp_flags
+    assert data[38] == 0x61 and data[39] == 0x71
+    assert data[40:48] == bytes(8)  # AS, masks, pad2
+
+
+def test_packets_keep_the_low_32_bits_as_htonl_does():
+    rec = unpack_record(v5.pack_record(flow(packets=(5 << 32) + 7)))
+    assert rec["flow_packets"] == 7
+
+
+def test_octets_override_is_used_for_split_records():
+    rec = unpack_record(v5.pack_record(flow(octets=10**10), octets=123))
+    assert rec["flow_octets"] == 123
+
+
+@pytest.mark.parametrize(
+    "start,end,want",
+    [
+        (5000, 9000, (5000, 9000)),
+        (-1000, 9000, (0, 9000)),  # created before this machine booted (pfsync)
+        (10000, 9000, (0, 9000)),  # creation after the last packet
+        (-5000, -1000, (0, 0)),
+        (0, 0, (0, 0)),
+        (2**32 + 5000, 2**32 + 9000, (5000, 9000)),  # ms wrap every ~49.7 days
+    ],
+)
+def test_flow_times_apply_the_kernel_guards(start, end, want):
+    rec = unpack_record(v5.pack_record(flow(start=start, end=end)))
+    assert (rec["flow_start"], rec["flow_finish"]) == want
+
+
+def test_header_fields():
+    now = Clock(wall=1_700_000_123.25, up=86_400.9)
+    version, count, uptime, sec, nsec, seq, etype, eid, sampling = v5.HEADER.unpack(
+        v5.pack_header(17, now, 4242)
+    )
+    assert (version, count, seq, etype, eid, sampling) == (5, 17, 4242, 42, 42, 0)
+    assert uptime == 86_400_000  # whole seconds only, as getuptime() * 1000
+    assert sec == 1_700_000_123
+    assert nsec == 250_000_000
+
+
+def test_header_uptime_and_sequence_wrap_mod_2_32():
+    up = 50 * 86400  # past the ~49.7 day wrap
+    _, _, uptime, sec, _, seq, *_ = v5.HEADER.unpack(v5.pack_header(1, Clock(2.0**32 + 5, up), 2**32 + 3))
+    assert uptime == (up * 1000) % 2**32
+    assert sec == 5 and seq == 3
+
+
+@pytest.mark.parametrize("mtu,want", [(1500, 30), (1492, 30), (1491, 29), (72, 0), (100, 1), (2048, 30), (500, 9)])
+def test_maxcount(mtu, want):
+    assert v5.maxcount(mtu) == want
+
+
+def test_split_fast_path_is_one_pack():
+    assert list(v5.split_octets(0xFFFFFFFE, 5)) == [(0xFFFFFFFE, 5)]
+
+
+def test_split_exactly_maxbytes_takes_the_slow_path_with_no_chunk():
+    assert list(v5.split_octets(0xFFFFFFFF, 0)) == [(0xFFFFFFFF, 0)]
+
+
+def test_split_order_is_direction0_chunks_then_direction1_then_remainders():
+    M = 0xFFFFFFFF
+    assert list(v5.split_octets(2 * M + 10, M + 3)) == [(M, 0), (M, 0), (0, M), (10, 3)]
+
+
+@given(st.integers(0, 2**40), st.integers(0, 2**40))  # the kernel loops once per 4 GiB
+def test_split_conserves_bytes_and_fits_32_bits(b0, b1):
+    parts = list(v5.split_octets(b0, b1))
+    assert sum(p[0] for p in parts) == b0
+    assert sum(p[1] for p in parts) == b1
+    assert all(0 <= x <= v5.MAXBYTES for p in parts for x in p)
+    # every chunk record carries one direction only; only the last may carry both
+    assert all(0 in p for p in parts[:-1])
+    # a direction that had bytes still has them in the final pack (so it is emitted)
+    assert (parts[-1][0] != 0) == (b0 != 0) and (parts[-1][1] != 0) == (b1 != 0)
