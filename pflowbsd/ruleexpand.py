@@ -1,0 +1,254 @@
+"""List expansion and numbering of pf.conf rules, in pfctl's order.
+
+parse.y's expand_rule() nests its loops interface, proto, icmp-type,
+src host, src port, dst host, dst port, uid, gid; it drops combinations
+whose address families disagree and numbers each kept rule in turn.  The
+rule's address family is first decided from the host lists
+(decide_address_family) and from translation addresses
+(remove_invalid_hosts).  With the optimizer off those numbers are what the
+kernel reports as `rule N`.  A rule we cannot model stops the numbering of
+its ruleset: later rules there get nr None, never a guess.
+"""
+import ipaddress
+import itertools
+
+from .rulegrammar import ANY, Endpoint, Host, norm_address
+from .rules import FILTER_ACTIONS, RuleSyntaxError, rule_from_spec
+
+# pfctl keywords the grammar does not model: a rule using one is skipped
+# with a warning instead of being rejected as a syntax error.
+UNMODELLED = {"map-e-portset", "keep-counters", "max-src-conn-fanout",
+              "source-limit", "state-limit", "l3", "ethernet"}
+
+# localhost as /etc/hosts has it (pfctl resolves names at load time).
+KNOWN_NAMES = {"localhost": (("127.0.0.1", "inet"), ("::1", "inet6"))}
+
+
+class Numbering:
+    """Rule numbers per (anchor, ruleset), as pf->rule_nr counts them."""
+
+    def __init__(self, rs):
+        self.rs = rs
+        self.next = {}
+
+    def add(self, rule):
+        key = (rule.anchor, rule.ruleset)
+        nr = self.next.get(key, 0)
+        if nr is not None:
+            rule.nr = nr
+            self.next[key] = nr + 1
+        self.rs.rules.append(rule)
+
+    def skip(self, anchor, tok, why):
+        self.rs.warnings.append(
+            f"{tok.file}:{tok.line}: rule skipped ({why}); later rule "
+            f"numbers in {anchor or 'the main ruleset'} are unknown")
+        self.next[(anchor, "filter")] = None
+
+
+def interface_hosts(h, interfaces):
+    """`em0`, `em0:network`: the addresses pfctl reads off the interface."""
+    name, _, modifier = h.value.partition(":")
+    out = []
+    for addr, bits in interfaces[name]:
+        ip = ipaddress.ip_interface(f"{addr}/{bits}")
+        af = "inet6" if ip.version == 6 else "inet"
+        if modifier == "network":
+            if ip.is_link_local:
+                continue
+            out.append(Host(h.neg, "addr", norm_address(addr, bits), af))
+        elif modifier == "":
+            out.append(Host(h.neg, "addr", str(ip.ip), af))
+        else:
+            return [h]
+    return out
+
+
+def resolve_names(hosts, interfaces=None):
+    """Replace known host names by their addresses, as pfctl's host() does."""
+    out = []
+    for h in hosts:
+        if h.kind == "name" and interfaces and \
+                h.value.partition(":")[0] in interfaces:
+            out.extend(interface_hosts(h, interfaces))
+        elif h.kind == "name" and h.value.split("/")[0] in KNOWN_NAMES:
+            base, _, bits = h.value.partition("/")
+            for addr, af in KNOWN_NAMES[base]:
+                full = 32 if af == "inet" else 128
+                value = addr + (f"/{bits}" if bits and int(bits) != full
+                                else "")
+                out.append(Host(h.neg, "addr", value, af))
+        else:
+            out.append(h)
+    return out
+
+
+def decide_address_family(hosts, af):
+    """parse.y: a list whose addresses share one family sets the rule's."""
+    target = None
+    for h in hosts or ():
+        if h.af:
+            if target is None:
+                target = h.af
+            elif target != h.af:
+                return af
+    return af or target
+
+
+def redirect_hosts(spec, key, af, tok, interfaces):
+    """remove_invalid_hosts(): translation addresses fix or follow the af."""
+    if key not in spec or not isinstance(spec[key], tuple):
+        return af
+    at = 1 if key in ("route", "divert") else 0
+    if len(spec[key]) <= at or not isinstance(spec[key][at], list):
+        if key == "divert" and len(spec[key]) > 1 and \
+                isinstance(spec[key][1], Host):
+            hosts = resolve_names([spec[key][1]], interfaces)
+            return af or (hosts[0].af if len(hosts) == 1 else None)
+        return af
+    hosts = [h for h in resolve_names(
+        [h for h in spec[key][at] if isinstance(h, Host)], interfaces)]
+    kept = []
+    for h in hosts:
+        if af and h.af and h.af != af:
+            continue
+        if h.af and not af:
+            af = h.af
+        kept.append(h)
+    if not kept:
+        raise RuleSyntaxError(tok.file, tok.line, "no translation address "
+                              "with matching address family found.")
+    spec[key] = spec[key][:at] + (kept,) + tuple(spec[key][at + 1:])
+    return af
+
+
+def apply_state_defaults(spec, defaults):
+    """`set state-defaults` reaches pass rules with no state clause."""
+    if spec["action"] != "pass" or spec.get("keep_state") or not defaults:
+        return
+    for k, v in defaults.items():
+        if k == "timeouts":
+            for name, secs in v.items():
+                spec["timeouts"].setdefault(name, secs)
+        else:
+            spec["state_opts"].setdefault(k, v)
+
+
+def port_label(p):
+    if p is None:
+        return ""
+    if p.op == "=":
+        return str(p.lo)
+    if p.op in (":", "<>", "><"):
+        return f"{p.lo}{p.op}{p.hi}"
+    return f"{p.op}{p.lo}"
+
+
+def addr_label(h):
+    if h is None or h.kind == "any":
+        return ("! " if h and h.neg else "") + "any"
+    text = {"table": "<{}>", "dynamic": "({})"}.get(h.kind, "{}")
+    return ("! " if h.neg else "") + text.format(h.value)
+
+
+def expand_label(label, ifname, src, sport, dst, dport, proto):
+    if label is None or "$" not in label:
+        return label
+    for macro, value in (("$if", ifname or ""), ("$srcaddr", addr_label(src)),
+                         ("$dstaddr", addr_label(dst)),
+                         ("$srcport", port_label(sport)),
+                         ("$dstport", port_label(dport)),
+                         ("$proto", proto or "")):
+        label = label.replace(macro, value)
+    return label
+
+
+ICMP_PROTO = {"icmp-type": "icmp", "icmp6-type": "ipv6-icmp",
+              "ipv6-icmp-type": "ipv6-icmp"}
+
+
+def implied_options(spec):
+    """What parse.y adds on its own: binat-to is outbound, max-src-* track
+    sources per rule, max-src-conn-rate sets src.track, max sets the
+    rule's adaptive timeouts (60 % / 120 %), an empty label is none."""
+    opts, timeouts = spec["state_opts"], spec["timeouts"]
+    if "binat_to" in spec and not spec.get("direction"):
+        spec["direction"] = "out"
+    if any(k.startswith("max-src-") for k in opts):
+        opts.setdefault("source-track", "rule")
+    if "max-src-conn-rate" in opts:
+        secs = int(str(opts["max-src-conn-rate"]).split("/")[1])
+        timeouts.setdefault("src.track", secs)
+    if "max" in opts and "adaptive.start" not in timeouts \
+            and "adaptive.end" not in timeouts:
+        timeouts["adaptive.start"] = opts["max"] * 6 // 10
+        timeouts["adaptive.end"] = opts["max"] * 12 // 10
+    for key in ("label", "tag"):
+        if spec.get(key) == "":
+            spec[key] = None
+
+
+def expand(spec, rs, anchor, tok, text, interfaces=None):
+    """The rules one pf.conf rule statement stands for, in pfctl's order."""
+    apply_state_defaults(spec, rs.state_defaults)
+    implied_options(spec)
+    src_hosts, src_ports = spec.get("from") or (None, None)
+    dst_hosts, dst_ports = spec.get("to") or (None, None)
+    src_hosts = resolve_names(src_hosts, interfaces) if src_hosts else [ANY]
+    dst_hosts = resolve_names(dst_hosts, interfaces) if dst_hosts else [ANY]
+    af = spec.get("af")
+    if spec["action"] in FILTER_ACTIONS:
+        af = decide_address_family(src_hosts, af)
+        af = decide_address_family(dst_hosts, af)
+    for key in ("nat_to", "rdr_to", "binat_to", "redirect", "route",
+                "divert"):
+        af = redirect_hosts(spec, key, af, tok, interfaces)
+    icmp = spec.get("icmp_types")
+    icmp_items = [(ICMP_PROTO[icmp[0]], t) for t in icmp[1]] if icmp \
+        else [None]
+    if icmp and icmp_items[0][0] == "ipv6-icmp" and not af:
+        af = "inet6"
+    combos = itertools.product(
+        spec.get("ifaces") or [None], spec.get("protos") or [None],
+        icmp_items, src_hosts, src_ports or [None], dst_hosts,
+        dst_ports or [None], spec.get("uids") or [None],
+        spec.get("gids") or [None])
+    rules = []
+    for iface, proto, itype, sh, sp, dh, dp, uid, gid in combos:
+        if (af and sh.af and af != sh.af) or (af and dh.af and af != dh.af) \
+                or (sh.af and dh.af and sh.af != dh.af):
+            continue
+        if itype and proto and proto != itype[0]:
+            raise RuleSyntaxError(tok.file, tok.line, "icmp-type mismatch")
+        one = dict(spec)
+        one["af"] = af or sh.af or dh.af
+        one["ifaces"] = [iface] if iface else None
+        one["protos"] = [proto] if proto else None
+        one["from"] = ([sh], [sp] if sp else None)
+        one["to"] = ([dh], [dp] if dp else None)
+        one["uids"], one["gids"] = uid, gid
+        one["icmp_types"] = itype
+        for key in ("label", "tag", "tagged"):
+            one[key] = expand_label(spec.get(key),
+                                    iface[1] if iface else "any",
+                                    sh, sp, dh, dp, proto)
+        if proto and proto != "tcp" and one.get("keep_state") in (
+                "modulate", "synproxy"):
+            one["keep_state"] = "keep"
+        rule = rule_from_spec(one, anchor, None, tok.line, text)
+        rule.src, rule.dst = Endpoint(sh, sp), Endpoint(dh, dp)
+        rules.append(rule)
+    if not rules:
+        raise RuleSyntaxError(tok.file, tok.line,
+                              "rule expands to no valid combination")
+    return rules
+
+
+def expand_nr_macros(rs):
+    """`$nr` in labels and tags is the final rule number (after numbering)."""
+    for rule in rs.rules:
+        for attr in ("label", "tag"):
+            value = getattr(rule, attr)
+            if value and "$nr" in value:
+                setattr(rule, attr, value.replace(
+                    "$nr", str(rule.nr) if rule.nr is not None else "?"))

@@ -1,0 +1,94 @@
+"""Shared helpers for the pfctl regression tests (tests/fixtures/pfctl-regress)."""
+import re
+from pathlib import Path
+
+from pflowbsd.pfconf import parse_pfconf
+from pflowbsd.rules import RuleSyntaxError, parse_listing
+
+REGRESS = Path(__file__).parent / "fixtures" / "pfctl-regress"
+
+
+def read_fixture(name):
+    return (REGRESS / name).read_text()
+
+
+def number(path):
+    return int(re.search(r"(\d+)", path.name).group(1))
+
+
+def cases(pattern):
+    """Stems of the fixture files matching pattern, in numeric order."""
+    return sorted((p.stem for p in REGRESS.glob(pattern)),
+                  key=lambda s: (re.sub(r"\d+", "", s), number(Path(s))))
+
+
+def defines(stem):
+    opts = REGRESS / f"{stem}.opts"
+    out = {}
+    if opts.exists():
+        for word in opts.read_text().split():
+            if word.startswith("-D"):
+                k, _, v = word[2:].partition("=")
+                out[k] = v
+    return out
+
+
+# lo0 on the machine the suite ran on (what pfN.ok shows it resolved to).
+INTERFACES = {"lo0": [("::1", 128), ("fe80::1", 64), ("127.0.0.1", 8)]}
+
+
+def expanded(stem):
+    return parse_pfconf(read_fixture(f"{stem}.in"), "stdin",
+                        read_file=read_fixture, defines=defines(stem),
+                        interfaces=INTERFACES)
+
+
+def reachable(rules):
+    """Rules pfctl -nv prints: main, and anchors some printed rule calls."""
+    calls, out = {""}, []
+    for r in rules:
+        if r.anchor in calls:
+            out.append(r)
+            if r.call:
+                calls.add(r.call)
+    return out
+
+
+def printed(stem):
+    return parse_listing(read_fixture(f"{stem}.ok"), f"{stem}.ok",
+                         numbered=False)
+
+
+def loaded(stem, kind="loaded"):
+    return parse_listing(read_fixture(f"{stem}.{kind}"), f"{stem}.{kind}")
+
+
+def rejected_line(stem):
+    """(line pfctl names, line we name) for a pfailN case."""
+    first = re.search(r"stdin:(\d+):", read_fixture(f"{stem}.ok"))
+    want = int(first.group(1)) if first else None
+    try:
+        expanded(stem)
+    except RuleSyntaxError as exc:
+        return want, exc.line
+    return want, None
+
+
+KEY_FIELDS = ("anchor", "action", "direction", "quick", "ifname", "af",
+              "proto", "src", "dst", "state", "state_opts", "pflow",
+              "timeouts", "label", "tag", "call")
+
+
+def diff(ours, theirs, with_nr=False):
+    """First differing rule keys of two rule lists, or None."""
+    a = [((r.nr,) if with_nr else ()) + r.key() for r in ours]
+    b = [((r.nr,) if with_nr else ()) + r.key() for r in theirs]
+    if a == b:
+        return None
+    names = (("nr",) if with_nr else ()) + KEY_FIELDS
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"rule {i} (line {ours[i].line}): " + ", ".join(
+                f"{n}: {u!r} != {v!r}" for n, u, v in zip(names, x, y)
+                if u != v)
+    return f"{len(a)} rules != {len(b)} rules"
