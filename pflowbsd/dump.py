@@ -403,7 +403,7 @@ def read_pcap(data: bytes) -> Iterator[tuple[float, str, int, str, int, bytes]]:
 # --- output ---------------------------------------------------------------------------
 
 COLUMNS = (f"{'exported':<19} {'ver':<3} {'proto':<5} {'src':>23}    {'dst':<23} "
-           f"{'pkts':>10} {'bytes':>12} {'start':<12} {'end':<12}")
+           f"{'pkts':>10} {'bytes':>13} {'start':<12} {'end':<12}")
 
 
 def _endpoint(addr: str | None, port: int) -> str:
@@ -426,7 +426,7 @@ def format_flow(flow: dict, as_json: bool = False) -> str:
             f"{PROTO.get(flow['proto'], str(flow['proto'])):<5} "
             f"{_endpoint(flow['src'], flow['src_port']):>23} -> "
             f"{_endpoint(flow['dst'], flow['dst_port']):<23} {flow['packets']:>10} "
-            f"{flow['bytes']:>12} {_clock(flow['start_epoch']):<12} {_clock(flow['end_epoch'])}")
+            f"{flow['bytes']:>13} {_clock(flow['start_epoch']):<12} {_clock(flow['end_epoch'])}")
     if "nat_src" in flow or "nat_dst" in flow:
         line += (f"  nat {_endpoint(flow.get('nat_src'), flow.get('nat_src_port', 0))} -> "
                  f"{_endpoint(flow.get('nat_dst'), flow.get('nat_dst_port', 0))}")
