@@ -1,0 +1,534 @@
+"""pflowbsd.export: pflow(4)'s buffering, counting and timing, checked on our own decode
+and then against real decoders (tshark offline, nfcapd/nfdump over loopback)."""
+
+import csv
+import datetime
+import io
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pflowbsd import ipfix, v5
+from pflowbsd.export import Exporter
+from pflowbsd.flows import Clock, Flow
+
+from peers import free_udp_port, require, tshark_fields, write_pcap
+
+M = 0xFFFFFFFF
+WALL = 1_700_000_000.5
+BOOT = 1_699_000_000  # wall - up, whole seconds
+
+
+def at(up: float) -> Clock:
+    return Clock(BOOT + up + 0.5, up)
+
+
+def ip4(i: int) -> bytes:
+    return bytes([10, (i >> 16) & 255, (i >> 8) & 255, i & 255])
+
+
+def ip6(i: int) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, f"2001:db8::{i:x}")
+
+
+def state(i=1, b0=1000, b1=2000, p0=10, p1=20, af=socket.AF_INET, proto=6, nat=False, start=5_000, end=9_000):
+    """flow1 (initiator -> responder) and its mirror flow2, as the tracker builds them."""
+    a, b = (ip4(2 * i), ip4(2 * i + 1)) if af == socket.AF_INET else (ip6(2 * i), ip6(2 * i + 1))
+    n = (ip4(0xFFFF00 + i) if af == socket.AF_INET else ip6(0xFF00 + i)) if nat else None
+    common = dict(af=af, proto=proto, start=start, end=end, if_in=3, if_out=4)
+    f1 = Flow(src=a, dst=b, src_port=1024 + i, dst_port=80, packets=p0, octets=b0,
+              nat_src=n, nat_dst=b if nat else None, nat_src_port=30000 + i if nat else 0,
+              nat_dst_port=80 if nat else 0, **common)  # fmt: skip
+    f2 = Flow(src=b, dst=a, src_port=80, dst_port=1024 + i, packets=p1, octets=b1,
+              nat_src=b if nat else None, nat_dst=n, nat_src_port=80 if nat else 0,
+              nat_dst_port=30000 + i if nat else 0, if_in=4, if_out=3,
+              **{k: v for k, v in common.items() if not k.startswith("if_")})  # fmt: skip
+    return f1, f2
+
+
+# --- our own decoding of what we sent, for the unit tests ---------------------------------
+
+V5_NAMES = ("src dst nexthop if_in if_out packets octets start finish sport dport pad1 flags "
+            "proto tos src_as dst_as src_mask dst_mask pad2").split()  # fmt: skip
+
+
+def decode_v5(d: bytes):
+    version, count, uptime, sec, nsec, seq, et, ei, _ = v5.HEADER.unpack_from(d)
+    assert version == 5 and (et, ei) == (42, 42)
+    assert len(d) == 24 + 48 * count
+    recs = [dict(zip(V5_NAMES, v5.RECORD.unpack_from(d, 24 + 48 * k))) for k in range(count)]
+    return dict(count=count, uptime=uptime, sec=sec, nsec=nsec, seq=seq), recs
+
+
+def decode_ipfix(d: bytes):
+    version, length, export, seq, dom = ipfix.HEADER.unpack_from(d)
+    assert version == 10 and length == len(d)
+    set_id, set_len = ipfix.SET_HEADER.unpack_from(d, 16)
+    assert set_len == length - 16  # exactly one set per message
+    head = dict(export=export, seq=seq, domain=dom, set_id=set_id)
+    if set_id == ipfix.TMPL_SET_ID:
+        return head, []
+    layout = ipfix.TEMPLATES[set_id].layout
+    assert (set_len - 4) % layout.size == 0
+    return head, [layout.unpack_from(d, 20 + layout.size * k) for k in range((set_len - 4) // layout.size)]
+
+
+# --- NetFlow v5 ------------------------------------------------------------------------
+
+
+def test_v5_one_state_gives_flow1_then_flow2_in_one_datagram():
+    x = Exporter(proto=5)
+    f1, f2 = state()
+    assert x.start(at(100)) == []
+    assert x.export_state(f1, f2, at(100)) == []
+    [d] = x.flush(at(101.7))
+    head, recs = decode_v5(d)
+    assert abs(head.pop("nsec") - 200_000_000) < 1000  # a double holds ~0.2 us at 1.7e9 s
+    assert head == dict(count=2, uptime=101_000, sec=BOOT + 102, seq=0)
+    assert [(r["src"], r["sport"], r["octets"], r["packets"]) for r in recs] == [
+        (f1.src, f1.src_port, 1000, 10),
+        (f2.src, f2.src_port, 2000, 20),
+    ]
+    assert (recs[0]["if_in"], recs[0]["if_out"], recs[1]["if_in"], recs[1]["if_out"]) == (3, 4, 4, 3)
+    assert x.stats == dict(flows=2, datagrams=1, templates=0, skipped_v6=0, split_records=0)
+
+
+@pytest.mark.parametrize("b0,b1,p0,p1,want", [
+    (1000, 0, 10, 5, [1000]),  # a reply with packets but no bytes is not a record
+    (0, 2000, 0, 20, [2000]),
+    (0, 0, 3, 3, []),
+    (1000, 2000, 0, 0, [1000, 2000]),  # the test is on bytes, not packets
+])  # fmt: skip
+@pytest.mark.parametrize("proto", [5, 10])
+def test_zero_byte_directions_send_nothing(b0, b1, p0, p1, want, proto):
+    x = Exporter(proto=proto)
+    x.export_state(*state(b0=b0, b1=b1, p0=p0, p1=p1), at(10))
+    out = x.flush(at(11))
+    octets = [r["octets"] for d in out for r in decode_v5(d)[1]] if proto == 5 else \
+        [r[5] for d in out for r in decode_ipfix(d)[1]]  # fmt: skip
+    assert octets == want
+    assert x.stats["flows"] == len(want)
+    if not want:
+        assert out == [] and x.next_deadline() is None
+
+
+def test_v5_skips_ipv6_and_counts_it():
+    x = Exporter(proto=5)
+    assert x.export_state(*state(af=socket.AF_INET6), at(10)) == []
+    assert x.flush(at(11)) == [] and x.next_deadline() is None
+    assert x.stats["skipped_v6"] == 1 and x.stats["flows"] == 0
+
+
+def test_v5_31_records_make_two_datagrams_and_sequence_counts_records():
+    x = Exporter(proto=5)
+    sent = []
+    for i in range(16):  # 32 records
+        sent += x.export_state(*state(i), at(10 + i))
+    assert len(sent) == 1  # full at record 30, inside the 15th state
+    head, recs = decode_v5(sent[0])
+    assert head["count"] == 30 and head["seq"] == 0 and head["uptime"] == 24_000
+    [rest] = x.flush(at(40))
+    head2, recs2 = decode_v5(rest)
+    assert head2["count"] == 2 and head2["seq"] == 30
+    assert [r["src"] for r in recs2] == [ip4(30), ip4(31)]
+
+
+def test_v5_state_straddles_two_datagrams():
+    x = Exporter(proto=5, mtu=24 + 28 + 3 * 48)  # 3 records a datagram
+    assert x.export_state(*state(1), at(1)) == []
+    [full] = x.export_state(*state(2), at(2))  # flow1 of state 2 fills the buffer
+    [last] = x.flush(at(3))
+    assert [r["src"] for r in decode_v5(full)[1]] == [ip4(2), ip4(3), ip4(4)]
+    assert [r["src"] for r in decode_v5(last)[1]] == [ip4(5)]
+    assert decode_v5(last)[0]["seq"] == 3
+
+
+@pytest.mark.parametrize("b0,b1,want", [
+    (2 * M + 10, 500, [(0, M), (0, M), (0, 10), (1, 500)]),
+    (700, M + 1, [(1, M), (0, 700), (1, 1)]),
+    (M + 5, 3 * M, [(0, M), (1, M), (1, M), (0, 5), (1, M)]),
+    (M, 0, [(0, M)]),
+])  # fmt: skip
+def test_v5_split_above_4gib(b0, b1, want):
+    x = Exporter(proto=5)
+    x.export_state(*state(b0=b0, b1=b1, p0=(1 << 32) + 7, p1=9), at(1))
+    [d] = x.flush(at(2))
+    head, recs = decode_v5(d)
+    f1, _ = state()
+    got = [(0 if r["src"] == f1.src else 1, r["octets"]) for r in recs]
+    assert got == want
+    assert all(r["packets"] == (7 if r["src"] == f1.src else 9) for r in recs)  # never split
+    assert x.stats["split_records"] == len(want) - (b0 > 0) - (b1 > 0)
+    assert x.stats["flows"] == len(want)
+    x.export_state(*state(b0=1, b1=0), at(3))
+    assert decode_v5(x.flush(at(4))[0])[0]["seq"] == len(want)  # split records count
+
+
+@pytest.mark.parametrize("mtu,per", [(500, 9), (72, 1), (100, 1), (1491, 29), (5000, 30), (2048, 30)])
+def test_v5_mtu_limits(mtu, per):
+    x = Exporter(proto=5, mtu=mtu)
+    sent = []
+    for i in range(20):
+        sent += x.export_state(*state(i), at(1))
+    sent += x.flush(at(2))
+    assert [decode_v5(d)[0]["count"] for d in sent][:-1] == [per] * (40 // per - (40 % per == 0))
+    assert sum(decode_v5(d)[0]["count"] for d in sent) == 40
+    assert all(len(d) + 28 <= max(mtu, 100) for d in sent[:-1]) or mtu > 2048
+
+
+@pytest.mark.parametrize("mtu", [0, 71, -5])
+def test_mtu_below_the_kernel_minimum_is_refused(mtu):
+    with pytest.raises(ValueError):
+        Exporter(mtu=mtu)
+
+
+def test_unknown_protocol_is_refused():
+    with pytest.raises(ValueError):
+        Exporter(proto=9)
+
+
+def test_v5_hold_is_30_s_of_uptime_from_the_first_record():
+    x = Exporter(proto=5)
+    x.export_state(*state(1), at(100.25))
+    assert x.next_deadline() == 130.25
+    x.export_state(*state(2), at(125))  # does not re-arm
+    assert x.next_deadline() == 130.25
+    assert x.due(at(130.2)) == []
+    [d] = x.due(at(131.9))
+    head, recs = decode_v5(d)
+    assert head["count"] == 4 and head["uptime"] == 131_000
+    assert x.next_deadline() is None and x.due(at(500)) == []
+    x.export_state(*state(3), at(600))
+    assert x.next_deadline() == 630
+
+
+def test_v5_uptime_ms_wraps_mod_2_32():
+    x = Exporter(proto=5)
+    up = 4_294_968 + 17  # just past 2^32 ms
+    x.export_state(*state(start=(up - 5) * 1000, end=(up - 1) * 1000), at(up))
+    [d] = x.flush(at(up))
+    head, recs = decode_v5(d)
+    assert head["uptime"] == (up * 1000) % 2**32
+    assert recs[0]["start"] == ((up - 5) * 1000) % 2**32
+    assert recs[0]["finish"] == ((up - 1) * 1000) % 2**32
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3 * M), st.integers(0, 3 * M)), max_size=40),
+       st.sampled_from([72, 300, 1500]))  # fmt: skip
+def test_v5_sequence_is_records_before_each_datagram(octets, mtu):
+    x = Exporter(proto=5, mtu=mtu)
+    sent = []
+    for i, (b0, b1) in enumerate(octets):
+        sent += x.export_state(*state(i, b0=b0, b1=b1), at(i))
+    sent += x.flush(at(1000))
+    total = 0
+    for d in sent:
+        head, _ = decode_v5(d)
+        assert head["seq"] == total
+        total += head["count"]
+    assert total == x.stats["flows"]
+    assert x.stats["datagrams"] == len(sent)
+
+
+# --- IPFIX ----------------------------------------------------------------------------
+
+
+def test_ipfix_start_sends_templates_and_arms_the_refresh():
+    x = Exporter(proto=10, domain=7)
+    [t] = x.start(at(50))
+    head, _ = decode_ipfix(t)
+    assert head == dict(export=BOOT + 50, seq=0, domain=7, set_id=2) and len(t) == 124
+    assert x.next_deadline() == 80
+    assert x.due(at(79)) == []
+    [t2] = x.due(at(80))
+    assert t2 == ipfix.message(ipfix.template_set([256, 257]), at(80), 0, 7)
+    [t3] = x.due(at(140))  # late: one template, re-armed from now
+    assert decode_ipfix(t3)[0]["set_id"] == 2 and x.next_deadline() == 170
+    assert x.stats["templates"] == 3 and x.stats["datagrams"] == 3
+
+
+def test_ipfix_template_interval_is_configurable():
+    x = Exporter(proto=10, tmpl_interval=600)
+    x.start(at(0))
+    assert x.next_deadline() == 600
+
+
+def test_ipfix_v4_and_v6_have_separate_buffers_timers_and_a_shared_sequence():
+    x = Exporter(proto=10)
+    x.start(at(0))
+    x.export_state(*state(1), at(1))  # 2 IPv4 records, timer at 31
+    x.export_state(*state(2, b1=0), at(2))  # 1 more IPv4
+    sent = []
+    for i in range(9):  # 18 IPv6 records fill the IPv6 message
+        sent += x.export_state(*state(10 + i, af=socket.AF_INET6), at(5))
+    [v6] = sent
+    head, recs = decode_ipfix(v6)
+    assert head["set_id"] == 257 and head["seq"] == 0 and len(recs) == 18
+    x.export_state(*state(30, af=socket.AF_INET6), at(20))  # new IPv6 buffer, timer at 50
+    assert x.next_deadline() == 30  # the template refresh comes first
+    tmpl, v4 = x.due(at(31))
+    assert decode_ipfix(tmpl)[0] == dict(export=BOOT + 31, seq=18, domain=42, set_id=2)
+    head4, recs4 = decode_ipfix(v4)
+    assert head4["set_id"] == 256 and head4["seq"] == 18 and len(recs4) == 3
+    assert x.next_deadline() == 50
+    [v6b] = x.flush(at(40))
+    assert decode_ipfix(v6b)[0]["seq"] == 21 and len(decode_ipfix(v6b)[1]) == 2
+    [t] = x.due(at(61))
+    assert decode_ipfix(t)[0]["seq"] == 23  # templates carry it, never advance it
+
+
+def test_ipfix_flush_sends_ipv4_before_ipv6_and_nothing_when_empty():
+    x = Exporter(proto=10, nat=True)
+    x.export_state(*state(1, af=socket.AF_INET6, nat=True), at(1))
+    x.export_state(*state(2, af=socket.AF_INET6), at(1))
+    x.export_state(*state(3, nat=True), at(1))
+    x.export_state(*state(4), at(1))
+    assert [decode_ipfix(d)[0]["set_id"] for d in x.flush(at(2))] == [256, 258, 257, 259]
+    assert x.flush(at(3)) == [] and x.next_deadline() is None  # start() was not called
+
+
+@pytest.mark.parametrize("af,per", [(socket.AF_INET, 26), (socket.AF_INET6, 18)])
+@pytest.mark.parametrize("mtu", [1500, 700, 2048, 9000])
+def test_ipfix_records_per_message(af, per, mtu):
+    per = min(30, (min(mtu, 2048) - 44) // (54 if af == socket.AF_INET else 78))
+    x = Exporter(proto=10, mtu=mtu)
+    sent = []
+    for i in range(per):
+        sent += x.export_state(*state(i, af=af, b1=0), at(1))
+    assert len(sent) == 1 and len(decode_ipfix(sent[0])[1]) == per
+
+
+def test_ipfix_counters_are_64_bit_and_never_split():
+    x = Exporter(proto=10)
+    x.export_state(*state(b0=5 * M, b1=2**63 + 1, p0=2**40), at(1))
+    [d] = x.flush(at(2))
+    recs = decode_ipfix(d)[1]
+    assert [(r[4], r[5]) for r in recs] == [(2**40, 5 * M), (20, 2**63 + 1)]
+    assert x.stats["split_records"] == 0
+
+
+def test_ipfix_record_times_are_taken_at_export_not_at_send():
+    x = Exporter(proto=10)
+    x.export_state(*state(start=5_000, end=9_000), at(100))
+    [d] = x.due(at(130))
+    head, recs = decode_ipfix(d)
+    assert head["export"] == BOOT + 130
+    assert (recs[0][6], recs[0][7]) == ((BOOT + 5) * 1000, (BOOT + 9) * 1000)
+
+
+def test_nat_uses_its_own_templates_buffers_and_timers():
+    x = Exporter(proto=10, nat=True)
+    [t] = x.start(at(0))
+    assert ipfix.SET_HEADER.unpack_from(t, 16) == (2, 244)
+    x.export_state(*state(1), at(1))
+    x.export_state(*state(2, nat=True), at(5))
+    x.export_state(*state(3, nat=True, af=socket.AF_INET6), at(6))
+    assert [decode_ipfix(d)[0]["set_id"] for d in x.due(at(31))] == [2, 256]
+    assert x.next_deadline() == 35
+    out = x.due(at(36))
+    assert [decode_ipfix(d)[0]["set_id"] for d in out] == [258, 259]
+    nat4 = decode_ipfix(out[0])[1]
+    f1, f2 = state(2, nat=True)
+    assert nat4[0][8:12] == (f1.nat_src, f1.nat_dst, f1.nat_src_port, f1.nat_dst_port)
+    assert nat4[1][8:12] == (f2.nat_src, f2.nat_dst, f2.nat_src_port, f2.nat_dst_port)
+
+
+def test_without_nat_translated_states_use_the_plain_templates():
+    x = Exporter(proto=10)
+    [t] = x.start(at(0))
+    assert len(t) == 124
+    x.export_state(*state(2, nat=True), at(5))
+    [d] = x.flush(at(6))
+    assert decode_ipfix(d)[0]["set_id"] == 256
+
+
+# --- real decoders -------------------------------------------------------------------
+
+
+def _tshark_time(text: str) -> int:
+    """'Nov 14, 2023 22:11:41.000000000 UTC' -> epoch ms."""
+    stamp, frac = text.removesuffix(" UTC").split(".")
+    dt = datetime.datetime.strptime(stamp, "%b %d, %Y %H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return int(dt.timestamp()) * 1000 + int(frac[:3])
+
+
+def _flatten(rows, col):
+    return [v for row in rows for v in row[col]]
+
+
+def test_tshark_decodes_every_v5_record(tmp_path):
+    x = Exporter(proto=5)
+    flows, sent = [], []
+    for i in range(20):
+        f1, f2 = state(i, b0=1000 + i, b1=(M + 2 if i == 3 else 2000 + i), proto=(6, 17, 1)[i % 3],
+                       start=(i + 1) * 1000, end=(i + 50) * 1000)  # fmt: skip
+        flows += [f1, f2]
+        sent += x.export_state(f1, f2, at(100 + i))
+    sent += x.flush(at(200.5))
+    port = 2055
+    write_pcap(tmp_path / "v5.pcap", sent, port)
+    fields = ["cflow.version", "cflow.count", "cflow.sequence", "cflow.sysuptime", "cflow.unix_secs",
+              "cflow.unix_nsecs", "cflow.engine_type", "cflow.engine_id", "cflow.srcaddr", "cflow.dstaddr",
+              "cflow.srcport", "cflow.dstport", "cflow.protocol", "cflow.packets", "cflow.octets",
+              "cflow.timestart", "cflow.timeend", "cflow.inputint", "cflow.outputint"]  # fmt: skip
+    rows = tshark_fields(tmp_path / "v5.pcap", port, fields)
+    assert [r[0] for r in rows] == [["5"]] * 2
+    assert [int(r[1][0]) for r in rows] == [30, 11]
+    assert [int(r[2][0]) for r in rows] == [0, 30]
+    assert [r[3][0] for r in rows] == ["114.000000000", "200.000000000"]
+    assert rows[1][4:8] == [[str(BOOT + 201)], ["0"], ["42"], ["42"]]
+    want = []
+    # state 3's reply (M + 2) is split: a reply-only chunk first, then both remainders
+    order = flows[:6] + [(flows[7], M), (flows[6], 1003), (flows[7], 2)] + flows[8:]
+    for f in order:
+        f, c = f if isinstance(f, tuple) else (f, f.octets)
+        want.append([socket.inet_ntoa(f.src), socket.inet_ntoa(f.dst), str(f.src_port), str(f.dst_port),
+                     str(f.proto), str(f.packets), str(c), f"{f.start / 1000:.9f}", f"{f.end / 1000:.9f}",
+                     str(f.if_in), str(f.if_out)])  # fmt: skip
+    got = [list(t) for t in zip(*[_flatten(rows, c) for c in range(8, 19)])]
+    assert got == want
+
+
+def test_tshark_decodes_ipfix_templates_and_records_with_nat(tmp_path):
+    x = Exporter(proto=10, nat=True)
+    sent = x.start(at(100))
+    cases = [state(1), state(2, nat=True, b0=6 * M), state(3, af=socket.AF_INET6),
+             state(4, af=socket.AF_INET6, nat=True, proto=17)]  # fmt: skip
+    for f1, f2 in cases:
+        sent += x.export_state(f1, f2, at(100))
+    sent += x.flush(at(101))
+    port = 4739
+    write_pcap(tmp_path / "ipfix.pcap", sent, port)
+    rows = tshark_fields(tmp_path / "ipfix.pcap", port, [
+        "cflow.version", "cflow.od_id", "cflow.sequence", "cflow.template_id", "cflow.template_ipfix_field_type",
+        "cflow.flowset_id", "cflow.srcaddr", "cflow.srcaddrv6", "cflow.dstport", "cflow.protocol",
+        "cflow.packets", "cflow.octets", "cflow.abstimestart", "cflow.abstimeend",
+        "cflow.post_natsource_ipv4_address", "cflow.post_natdestination_ipv4_address",
+        "cflow.post_naptsource_transport_port", "cflow.post_naptdestination_transport_port",
+        "cflow.post_nat_source_ipv6_address", "cflow.post_nat_destination_ipv6_address",
+        "cflow.inputint", "cflow.outputint"])  # fmt: skip
+    assert [r[0] for r in rows] == [["10"]] * 5 and [r[1] for r in rows] == [["42"]] * 5
+    assert [r[2] for r in rows] == [["0"], ["0"], ["2"], ["4"], ["6"]]
+    assert rows[0][3] == ["256", "257", "258", "259"]
+    assert [int(v) for v in rows[0][4]] == [ie for t in (256, 257, 258, 259) for ie, _ in ipfix.TEMPLATES[t].fields]
+    assert [r[5] for r in rows[1:]] == [["256"], ["258"], ["257"], ["259"]]
+    ordered = [cases[0], cases[1], cases[2], cases[3]]
+    for row, (f1, f2) in zip(rows[1:], ordered):
+        addrs = row[6] or row[7]
+        fam = f1.af
+        assert addrs == [socket.inet_ntop(fam, f1.src), socket.inet_ntop(fam, f2.src)]
+        assert row[8] == [str(f1.dst_port), str(f2.dst_port)]
+        assert row[9] == [str(f1.proto)] * 2
+        assert row[10] == [str(f1.packets), str(f2.packets)]
+        assert row[11] == [str(f1.octets), str(f2.octets)]  # 64-bit: 6*M unsplit
+        assert [_tshark_time(t) for t in row[12]] == [(BOOT + 5) * 1000] * 2
+        assert [_tshark_time(t) for t in row[13]] == [(BOOT + 9) * 1000] * 2
+        assert row[20:22] == [["3", "4"], ["4", "3"]]
+        if f1.natted and fam == socket.AF_INET:
+            assert row[14] == [socket.inet_ntoa(f1.nat_src), socket.inet_ntoa(f2.nat_src)]
+            assert row[15] == [socket.inet_ntoa(f1.nat_dst), socket.inet_ntoa(f2.nat_dst)]
+            assert row[16] == [str(f1.nat_src_port), str(f2.nat_src_port)]
+            assert row[17] == [str(f1.nat_dst_port), str(f2.nat_dst_port)]
+        elif f1.natted:
+            assert row[18] == [socket.inet_ntop(fam, f1.nat_src), socket.inet_ntop(fam, f2.nat_src)]
+            assert row[19] == [socket.inet_ntop(fam, f1.nat_dst), socket.inet_ntop(fam, f2.nat_dst)]
+            assert row[16] == [str(f1.nat_src_port), str(f2.nat_src_port)]
+        else:
+            assert row[14:20] == [[]] * 6
+
+
+def _rx_queue(port: int) -> int | None:
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1].endswith(f":{port:04X}"):
+                return int(cols[4].split(":")[1], 16)
+    return None
+
+
+def _collect_with_nfcapd(tmp_path, datagrams: list[bytes]) -> list[dict]:
+    """Send datagrams to a real nfcapd on loopback; return nfdump's CSV rows."""
+    nfcapd, nfdump = require("nfcapd"), require("nfdump")
+    port = free_udp_port()
+    outdir = tmp_path / "flows"
+    outdir.mkdir()
+    proc = subprocess.Popen([nfcapd, "-b", "127.0.0.1", "-p", str(port), "-w", str(outdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        log = []
+        for line in proc.stdout:  # wait until it listens (EOF if it dies)
+            log.append(line)
+            if "Startup" in line:
+                break
+        assert proc.poll() is None, "".join(log)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for d in datagrams:
+                s.sendto(d, ("127.0.0.1", port))
+        for _ in range(200):  # until nfcapd has read everything
+            if not _rx_queue(port):
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[0]
+    assert "Bad Packets: 0" in rest and "Sequence Errors: 0" in rest, rest
+    files = [p for p in outdir.iterdir() if p.name.startswith("nfcapd.")]
+    assert files, os.listdir(outdir)
+    out = subprocess.run([nfdump, "-R", str(outdir), "-o", "csv"], capture_output=True, text=True, check=True)
+    text = out.stdout.split("\nSummary")[0]
+    nat = subprocess.run([nfdump, "-q", "-R", str(outdir), "-o", "fmt:%nsa|%nda|%nsp|%ndp"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for row, n in zip(rows, nat, strict=True):
+        row["nat"] = [v.strip() for v in n.split("|")]
+    return rows
+
+
+def test_nfcapd_collects_v5_and_ipfix(tmp_path):
+    sent = []
+    want = []
+    v5x, fx = Exporter(proto=5), Exporter(proto=10, nat=True)
+    sent += fx.start(at(10))
+    cases = [state(1, b0=12345, b1=678), state(2, b0=3 * M + 9, b1=0, proto=17), state(3, proto=1, b1=0),
+             state(4, af=socket.AF_INET6, b0=7 * M), state(5, nat=True, b0=99, b1=77)]  # fmt: skip
+    for f1, f2 in cases:
+        sent += v5x.export_state(f1, f2, at(20)) + fx.export_state(f1, f2, at(20))
+    sent += v5x.flush(at(21)) + fx.flush(at(21))
+    for f1, f2 in cases:
+        for f in (f1, f2):
+            if not f.octets:
+                continue
+            key = (socket.inet_ntop(f.af, f.src), socket.inet_ntop(f.af, f.dst), f.src_port, f.dst_port, f.proto)
+            chunks = [f.octets] if f.octets < M else [M] * (f.octets // M - (f.octets % M == 0)) + [f.octets % M or M]
+            if f.af == socket.AF_INET:
+                want += [("v5", *key, f.packets, c, ("0.0.0.0",) * 2 + (0, 0)) for c in chunks]
+            post = (socket.inet_ntoa(f.nat_src), socket.inet_ntoa(f.nat_dst), f.nat_src_port, f.nat_dst_port) \
+                if f.natted else ("0.0.0.0",) * 2 + (0, 0)  # fmt: skip
+            want.append(("ipfix", *key, f.packets, f.octets, post))
+    rows = _collect_with_nfcapd(tmp_path, sent)
+    proto_names = {"TCP": 6, "UDP": 17, "ICMP": 1}
+
+    def port(row, k):  # nfdump prints ICMP type.code in dp, 0 in sp
+        return int(float(row[k]))
+
+    got = []
+    for r in rows:
+        kind = "v5" if r["eng"] == "42/42" else "ipfix"
+        pr = proto_names[r["pr"]]
+        key = (r["sa"], r["da"], port(r, "sp"), port(r, "dp"), pr)
+        nat = (r["nat"][0], r["nat"][1], int(r["nat"][2]), int(r["nat"][3]))
+        got.append((kind, *key, int(r["ipkt"]), int(r["ibyt"]), nat))
+    icmp = {w for w in want if w[5] == 1}
+    # ICMP "ports" are decoded by nfdump as type/code: compare those rows without ports
+    strip = lambda t: (t[0], t[1], t[2], t[5], t[6], t[7], t[8])  # noqa: E731
+    assert sorted(strip(g) for g in got if g[5] == 1) == sorted(strip(w) for w in icmp)
+    assert sorted(g for g in got if g[5] != 1) == sorted(w for w in want if w[5] != 1)
+    assert any(g[0] == "ipfix" and g[7] == 7 * M for g in got)  # a 64-bit counter arrived whole
