@@ -90,7 +90,7 @@ def _tcp_packet(st: SimState, side: int, flags: str, payload: int) -> None:
         src.level = SYN_SENT
         src.sent += 1
         if side:  # the SYN-ACK: each side's window is what the other advertises
-            src.isn = (st.id * 2654435761 & MASK32) | 1
+            src.isn = ((st.id & MASK32) * 2654435761 & MASK32) | 1
             shift = bool(src.wscale and dst.wscale)
             dst.window = 65160 << (src.wscale & 0x0f) * shift
             src.window = 64240 << (dst.wscale & 0x0f) * shift
@@ -337,6 +337,7 @@ class SimPf:
         self.states: dict[int, SimState] = {}
         self.scripts: dict[int, object] = {}
         self.gone: dict[int, int] = {}  # id -> when purged
+        self.unflagged: set[int] = set()  # ids of states without `pflow`
         self.counters = dict(searches=0, inserts=0, removals=0)
         self._kinds = list(KINDS)
         self._weights = [k[0] for k in KINDS.values()]
@@ -352,7 +353,7 @@ class SimPf:
 
     def _open(self, kind, proto, af, direction, rule, pflow, script, life, down,
               endpoints, services, created=None, ifname="all") -> SimState:
-        rng = random.Random(f"{self.seed}/{self.next_id}")
+        rng = random.Random(f"{self.seed}/{self.next_id & MASK32}")
         wire, stack = endpoints(rng, proto, rng.choice(services))
         norm = lambda e: (_ntop(af, e[0]), e[1])  # noqa: E731
         st = SimState(self.next_id, proto, af, direction, ifname,
@@ -364,6 +365,8 @@ class SimPf:
             st.peers[1].wscale = 0x86 if st.peers[0].wscale else 0
         self.next_id += 1
         self.states[st.id] = st
+        if not pflow:
+            self.unflagged.add(st.id)
         self.scripts[st.id] = script(self, st, rng, rng.randint(0, life) if life else 0, down)
         self.counters["inserts"] += 1
         self._step(st)
