@@ -6,8 +6,13 @@ Usage:
   pflowbsd states [--json] [--pfctl PATH] [FILE]
   pflowbsd rules [--json] [--pfctl PATH] [FILE]
   pflowbsd dump [-l ADDR:PORT] [--json] [-r PCAP] [-c COUNT]
-  pflowbsd demo [--rate N] [--duration SECS] [--proto 5|10] [--port PORT] [--seed N]
+  pflowbsd demo [--rate N] [--duration SECS] [--proto N] [--port PORT] [--seed N]
   pflowbsd -h | --help | --version
+
+PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
+  flowsrc ADDR[:PORT]   flowdst ADDR:PORT ([v6]:port too; repeat for more collectors)
+  pflowproto 5|10   mtu N   domain N   tmpl-interval SECS   nat on|off
+  export pflow|all   select all|label PATTERN|interface IF|rule [ANCHOR] N
 
 Daemon options:
   -a             Export every state, not only those pf flags `pflow`.
@@ -15,29 +20,186 @@ Daemon options:
   -n             Check the configuration and the rules, then exit.
   -v             Log more (debug).
   -i IF          The pflow instance this process stands for [default: pflow0].
-  -f FILE        Configuration file [default: /etc/pflowbsd.IF.conf].
-  -t SECS        Poll interval in seconds [default: 10].
+  -f FILE        Configuration file (default /etc/pflowbsd.IF.conf, if it exists).
+  -t SECS        Poll interval in seconds (default 10, or `interval` in the file).
   -p PIDFILE     Write the process id to PIDFILE.
-  --pfctl PATH   The pfctl program to run [default: pfctl].
+  --pfctl PATH   The pfctl program to run (default pfctl, or `pfctl` in the file).
   --record DIR   Store every raw snapshot and pf's side files in DIR.
   --replay DIR   Run the pipeline over a recorded DIR as fast as it can, then exit.
 
-PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
-  flowsrc ADDR  flowdst ADDR:PORT ([v6]:port too; may be repeated)  pflowproto 5|10
-  mtu N  domain N  tmpl-interval SECS  nat on|off  export pflow|all
-
-Other commands:
-  states         Parse `pfctl -ss -v[v]` (FILE, `-` for stdin, or run pfctl).
-  rules          List pf rules and whether their states are exported.
+Commands:
+  states         Parse `pfctl -ss -v[v]` (FILE, `-` for stdin, or run pfctl -ss -vv).
+  rules          List pf rules (FILE: a pf.conf or a saved `pfctl -sr -vv`; or run
+                 pfctl) and whether their states are exported, and why.
   dump           A small collector: print each v5/IPFIX flow received or in PCAP.
-    -l ADDR:PORT   Listen here [default: 127.0.0.1:9995].
-    -r PCAP        Read a capture file instead of listening.
-    -c COUNT       Stop after COUNT flows.
   demo           Run the whole pipeline on a simulated pf, exporting to a collector
                  it starts on 127.0.0.1, and show the flows as they arrive.
-    --rate N       New states per second [default: 20].
-    --duration SECS  How long to run [default: 20].
-    --proto 5|10   pflowproto [default: 5].
-    --port PORT    The collector's UDP port [default: 0] (0: any free port).
-    --seed N       Seed of the simulation [default: 1].
+
+Dump options:
+  -l ADDR:PORT   Listen here [default: 127.0.0.1:9995].
+  --json         One JSON object per line (states, rules, dump).
+  -r PCAP        Read a capture file instead of listening.
+  -c COUNT       Stop after COUNT flows.
+
+Demo options:
+  --rate N          New states per second [default: 20].
+  --duration SECS   How long to run [default: 20].
+  --proto N         pflowproto, 5 or 10 [default: 5].
+  --port PORT       The collector's UDP port, 0 for any free one [default: 0].
+  --seed N          Seed of the simulation [default: 1].
 """
+
+from __future__ import annotations
+
+import os
+import sys
+
+from docopt import DocoptExit, docopt
+
+from pflowbsd import __version__
+from pflowbsd.config import Config, ConfigError, apply_file, apply_words, check
+
+
+def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
+    """FILE, `-` for stdin, or what pfctl prints."""
+    if arg == "-":
+        return sys.stdin.buffer.read().decode(errors="replace")
+    if arg:
+        with open(arg, "rb") as f:
+            return f.read().decode(errors="replace")
+    from pflowbsd.daemon import Pfctl
+
+    return Pfctl(pfctl).run(*pfctl_args)
+
+
+def load_config(args) -> Config:
+    """Defaults, then the file, then the command line: the last word wins."""
+    cfg = Config(instance=args["-i"])
+    path = args["-f"] or f"/etc/pflowbsd.{cfg.instance}.conf"
+    if args["-f"] or os.path.exists(path):
+        try:
+            with open(path) as f:
+                apply_file(cfg, f.read(), path)
+        except OSError as e:
+            raise ConfigError(f"{path}: {e.strerror}") from None
+    apply_words(cfg, args["PARAM"])
+    if args["-a"]:
+        cfg.export_all = True
+    if args["-t"]:
+        apply_words(cfg, ["interval", args["-t"]])
+    if args["--pfctl"]:
+        cfg.pfctl = args["--pfctl"]
+    return cfg
+
+
+def cmd_states(args) -> int:
+    from pflowbsd.states import cmd_states as body
+
+    text = _input(args["FILE"], args["--pfctl"] or "pfctl", "-ss", "-vv")
+    return body(text, args["--json"], sys.stdout, sys.stderr)
+
+
+def cmd_rules(args) -> int:
+    from pflowbsd.rules import cmd_rules as body
+
+    name = args["FILE"] or "pfctl -sr"
+    text = _input(args["FILE"], args["--pfctl"] or "pfctl", "-a", "*", "-sr", "-vv")
+    base = os.path.dirname(os.path.abspath(args["FILE"])) if args["FILE"] not in (None, "-") else "."
+
+    def read_file(path: str) -> str:
+        with open(os.path.join(base, path)) as f:
+            return f.read()
+
+    return body(text, name, args["--json"], sys.stdout, sys.stderr, read_file=read_file)
+
+
+def cmd_dump(args) -> int:
+    from pflowbsd.dump import cmd_dump as body
+
+    count = int(args["-c"]) if args["-c"] else None
+    return body(args["-l"], args["--json"], args["-r"], count, sys.stdout, sys.stderr)
+
+
+def cmd_demo(args) -> int:
+    from pflowbsd.demo import cmd_demo as body
+
+    return body(rate=float(args["--rate"]), duration=float(args["--duration"]),
+                proto=int(args["--proto"]), port=int(args["--port"]),
+                seed=int(args["--seed"]), out=sys.stdout)
+
+
+def cmd_check(cfg: Config, args) -> int:
+    """-n: the configuration, and the rules the selection will use."""
+    from pflowbsd.daemon import PfSide, Pfctl, PfctlError
+
+    side = PfSide(cfg)
+    replay = args["--replay"]
+    try:
+        if replay:
+            rules = _read_opt(os.path.join(replay, "rules"))
+        else:
+            rules = Pfctl(cfg.pfctl).rules()
+    except PfctlError as e:
+        print(f"pflowbsd: {e}", file=sys.stderr)
+        return 1
+    side.load(None, rules, None)
+    n = len(side.ruleset.rules) if side.ruleset else 0
+    chosen = [r for r in side.ruleset.rules if side.selector.decide_rule(r)[0]] if n else []
+    dsts = ", ".join(f"{a}:{p}" for a, p in cfg.flowdst)
+    print(f"pflowbsd: configuration OK: {cfg.instance} flowdst {dsts} pflowproto "
+          f"{cfg.pflowproto}; {n} rules, {len(chosen)} select their states for export")
+    return 0
+
+
+def _read_opt(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def cmd_daemon(args) -> int:
+    from pflowbsd import daemon
+
+    cfg = load_config(args)
+    check(cfg)
+    if args["-n"]:
+        return cmd_check(cfg, args)
+    foreground = args["-d"] or bool(args["--replay"])
+    daemon.setup_logging(foreground, args["-v"], cfg.instance)
+    if args["--replay"]:
+        return daemon.replay(cfg, args["--replay"])
+    if not foreground:
+        daemon.daemonize()
+    if args["-p"]:
+        daemon.write_pidfile(args["-p"])
+    return daemon.Daemon(cfg, record=args["--record"]).run()
+
+
+COMMANDS = {"states": cmd_states, "rules": cmd_rules, "dump": cmd_dump, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = docopt(__doc__, argv, version=f"pflowbsd {__version__}")
+    except DocoptExit as e:
+        print(e, file=sys.stderr)
+        return 2
+    command = next((f for name, f in COMMANDS.items() if args[name]), cmd_daemon)
+    try:
+        return command(args)
+    except ConfigError as e:
+        print(f"pflowbsd: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a pfctl that fails, an unreadable FILE: one line, not a trace
+        from pflowbsd.daemon import PfctlError
+
+        if isinstance(e, (PfctlError, OSError)):
+            print(f"pflowbsd: {e}", file=sys.stderr)
+            return 1
+        raise

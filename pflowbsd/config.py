@@ -1,0 +1,186 @@
+"""Configuration: ifconfig's own words for a pflow interface, on the command line or in
+a file, so an OpenBSD operator can point -f at an existing /etc/hostname.pflowN.
+
+A file holds one or more `word value` pairs per line, `#` starts a comment, and `select`
+takes the rest of its line.  ifconfig words that make no sense here (`up`, `down`,
+`create`, `description ...`) and hostname.if(5) `!command` lines are accepted and
+ignored; anything else unknown is an error naming file and line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    instance: str = "pflow0"
+    flowsrc: tuple[str, int] | None = None
+    flowdst: list[tuple[str, int]] = field(default_factory=list)
+    pflowproto: int = 5
+    mtu: int = 1500
+    domain: int = 42
+    tmpl_interval: int = 30
+    nat: bool = False
+    export_all: bool = False
+    pfctl: str = "pfctl"
+    interval: float = 10.0
+    select: list[str] = field(default_factory=list)
+
+
+_V6_PORT = re.compile(r"^\[([^\]]+)\](?::(\d+))?$")
+
+
+def parse_endpoint(text: str, need_port: bool) -> tuple[str, int]:
+    """`a.b.c.d[:port]`, `[v6][:port]` or a bare v6 address; numeric only, as ifconfig."""
+    m = _V6_PORT.match(text)
+    if m:
+        addr, port = m[1], m[2]
+    elif text.count(":") == 1:
+        addr, port = text.split(":")
+    else:
+        addr, port = text, None
+    try:
+        addr = str(ipaddress.ip_address(addr))
+    except ValueError:
+        raise ConfigError(f"{text!r}: not a numeric IPv4 or IPv6 address") from None
+    if port is None:
+        if need_port:
+            raise ConfigError(f"{text!r}: a port is required (flowdst ADDR:PORT)")
+        return addr, 0
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{text!r}: bad port")
+    return addr, int(port)
+
+
+def _int(lo: int, hi: int):
+    def conv(word: str, value: str) -> int:
+        if not re.fullmatch(r"\d+", value) or not lo <= int(value) <= hi:
+            raise ConfigError(f"{word} {value!r}: want a whole number from {lo} to {hi}")
+        return int(value)
+    return conv
+
+
+def _choice(**choices):
+    def conv(word: str, value: str):
+        if value not in choices:
+            raise ConfigError(f"{word} {value!r}: want one of {', '.join(choices)}")
+        return choices[value]
+    return conv
+
+
+def _seconds(word: str, value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        v = -1
+    if not 0 < v <= 86400:
+        raise ConfigError(f"{word} {value!r}: want seconds, more than 0")
+    return v
+
+
+def _set(attr, conv):
+    def apply(cfg: Config, word: str, value: str) -> None:
+        setattr(cfg, attr, conv(word, value))
+    return apply
+
+
+def _flowsrc(cfg: Config, word: str, value: str) -> None:
+    cfg.flowsrc = parse_endpoint(value, need_port=False)
+
+
+def _flowdst(cfg: Config, word: str, value: str) -> None:
+    dst = parse_endpoint(value, need_port=True)
+    if dst not in cfg.flowdst:
+        cfg.flowdst.append(dst)
+
+
+def _path(cfg: Config, word: str, value: str) -> None:
+    cfg.pfctl = value
+
+
+# word -> (takes a value, apply)
+WORDS = {
+    "flowsrc": (True, _flowsrc),
+    "flowdst": (True, _flowdst),
+    "pflowproto": (True, _set("pflowproto", _choice(**{"5": 5, "10": 10}))),
+    "mtu": (True, _set("mtu", _int(72, 65535))),
+    "domain": (True, _set("domain", _int(0, 2**32 - 1))),
+    "tmpl-interval": (True, _set("tmpl_interval", _int(1, 86400))),
+    "nat": (True, _set("nat", _choice(on=True, off=False))),
+    "export": (True, _set("export_all", _choice(pflow=False, all=True))),
+    "pfctl": (True, _path),
+    "interval": (True, _set("interval", _seconds)),
+    "-flowsrc": (False, lambda cfg, w, v: setattr(cfg, "flowsrc", None)),
+    "-flowdst": (False, lambda cfg, w, v: cfg.flowdst.clear()),
+}
+IGNORED = {"up": False, "down": False, "create": False, "destroy": False,
+           "description": True, "descr": True}
+SELECT_ARGS = {"all": 0, "label": 1, "interface": 1, "rule": 1}
+
+
+def _select(tokens: list[str], i: int) -> tuple[str, int]:
+    """`select all | label PAT | interface IF | rule N | rule ANCHOR N` -> (line, next i)."""
+    if i >= len(tokens) or tokens[i] not in SELECT_ARGS:
+        raise ConfigError("select: want all, label PATTERN, interface IF or rule [ANCHOR] N")
+    kind = tokens[i]
+    n = SELECT_ARGS[kind]
+    if kind == "rule" and i + 1 < len(tokens) and not tokens[i + 1].isdigit():
+        n = 2
+    args = tokens[i + 1:i + 1 + n]
+    if len(args) < n or (kind == "rule" and not args[-1].isdigit()):
+        raise ConfigError(f"select {kind}: missing or bad argument")
+    quoted = [f'"{a}"' if kind in ("label", "rule") and not a.isdigit() else a for a in args]
+    return " ".join([kind, *quoted]), i + 1 + n
+
+
+def apply_words(cfg: Config, tokens: list[str]) -> Config:
+    i = 0
+    while i < len(tokens):
+        word = tokens[i]
+        if word == "select":
+            line, i = _select(tokens, i + 1)
+            cfg.select.append(line)
+            continue
+        if word in IGNORED:
+            i += 1 + IGNORED[word]
+            continue
+        if word not in WORDS:
+            raise ConfigError(f"unknown word {word!r}")
+        takes, apply = WORDS[word]
+        value = None
+        if takes:
+            if i + 1 >= len(tokens):
+                raise ConfigError(f"{word}: missing value")
+            value = tokens[i + 1]
+        apply(cfg, word, value)
+        i += 2 if takes else 1
+    return cfg
+
+
+def apply_file(cfg: Config, text: str, name: str) -> Config:
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("!"):
+            continue  # hostname.if(5) shell command
+        try:
+            apply_words(cfg, shlex.split(line, comments=True))
+        except (ConfigError, ValueError) as e:
+            raise ConfigError(f"{name}:{n}: {e}") from None
+    return cfg
+
+
+def check(cfg: Config) -> None:
+    """What must hold before the daemon starts."""
+    if not cfg.flowdst:
+        raise ConfigError("no flowdst: give the collector as flowdst ADDR:PORT")
+    if cfg.flowsrc:
+        fams = {ipaddress.ip_address(a).version for a, _ in cfg.flowdst}
+        if ipaddress.ip_address(cfg.flowsrc[0]).version not in fams:
+            raise ConfigError("flowsrc and flowdst are of different address families")

@@ -1,0 +1,188 @@
+"""Timeouts: which pf timeout a state is running on, and so when it last saw a packet.
+
+pfctl prints `expires in` = st->expire + T_eff - now, where st->expire is the uptime of
+the state's last packet, which is what pflow(4) reports as the flow's end.  pfctl never
+prints the timeout class, so it is inferred from the state pair and the counters the way
+pf.c moves it (reference pfctl-formats.md §4.4), and the effective value comes from the
+rule's own timeouts, else `pfctl -st`, scaled adaptively (pf_state_expires()).
+
+Also here: readers for `pfctl -st`, `pfctl -si -v` and `kern.boottime`, since they only
+feed this arithmetic and the reload check.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# PFTM_*_VAL, identical in OpenBSD pfvar.h and FreeBSD pf.h; sctp.* FreeBSD only.
+DEFAULTS: dict[str, int] = {
+    "tcp.first": 120, "tcp.opening": 30, "tcp.established": 86400,
+    "tcp.closing": 900, "tcp.finwait": 45, "tcp.closed": 90, "tcp.tsdiff": 30,
+    "sctp.first": 120, "sctp.opening": 30, "sctp.established": 86400,
+    "sctp.closing": 900, "sctp.closed": 90,
+    "udp.first": 60, "udp.single": 30, "udp.multiple": 60,
+    "icmp.first": 20, "icmp.error": 10,
+    "other.first": 60, "other.single": 30, "other.multiple": 60,
+    "frag": 60, "interval": 10, "src.track": 0,
+    "adaptive.start": 60000, "adaptive.end": 120000,
+}
+
+# tcp_fsm.h levels, as pf keeps them per peer.
+CLOSED, LISTEN, SYN_SENT, SYN_RCVD, ESTABLISHED = 0, 1, 2, 3, 4
+CLOSING, FIN_WAIT_2, TIME_WAIT = 7, 9, 10
+# PFUDPS_* / PFOTHERS_*
+NO_TRAFFIC, SINGLE, MULTIPLE = 0, 1, 2
+SCTP_NAMES = ("CLOSED", "BOUND", "LISTEN", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED",
+              "SHUTDOWN_SENT", "SHUTDOWN_RECEIVED", "SHUTDOWN_ACK_SENT", "SHUTDOWN_PENDING")
+_SCTP_ONLY = re.compile(r"COOKIE_|SHUTDOWN_|BOUND|ESTABLISHED|\?")
+
+# `pfctl -st`: printf("%-20s %10d%s\n", name, seconds, "s" | " states")
+_ST_LINE = re.compile(r"^(\S+)\s+(\d+)(?:s| states)\s*$", re.M)
+_HOSTID = re.compile(r"^Hostid:\s+0x([0-9a-f]{8})\s*$", re.M)
+_CHECKSUM = re.compile(r"^Checksum:\s+0x([0-9a-f]+)\s*$", re.M)
+_ENTRIES = re.compile(r"^\s+current entries\s+(\d+)", re.M)
+_BOOTTIME = re.compile(r"sec\s*=\s*(\d+)|^\s*(\d+)\s*$", re.M)
+
+
+def parse_timeouts(text: str) -> dict[str, int]:
+    """`pfctl -st` (or the TIMEOUTS: block of `-sa`) over pf's defaults."""
+    values = dict(DEFAULTS)
+    values.update((m[1], int(m[2])) for m in _ST_LINE.finditer(text))
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    hostid: str | None
+    checksum: str | None
+    states: int | None
+
+
+def parse_info(text: str) -> Info:
+    """`pfctl -si -v`: Hostid (the local creatorid), ruleset Checksum, current entries."""
+    hostid, checksum, entries = (_HOSTID.search(text), _CHECKSUM.search(text),
+                                 _ENTRIES.search(text))
+    return Info(hostid and hostid[1], checksum and checksum[1], entries and int(entries[1]))
+
+
+def parse_boottime(text: str) -> int | None:
+    """`sysctl -n kern.boottime`: OpenBSD prints epoch seconds, FreeBSD `{ sec = N, ... }`."""
+    m = _BOOTTIME.search(text)
+    return int(m[1] or m[2]) if m else None
+
+
+# --- the timeout class -------------------------------------------------------------
+
+def _tcp_class(st) -> str | None:
+    if st.state_text.startswith("PROXY"):
+        return "tcp.first"  # synproxy handshake packets neither count nor refresh
+    s, d = st.src_state, st.dst_state
+    if s is None or d is None or s > TIME_WAIT or d > TIME_WAIT:
+        return None
+    if s == SYN_SENT and d == CLOSED and st.packets[0] <= 1:
+        return "tcp.first"
+    if s >= FIN_WAIT_2 and d >= FIN_WAIT_2:
+        return "tcp.closed"
+    if s >= CLOSING and d >= CLOSING:
+        return "tcp.finwait"
+    if s < ESTABLISHED or d < ESTABLISHED:
+        return "tcp.opening"
+    if s >= CLOSING or d >= CLOSING:
+        return "tcp.closing"
+    return "tcp.established"
+
+
+def _udp_like(prefix: str):
+    def klass(st) -> str | None:
+        s, d = st.src_state, st.dst_state
+        if s is None or d is None or s > MULTIPLE or d > MULTIPLE:
+            return None
+        if s == MULTIPLE and d == MULTIPLE:
+            return prefix + ".multiple"
+        if s == SINGLE and d == NO_TRAFFIC and st.packets[0] <= 1:
+            return prefix + ".first"
+        return prefix + ".single"
+    return klass
+
+
+def _icmp_class(st) -> str | None:
+    return "icmp.first" if st.packets[0] + st.packets[1] <= 1 else "icmp.error"
+
+
+def _sctp_class(st) -> str | None:
+    # FreeBSD pf_sctp_track(), approximately: the names move like TCP's.
+    s, d = st.src_state, st.dst_state
+    if s is None or d is None:
+        return None
+    if st.packets[0] + st.packets[1] <= 1:
+        return "sctp.first"
+    if s >= 6 or d >= 6:  # SHUTDOWN_*
+        return "sctp.closing"
+    if s == 5 and d == 5:
+        return "sctp.established"
+    if (s == 0 or d == 0) and st.packets[1]:
+        return "sctp.closed"
+    return "sctp.opening"
+
+
+def _other_or_sctp(st):
+    # OpenBSD prints SCTP as a plain "other" protocol; FreeBSD >= 14 with SCTP names.
+    if st.proto == 132 and _SCTP_ONLY.search(st.state_text):
+        return _sctp_class(st)
+    return _udp_like("other")(st)
+
+
+CLASS_BY_PROTO = {6: _tcp_class, 17: _udp_like("udp"), 1: _icmp_class, 58: _icmp_class}
+
+
+def timeout_class(st) -> str | None:
+    """The PFTM_* a state runs on, by pf.c's update rules; None when it cannot be told."""
+    return CLASS_BY_PROTO.get(st.proto, _other_or_sctp)(st)
+
+
+def effective(timeout: int, states: int, start: int, end: int) -> int:
+    """pf_state_expires(): adaptive scaling once the table grows past adaptive.start."""
+    if start and end and start < end and states > start:
+        if states >= end:
+            return 0
+        return timeout * (end - states) // (end - start)
+    return timeout
+
+
+@dataclass(slots=True)
+class Policy:
+    """The timeouts in force: `pfctl -st` values, and per-rule ones through `rule_of`."""
+
+    timeouts: dict[str, int]
+    rule_of: object = None  # callable(state) -> Rule | None (Rule.timeouts: name -> s)
+
+    def last_packet(self, st, poll: float, nstates: int) -> tuple[float, bool]:
+        """Uptime of the state's last packet, and whether the timeout class was known.
+
+        Falls back to `poll` (the caller passes the poll at which the counters changed).
+        """
+        klass = timeout_class(st)
+        if klass is None or st.expires_in_s is None:
+            return poll, False
+        rule = self.rule_of(st) if self.rule_of else None
+        own = getattr(rule, "timeouts", None) or {}
+        if "adaptive.start" in own or "adaptive.end" in own:
+            start, end = own.get("adaptive.start", 0), own.get("adaptive.end", 0)
+            count = getattr(rule, "states_cur", None) or nstates
+        else:
+            start, end = self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]
+            count = nstates
+        base = own.get(klass, self.timeouts.get(klass, DEFAULTS.get(klass, 0)))
+        t_eff = effective(base, count, start, end)
+        if klass == "icmp.error" and st.expires_in_s > t_eff:
+            # 1:k with more time left than icmp.error allows: still icmp.first (errors
+            # charged to a state do not move its timeout).
+            t_eff = effective(own.get("icmp.first", self.timeouts["icmp.first"]),
+                              count, start, end)
+        remaining = st.expires_in_s
+        if remaining > t_eff:
+            # FreeBSD's netlink export sends the absolute uptime for a state past its
+            # expiry but not yet purged (pf_nl.c dump_state): read it as 0.
+            remaining = 0
+        return poll - (t_eff - remaining), True
