@@ -482,8 +482,8 @@ def test_listener_until_sigterm(listen, family, addr):
     proc, port = _spawn(listen)
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.sendto(b"junk", (addr, port))  # first: it is handled before the flows print
             s.sendto(v5_datagram(V5_FLOWS[:2]), (addr, port))
-            s.sendto(b"junk", (addr, port))
         lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
     finally:
         proc.send_signal(signal.SIGTERM)
