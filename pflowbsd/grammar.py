@@ -22,9 +22,9 @@ import re
 # An inet address is four dotted decimals; anything with a colon is inet6
 # (which may embed a dotted quad: ::ffff:192.0.2.33).
 def _host(p):
-    return (rf"(?:\((?P<{p}rd>\d+)\) )?"
+    return (rf"(?:\((?P<{p}rd>\d+)\) )?(?P<{p}h>"
             rf"(?P<{p}a>\d+\.\d+\.\d+\.\d+|[0-9a-f]*:[0-9a-f:.]*)"
-            rf"(?::(?P<{p}p4>\d+)|\[(?P<{p}p6>\d+)\])?")
+            rf"(?::(?P<{p}p4>\d+)|\[(?P<{p}p6>\d+)\])?)")
 
 
 # print_state() line 1:
@@ -56,7 +56,7 @@ SEQ_LINE = (
 AGE_LINE = (
     r"   age (?P<age>\d+:\d\d:\d\d), expires in (?P<exp>\d+:\d\d:\d\d), "
     r"(?P<counters>(?P<p0>\d+):(?P<p1>\d+) pkts, (?P<b0>\d+):(?P<b1>\d+) bytes)"
-    r"(?:, anchor (?P<anchor>\d+))?(?:, rule (?P<rule>\d+))?(?P<opts>, [^\n]*)?\n"
+    r"(?P<tail>(?:, anchor (?P<anchor>\d+))?(?:, rule (?P<rule>\d+))?(?P<opts>, [^\n]*)?)\n"
 )
 
 # "   id: %016llx creatorid: %08x" then FreeBSD " route-to: %s@%s" " rtable: %d",
@@ -73,6 +73,26 @@ EXTRA_LINES = (
 RECORD = re.compile(
     r"^" + STATE_LINE + r"(?:" + SEQ_LINE + r")?(?:" + AGE_LINE + r")?(?:"
     + ID_LINE + r")?" + EXTRA_LINES, re.M)
+
+# The fast path: the common shape of one table's records, fixed by the table's
+# verbosity so that no line is optional except the tcp one ("|)" instead of
+# "?" because sre saves every group's marks around an optional group). Host
+# text is split in Python; whatever this does not take goes through RECORD.
+_FAST_HEAD = (
+    r"^([^ \n]+) ([^ \n]+) (?:\((\d+)\) |)([0-9a-f.:\[\]]+)(?: \(((?:\(\d+\) |)[^()\n ]+)\)|)"
+    r"(?: \{([^}\n]+)\}|) (->|<-) (?:\((\d+)\) |)([0-9a-f.:\[\]]+)"
+    r"(?: \(((?:\(\d+\) |)[^()\n ]+)\)|)(?: \{([^}\n]+)\}|) {7}([^\n]+)\n")
+_FAST_SEQ = (
+    r"(?:   \[(\d+) \+ (\d+)\](?:\(\+(\d+)\)|)(?: wscale (\d+)|)"
+    r"  \[(\d+) \+ (\d+)\](?:\(\+(\d+)\)|)(?: wscale (\d+)|)\n|)")
+_FAST_AGE = (r"   age ([\d:]+), expires in ([\d:]+), ((\d+):(\d+) pkts, (\d+):(\d+) bytes)"
+             r"([^\n]*)\n")
+_FAST_ID = r"   id: ([0-9a-f]{16}) creatorid: ([0-9a-f]{8})([^\n]*)\n(?:   origif: ([^ \n]+)\n|)"
+FAST_RECORD = {
+    "ss": re.compile(_FAST_HEAD, re.M),
+    "v": re.compile(_FAST_HEAD + _FAST_SEQ + _FAST_AGE, re.M),
+    "vv": re.compile(_FAST_HEAD + _FAST_SEQ + _FAST_AGE + _FAST_ID, re.M),
+}
 
 # Group order of RECORD, for unpacking m.groups() in one step.
 RECORD_FIELDS = tuple(sorted(RECORD.groupindex, key=RECORD.groupindex.get))

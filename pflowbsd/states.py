@@ -84,10 +84,10 @@ _OPT_PATTERNS = ((g.OPT_SET_TOS, _opt_set_tos), (g.OPT_SET_PRIO, _opt_set_prio),
                  (g.OPT_DUMMYNET, _opt_dummynet), (g.OPT_INT, _opt_int))
 
 
-def _parse_opts(opts):
-    """The `, token` tail of the age line; unknown tokens go to 'other'."""
+def _parse_opts(tokens):
+    """The `, token`s after the counters; unknown tokens go to 'other'."""
     flags = dict(_FREEBSD_FLAGS)
-    for tok in opts[2:].split(g.OPT_SEP):
+    for tok in tokens:
         words = _OPT_WORDS.get(tok)
         if words is not None:
             flags.update(words)
@@ -142,6 +142,11 @@ _PROXY = {"PROXY:SRC": (None, None), "PROXY:DST": (None, None)}
 
 def _levels(proto, text):
     """(left, right) raw levels of the printed pair, None where not recoverable."""
+    r = _LEVELS[proto, text] = _levels_uncached(proto, text)
+    return r
+
+
+def _levels_uncached(proto, text):
     r = _LEVELS.get((proto if proto in (6, 132) else 0, text))
     if r is not None:
         return r
@@ -229,19 +234,34 @@ class State:
         return f"<State {self.line}: {summary(self)}>"
 
 
-def _host(rd, a, p4, p6):
-    return Host(a, int(p4 or p6 or 0), int(rd) if rd else 0)
+def _host(text, rd=None):
+    """print_host() text ("(N) " prefix allowed) -> Host; ValueError if not one."""
+    if text[0] == "(":
+        rd, _, text = text[1:].partition(") ")
+    if text[-1] == "]":
+        addr, _, port = text[:-1].partition("[")
+        if ":" not in addr:
+            raise ValueError(f"bad host {text!r}")
+        return Host(addr, int(port), int(rd) if rd else 0)
+    colons = text.count(":")
+    if colons == 1:
+        addr, _, port = text.partition(":")
+        port = int(port)
+    else:
+        addr, port = text, 0
+    if colons < 2 and (addr.count(".") != 3 or not addr.replace(".", "").isdigit()):
+        raise ValueError(f"bad host {text!r}")
+    return Host(addr, port, int(rd) if rd else 0)
 
 
-def _build(gr, line, nlines):
-    (ifname, proto_t, Lrd, La, Lp4, Lp6, LXrd, LXa, LXp4, LXp6, gw1, arrow,
-     Mrd, Ma, Mp4, Mp6, arrow2, Rrd, Ra, Rp4, Rp6, RXrd, RXa, RXp4, RXp6, gw2,
-     state_text, sseq, swin, sdiff, sws, dseq, dwin, ddiff, dws, age, exp,
-     _counters, p0, p1, b0, b1, anchor, rule, opts, id_, creatorid, idx,
-     origif, pfsgw) = gr
+def _build(gr, line, nlines, pfsgw=None):
+    """A State from the FAST_RECORD group tuple (slow path: see _strict_groups)."""
+    (ifname, proto_t, Lrd, Ltok, LX, gw1, arrow, Rrd, Rtok, RX, gw2, state_text,
+     sseq, swin, sdiff, sws, dseq, dwin, ddiff, dws, age, exp, _counters,
+     p0, p1, b0, b1, tail, id_, creatorid, idx, origif) = gr
     st = State()
     st.ifname = ifname
-    proto = g.PROTOCOLS.get(proto_t)
+    proto = _PROTOCOLS.get(proto_t)
     if proto is None:
         if proto_t.isdigit():
             proto, st.proto_name = int(proto_t), None
@@ -250,30 +270,24 @@ def _build(gr, line, nlines):
     else:
         st.proto_name = proto_t
     st.proto = proto
-    left = _host(Lrd, La, Lp4, Lp6)
-    right = _host(Rrd, Ra, Rp4, Rp6)
-    left_x = _host(LXrd, LXa, LXp4, LXp6) if LXa else left
-    right_x = _host(RXrd, RXa, RXp4, RXp6) if RXa else right
-    if Ma:      # old "lan -> gwy -> ext": the middle host is the wire one
-        left_x, left = left, _host(Mrd, Ma, Mp4, Mp6)
-        if arrow != arrow2:
-            raise ValueError("mixed arrows")
+    left = _host(Ltok, Lrd)
+    right = _host(Rtok, Rrd)
+    left_x = _host(LX) if LX else left
+    right_x = _host(RX) if RX else right
     if arrow == "<-":
         st.direction = "in"
         st.stack_dst, st.wire_dst, st.stack_src, st.wire_src = left, left_x, right, right_x
-    elif LXa and (":" in La) != (":" in LXa):      # af-to: inbound, printed "->"
+    elif LX and (":" in left.addr) != (":" in left_x.addr):   # af-to: inbound, "->"
         st.direction = "in"
         st.stack_src, st.wire_src, st.stack_dst, st.wire_dst = left, left_x, right, right_x
     else:
         st.direction = "out"
         st.wire_src, st.stack_src, st.wire_dst, st.stack_dst = left, left_x, right, right_x
-    if Ma and arrow == "<-":
-        st.stack_dst, st.wire_dst = left_x, left
     st.af = "inet6" if ":" in st.wire_src.addr else "inet"
     st.stack_af = "inet6" if ":" in st.stack_src.addr else "inet"
-    st.nat = st.wire_src != st.stack_src or st.wire_dst != st.stack_dst
+    st.nat = left is not left_x or right is not right_x
     st.state_text = state_text
-    lv, rv = _levels(proto, state_text)
+    lv, rv = _LEVELS.get((proto, state_text)) or _levels(proto, state_text)
     if st.direction == "in":
         st.src_state, st.dst_state = rv, lv
     else:
@@ -294,9 +308,16 @@ def _build(gr, line, nlines):
     else:
         st.age_s = st.expires_in_s = None
         st.packets = st.bytes = (0, 0)
-    st.rule = int(rule) if rule else None
-    st.anchor = int(anchor) if anchor else None
-    flags = _parse_opts(opts) if opts else dict(_FREEBSD_FLAGS)
+    st.rule = st.anchor = None
+    if tail:
+        toks = tail[2:].split(", ")
+        if toks[0].startswith("anchor "):
+            st.anchor = int(toks.pop(0)[7:])
+        if toks and toks[0].startswith("rule "):
+            st.rule = int(toks.pop(0)[5:])
+        flags = _parse_opts(toks) if toks else dict(_FREEBSD_FLAGS)
+    else:
+        flags = dict(_FREEBSD_FLAGS)
     st.flags = flags
     st.pflow = flags["pflow"]
     st.id = id_
@@ -315,14 +336,28 @@ def _build(gr, line, nlines):
     return st
 
 
-_F = g.RECORD_FIELDS
-assert _F == ("ifname", "proto", "Lrd", "La", "Lp4", "Lp6", "LXrd", "LXa", "LXp4",
-              "LXp6", "gw1", "arrow", "Mrd", "Ma", "Mp4", "Mp6", "arrow2", "Rrd",
-              "Ra", "Rp4", "Rp6", "RXrd", "RXa", "RXp4", "RXp6", "gw2", "state",
-              "sseq", "swin", "sdiff", "sws", "dseq", "dwin", "ddiff", "dws", "age",
-              "exp", "counters", "p0", "p1", "b0", "b1", "anchor", "rule", "opts",
-              "id", "creatorid", "idx", "origif", "pfsgw"), _F
-_I_PROTO, _I_SSEQ, _I_AGE, _I_ID = (_F.index(n) for n in ("proto", "sseq", "age", "id"))
+def _strict_groups(m):
+    """grammar.RECORD match -> the FAST_RECORD group tuple _build() takes."""
+    def alt(p):
+        h = m[p + "h"]
+        return h and (f"({m[p + 'rd']}) {h}" if m[p + "rd"] else h)
+    if m["Mh"]:     # old "lan -> gwy -> ext" == "gwy (lan) -> ext"; "lan (gwy) <- ext"
+        if m["arrow"] != m["arrow2"]:
+            raise ValueError("mixed arrows in a three-host state line")
+        if m["arrow"] == "->":
+            lrd, ltok, lx = m["Mrd"], m["Mh"], alt("L")
+        else:
+            lrd, ltok, lx = m["Lrd"], m["Lh"], alt("M")
+    else:
+        lrd, ltok, lx = m["Lrd"], m["Lh"], alt("LX")
+    return (m["ifname"], m["proto"], lrd, ltok, lx, m["gw1"], m["arrow"], m["Rrd"],
+            m["Rh"], alt("RX"), m["gw2"], m["state"], *m.group(
+                "sseq", "swin", "sdiff", "sws", "dseq", "dwin", "ddiff", "dws",
+                "age", "exp", "counters", "p0", "p1", "b0", "b1", "tail", "id",
+                "creatorid", "idx", "origif"))
+
+
+_PROTOCOLS = g.PROTOCOLS
 
 _CONT_KINDS = (("   [", "tcp window line"), ("   age ", "age/counters line"),
                ("   id: ", "id line"), ("   origif: ", "origif line"))
@@ -399,6 +434,16 @@ class _Errors:
 
 
 def parse_states(text: str) -> Table:
+    was_enabled = gc.isenabled()
+    gc.disable()    # only acyclic objects are made; collections only cost time
+    try:
+        return _parse_states(text)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse_states(text):
     vv = "   id: " in text
     v = "   age " in text
     cut = bool(text) and not text.endswith("\n")
@@ -408,38 +453,63 @@ def parse_states(text: str) -> Table:
     states = []
     append = states.append
     count = text.count
+    startswith = text.startswith
     build = _build
     pos = 0
     line = 1
-    for m in g.RECORD.finditer(text):
+    for m in g.FAST_RECORD["vv" if vv else "v" if v else "ss"].finditer(text):
+        s = m.start()
+        if s != pos:
+            line = _parse_slow(text, pos, s, line, errs, states, v, vv)
+        e = m.end()
+        if startswith("   ", e):
+            pos = _skip_continuations(text, e)
+            line = _parse_slow(text, s, pos, line, errs, states, v, vv)
+            continue
+        nl = count("\n", s, e)
+        try:
+            append(build(m.groups(), line, nl))
+        except ValueError:
+            line = _parse_slow(text, s, e, line, errs, states, v, vv)
+        else:
+            line += nl
+        pos = e
+    if pos != len(text):
+        _parse_slow(text, pos, len(text), line, errs, states, v, vv)
+    return Table(states, errs.errors, errs.lost, errs.truncated)
+
+
+def _parse_slow(text, pos, end, line, errs, states, v, vv):
+    """The strict grammar over text[pos:end]; returns the line number at end."""
+    count = text.count
+    for m in g.RECORD.finditer(text, pos, end):
         s = m.start()
         if s != pos:
             line = errs.gap(pos, s, line, _no_head_reason)
         e = m.end()
-        gr = m.groups()
         nl = count("\n", s, e)
-        if ((v and gr[_I_AGE] is None) or (vv and gr[_I_ID] is None)
-                or (v and gr[_I_SSEQ] is None and gr[_I_PROTO] == "tcp")
+        if ((v and m["age"] is None) or (vv and m["id"] is None)
+                or (v and m["sseq"] is None and m["proto"] == "tcp")
                 or text.startswith("   ", e)):
-            pos = _broken(errs, text, gr, s, e, line, v, vv)
+            pos = _broken(errs, text, m, s, e, line, v, vv)
             line += count("\n", s, pos)
             continue
         try:
-            append(build(gr, line, nl))
+            states.append(_build(_strict_groups(m), line, nl, m["pfsgw"]))
         except ValueError as exc:
             errs.add(line, _line_at(text, s), str(exc))
         pos = e
         line += nl
-    if pos != len(text):
-        errs.gap(pos, len(text), line, _no_head_reason)
-    return Table(states, errs.errors, errs.lost, errs.truncated)
+    if pos != end:
+        line = errs.gap(pos, end, line, _no_head_reason)
+    return line
 
 
 def _no_head_reason(pos):
     return None
 
 
-def _broken(errs, text, gr, s, e, line, v, vv):
+def _broken(errs, text, m, s, e, line, v, vv):
     """Report an incomplete record once; return the offset after its lines."""
     end = _skip_continuations(text, e)
     if text.startswith("   ", e):
@@ -449,9 +519,9 @@ def _broken(errs, text, gr, s, e, line, v, vv):
         reason = f"malformed {kind}" if kind[0] != "u" else kind
         where, shown = line + text.count("\n", s, e), bad
     else:
-        if v and gr[_I_SSEQ] is None and gr[_I_PROTO] == "tcp":
+        if v and m["sseq"] is None and m["proto"] == "tcp":
             what = "tcp window line"
-        elif v and gr[_I_AGE] is None:
+        elif v and m["age"] is None:
             what = "age/counters line"
         else:
             what = "id line"
@@ -501,7 +571,7 @@ def parse_record(text: str, start: int, end: int, line: int = 0) -> State:
     m = g.RECORD.match(text, start, end)
     if m is None or m.end() != end:
         raise ValueError(f"not one pfctl state record: {text[start:end]!r}")
-    return _build(m.groups(), line, text.count("\n", start, end))
+    return _build(_strict_groups(m), line, text.count("\n", start, end), m["pfsgw"])
 
 
 def summary(st):

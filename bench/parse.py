@@ -1,0 +1,51 @@
+"""Speed of the pfctl -ss -vv parser: python bench/parse.py [FILE(.gz)].
+
+Prints states_per_s (parse_states, every state fully parsed),
+floor_states_per_s (a bare str.splitlines() of the same text, per state),
+peak_rss_mb, then scan_states_per_s (the tracker's scan()). CPU time
+(time.process_time), best of three runs.
+"""
+
+import gzip
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from pflowbsd.states import parse_states, scan  # noqa: E402
+
+DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                       "fixtures", "golden", "openbsd-big-vv.txt.gz")
+
+
+def best(f, runs=3):
+    out = None
+    best_t = float("inf")
+    for _ in range(runs):
+        t0 = time.process_time()
+        out = f()
+        best_t = min(best_t, time.process_time() - t0)
+        del out
+    return best_t
+
+
+def main(argv):
+    path = argv[1] if len(argv) > 1 else DEFAULT
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    n = len(parse_states(text).states)
+    t_parse = best(lambda: parse_states(text))
+    t_floor = best(lambda: text.splitlines())
+    t_scan = best(lambda: scan(text))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"states_per_s {n / t_parse:.0f}")
+    print(f"floor_states_per_s {n / t_floor:.0f}")
+    print(f"peak_rss_mb {rss:.0f}")
+    print(f"scan_states_per_s {n / t_scan:.0f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
