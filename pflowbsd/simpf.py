@@ -58,7 +58,8 @@ class SimState:
     rule: int
     pflow: bool
     created: int
-    last: int = 0
+    last: int = 0  # st->expire: the last packet
+    removed: int | None = None
     klass: str = ""
     peers: tuple = field(default_factory=lambda: (Peer(), Peer()))  # initiator, responder
     packets: list = field(default_factory=lambda: [0, 0])
@@ -336,7 +337,7 @@ class SimPf:
         self.next_id = (self.boot << 32) | 0x1000  # pf_status.stateid = time << 32
         self.states: dict[int, SimState] = {}
         self.scripts: dict[int, object] = {}
-        self.gone: dict[int, int] = {}  # id -> when purged
+        self.gone: dict[int, SimState] = {}  # purged or flushed, `removed` set
         self.unflagged: set[int] = set()  # ids of states without `pflow`
         self.counters = dict(searches=0, inserts=0, removals=0)
         self._kinds = list(KINDS)
@@ -399,9 +400,10 @@ class SimPf:
             self._remove(sid)
 
     def _remove(self, sid: int) -> None:
-        self.states.pop(sid)
+        st = self.states.pop(sid)
+        st.removed = self.now
         self.scripts.pop(sid, None)
-        self.gone[sid] = self.now
+        self.gone[sid] = st
         self.counters["removals"] += 1
 
     def flush_states(self) -> int:
