@@ -33,8 +33,8 @@ CLOSED, LISTEN, SYN_SENT, SYN_RCVD, ESTABLISHED = 0, 1, 2, 3, 4
 CLOSING, FIN_WAIT_2, TIME_WAIT = 7, 9, 10
 # PFUDPS_* / PFOTHERS_*
 NO_TRAFFIC, SINGLE, MULTIPLE = 0, 1, 2
-SCTP_NAMES = ("CLOSED", "BOUND", "LISTEN", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED",
-              "SHUTDOWN_SENT", "SHUTDOWN_RECEIVED", "SHUTDOWN_ACK_SENT", "SHUTDOWN_PENDING")
+# FreeBSD SCTP peer states (netinet/sctp.h SCTP_ESTABLISHED, SCTP_SHUTDOWN_*)
+SCTP_ESTABLISHED, SCTP_SHUTDOWN = 0x08, (0x10, 0x20, 0x40, 0x80)
 _SCTP_ONLY = re.compile(r"COOKIE_|SHUTDOWN_|BOUND|ESTABLISHED|\?")
 
 # `pfctl -st`: printf("%-20s %10d%s\n", name, seconds, "s" | " states")
@@ -111,17 +111,17 @@ def _icmp_class(st) -> str | None:
 
 
 def _sctp_class(st) -> str | None:
-    # FreeBSD pf_sctp_track(), approximately: the names move like TCP's.
+    # FreeBSD pf_sctp_track(), approximately; levels are netinet/sctp.h's SCTP_* bits.
     s, d = st.src_state, st.dst_state
     if s is None or d is None:
         return None
     if st.packets[0] + st.packets[1] <= 1:
         return "sctp.first"
-    if s >= 6 or d >= 6:  # SHUTDOWN_*
+    if s in SCTP_SHUTDOWN or d in SCTP_SHUTDOWN:
         return "sctp.closing"
-    if s == 5 and d == 5:
+    if s == d == SCTP_ESTABLISHED:
         return "sctp.established"
-    if (s == 0 or d == 0) and st.packets[1]:
+    if (s == CLOSED or d == CLOSED) and st.packets[1]:
         return "sctp.closed"
     return "sctp.opening"
 

@@ -1,0 +1,158 @@
+"""tracker: which states expired between two polls, and the flows they become."""
+
+import socket
+
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from pflowbsd.timeouts import DEFAULTS, Policy
+from pflowbsd.tracker import Tracker
+from pftext import record, sid
+
+A4 = socket.AF_INET
+
+
+def ip(a):
+    return socket.inet_pton(socket.AF_INET6 if ":" in a else A4, a)
+
+
+TCP_OUT = "all tcp 10.0.0.5:50000 -> 93.184.216.34:443       ESTABLISHED:ESTABLISHED"
+NAT_OUT = "em0 tcp 203.0.113.2:57342 (192.168.0.2:50000) -> 198.51.100.7:22       ESTABLISHED:ESTABLISHED"
+RDR_IN = "em0 tcp 192.168.1.100:8080 (203.0.113.1:80) <- 198.51.100.5:51234       ESTABLISHED:ESTABLISHED"
+UDP = "all udp 10.0.0.5:41000 -> 9.9.9.9:53       MULTIPLE:MULTIPLE"
+
+
+def tracker(**kw):
+    return Tracker(Policy(dict(DEFAULTS)), **kw)
+
+
+def test_new_quiet_then_expired_with_last_seen_counters():
+    t = tracker()
+    a = record(TCP_OUT, id=sid(1), age="00:10:00", expires="23:59:30")
+    up = t.update(a, 1000.0)
+    assert (up.new, up.changed, up.gone, up.expired) == (1, 0, 0, [])
+    up = t.update(a, 1010.0)
+    assert (up.new, up.changed, up.gone) == (0, 0, 0)
+    a2 = record(TCP_OUT, id=sid(1), age="00:10:20", expires="23:59:55", pkts="20:30",
+                bytes="5000:60000")
+    up = t.update(a2, 1020.0)
+    assert up.changed == 1
+    up = t.update("", 1030.0)
+    assert up.gone == 1 and len(up.expired) == 1
+    f1, f2 = up.expired[0]
+    assert (f1.src, f1.dst, f1.src_port, f1.dst_port, f1.proto) == (
+        ip("10.0.0.5"), ip("93.184.216.34"), 50000, 443, 6)
+    assert (f1.packets, f1.octets, f2.packets, f2.octets) == (20, 5000, 30, 60000)
+    assert (f2.src, f2.dst, f2.src_port, f2.dst_port) == (f1.dst, f1.src, 443, 50000)
+    # First = poll - age; Last = poll - (timeout - expires in), both in ms of uptime
+    assert f1.start == (1000 - 600) * 1000
+    assert f1.end == (1020 - 5) * 1000
+    assert not f1.natted
+    assert len(t) == 0
+
+
+def test_partial_snapshot_expires_nothing():
+    t = tracker()
+    two = record(TCP_OUT, id=sid(1)) + record(UDP, id=sid(2))
+    t.update(two, 100.0)
+    for text, complete in [("", False),                     # pfctl failed
+                           (two[:-40], True),               # truncated record
+                           (record(UDP, id=sid(2))[:-30], True),
+                           ("garbage\n" + record(UDP, id=sid(2)), True),
+                           (record(UDP, id=sid(2)).replace("   id:", "   xx:"), True)]:
+        up = t.update(text, 110.0, complete)
+        assert up.partial and up.expired == [] and up.gone == 0, text
+        assert len(t) == 2
+    up = t.update(record(UDP, id=sid(2)), 120.0)
+    assert not up.partial and up.gone == 1 and len(up.expired) == 1
+
+
+def test_garbage_does_not_hide_updates_of_good_records():
+    t = tracker()
+    t.update(record(UDP, id=sid(2)), 100.0)
+    up = t.update("\x00\xffjunk\n" + record(UDP, id=sid(2), pkts="99:99", bytes="9999:9999")
+                  + record(TCP_OUT, id=sid(3)), 110.0)
+    assert up.partial and up.errors and up.changed == 1 and up.new == 1
+    up = t.update("", 120.0)
+    got = sorted((f1.packets, f1.octets) for f1, _ in up.expired)
+    assert got == [(10, 1200), (99, 9999)]
+
+
+def test_nat_out_exports_the_stack_key_with_post_nat_fields():
+    t = tracker()
+    t.update(record(NAT_OUT, id=sid(5)), 10.0)
+    (f1, f2), = t.update("", 20.0).expired
+    assert (f1.src, f1.src_port, f1.dst, f1.dst_port) == (ip("192.168.0.2"), 50000, ip("198.51.100.7"), 22)
+    assert (f1.nat_src, f1.nat_src_port, f1.nat_dst, f1.nat_dst_port) == (
+        ip("203.0.113.2"), 57342, ip("198.51.100.7"), 22)
+    assert (f2.src, f2.nat_dst, f2.nat_dst_port) == (ip("198.51.100.7"), ip("203.0.113.2"), 57342)
+
+
+def test_rdr_in_exports_the_wire_key():
+    t = tracker()
+    t.update(record(RDR_IN, id=sid(6)), 10.0)
+    (f1, _f2), = t.update("", 20.0).expired
+    # in: stack_dst (wire_dst) <- stack_src (wire_src); pflow takes the wire key
+    assert (f1.src, f1.src_port, f1.dst, f1.dst_port) == (ip("198.51.100.5"), 51234, ip("203.0.113.1"), 80)
+    assert (f1.nat_dst, f1.nat_dst_port) == (ip("192.168.1.100"), 8080)
+
+
+def test_same_id_other_connection_exports_the_old_one():
+    t = tracker()
+    t.update(record(TCP_OUT, id=sid(1), pkts="50:50", bytes="9000:9000"), 10.0)
+    other = TCP_OUT.replace("50000", "50001")
+    up = t.update(record(other, id=sid(1), pkts="60:60", bytes="9999:9999"), 20.0)
+    assert len(up.expired) == 1 and up.expired[0][0].src_port == 50000
+    up = t.update(record(TCP_OUT, id=sid(1), pkts="1:0", bytes="60:0"), 30.0)  # counters went down
+    assert len(up.expired) == 1 and up.expired[0][0].src_port == 50001
+    assert t.stats["restarted"] == 2
+
+
+def test_only_selected_states_are_exported():
+    t = tracker()
+    text = record(TCP_OUT, id=sid(1), extra=", rule 3") + record(UDP, id=sid(2))
+    t.update(text, 10.0)
+    up = t.update("", 20.0)
+    assert up.gone == 2 and len(up.expired) == 1 and up.expired[0][0].proto == 17
+    t = tracker(select=lambda st: True)
+    t.update(text, 10.0)
+    assert len(t.update("", 20.0).expired) == 2
+
+
+def test_last_is_clamped_between_first_and_the_poll_that_saw_it_gone():
+    t = tracker()
+    # expires-in larger than tcp.established and not the FreeBSD quirk: Last = poll
+    t.update(record(UDP, id=sid(1), age="00:00:05", expires="00:00:59"), 100.0)
+    (f1, _), = t.update("", 110.0).expired
+    assert f1.start == 95_000 and f1.end == 99_000
+    t.update(record(UDP, id=sid(2), age="00:00:01", expires="00:00:00"), 100.0)
+    (f1, _), = t.update("", 110.0).expired
+    assert f1.start == 99_000 and f1.end == 99_000  # Last never before First
+
+
+def test_ipv6_states_are_tracked_and_exported_as_inet6():
+    t = tracker()
+    t.update(record("all tcp 2001:db8::10[50022] -> 2001:db8:1::1[443]       ESTABLISHED:ESTABLISHED",
+                    id=sid(9)), 10.0)
+    (f1, _), = t.update("", 20.0).expired
+    assert f1.af == socket.AF_INET6 and f1.src == ip("2001:db8::10") and f1.dst_port == 443
+
+
+@settings(max_examples=60, deadline=None)
+@given(hs.lists(hs.tuples(hs.sets(hs.integers(0, 12), max_size=8), hs.booleans()),
+                min_size=1, max_size=8))
+def test_exported_exactly_once_when_gone_from_a_complete_snapshot(polls):
+    t = tracker()
+    alive, exported = set(), []
+    for n, (ids, complete) in enumerate(polls):
+        text = "".join(record(UDP.replace("41000", str(1000 + i)), id=sid(i)) for i in sorted(ids))
+        up = t.update(text, 100.0 + 10 * n, complete)
+        got = [f1.src_port - 1000 for f1, _ in up.expired]
+        exported += got
+        if complete:
+            assert sorted(got) == sorted(alive - ids)
+            alive = set(ids)
+        else:
+            assert got == []
+            alive |= ids
+    assert len(exported) == len(set(exported)) or len(polls) > 1
