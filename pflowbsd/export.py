@@ -104,7 +104,14 @@ PROTOCOLS = {5: _V5, 10: _IPFIX}
 
 
 class Exporter:
-    """One pflowN interface's export side.  All methods return datagrams to send now."""
+    """One pflowN interface's export side.  All methods return datagrams to send now.
+
+    stats: flows (records added, split chunks included: pflowstats.pflow_flows),
+    datagrams (every datagram returned, templates included: pflow_packets), templates,
+    skipped_v6 (IPv6 states a v5 exporter dropped), split_records (extra v5 records made
+    by splitting counters above 0xffffffff).  An mtu below 72 is refused as SIOCSIFMTU
+    refuses it; above 2048 it is clamped.
+    """
 
     def __init__(self, proto: int = 5, mtu: int = 1500, domain: int = 42, tmpl_interval: int = 30, nat: bool = False):
         if proto not in PROTOCOLS:
