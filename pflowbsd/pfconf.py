@@ -226,7 +226,7 @@ class Reader:
         if word == "set":
             return self.option(toks)
         if word == "load":
-            return self.load_anchor(toks)
+            return self.load_anchor(toks, anchor)
         if word in SKIPPED_WORDS:
             return None
         if word not in RULE_WORDS:
@@ -281,7 +281,7 @@ class Reader:
         self.statements(Lexer(text, path, self.macros).tokens(), "",
                         top=True, name=path)
 
-    def load_anchor(self, toks):
+    def load_anchor(self, toks, parent):
         words = [t.text for t in toks]
         if len(words) != 5 or words[1] != "anchor" or words[3] != "from":
             raise RuleSyntaxError(toks[0].file, toks[0].line, "syntax error")
@@ -291,7 +291,9 @@ class Reader:
             return
         text = self.read_file(words[4])
         stream = Lexer(text, words[4], self.macros).tokens()
-        self.statements(stream, words[2].strip("/"), top=True, name=words[4])
+        from .rules import anchor_path
+        self.statements(stream, anchor_path(parent, words[2], 0), top=True,
+                        name=words[4])
 
     def option(self, toks):
         words = [t.text for t in toks[1:]]

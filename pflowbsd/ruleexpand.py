@@ -48,9 +48,14 @@ class Numbering:
 
 def interface_hosts(h, interfaces):
     """`em0`, `em0:network`: the addresses pfctl reads off the interface."""
-    name, _, modifier = h.value.partition(":")
+    value, _, mask = h.value.partition("/")
+    name, _, modifier = value.partition(":")
     out = []
     for addr, bits in interfaces[name]:
+        if mask:
+            full = 128 if ":" in addr else 32
+            bits = min(int(mask), full)
+            modifier = modifier or ("network" if bits < full else "")
         ip = ipaddress.ip_interface(f"{addr}/{bits}")
         af = "inet6" if ip.version == 6 else "inet"
         if modifier == "network":
@@ -69,14 +74,13 @@ def resolve_names(hosts, interfaces=None):
     out = []
     for h in hosts:
         if h.kind == "name" and interfaces and \
-                h.value.partition(":")[0] in interfaces:
+                h.value.partition(":")[0].partition("/")[0] in interfaces:
             out.extend(interface_hosts(h, interfaces))
         elif h.kind == "name" and h.value.split("/")[0] in KNOWN_NAMES:
             base, _, bits = h.value.partition("/")
             for addr, af in KNOWN_NAMES[base]:
                 full = 32 if af == "inet" else 128
-                value = addr + (f"/{bits}" if bits and int(bits) != full
-                                else "")
+                value = norm_address(addr, int(bits) if bits else full)
                 out.append(Host(h.neg, "addr", value, af))
         else:
             out.append(h)
@@ -104,11 +108,13 @@ def redirect_hosts(spec, key, af, tok, interfaces):
         if key == "divert" and len(spec[key]) > 1 and \
                 isinstance(spec[key][1], Host):
             hosts = resolve_names([spec[key][1]], interfaces)
-            return af or (hosts[0].af if len(hosts) == 1 else None)
+            return af or hosts[0].af
         return af
     hosts = [h for h in resolve_names(
         [h for h in spec[key][at] if isinstance(h, Host)], interfaces)]
     kept = []
+    if not hosts:
+        return af
     for h in hosts:
         if af and h.af and h.af != af:
             continue
@@ -174,8 +180,12 @@ def implied_options(spec):
     opts, timeouts = spec["state_opts"], spec["timeouts"]
     if "binat_to" in spec and not spec.get("direction"):
         spec["direction"] = "out"
+    if opts.get("source-track") == "":
+        opts["source-track"] = "global"
     if any(k.startswith("max-src-") for k in opts):
-        opts.setdefault("source-track", "rule")
+        opts["source-track"] = opts.get("source-track") or "global"
+        if any(k.startswith("max-src-conn") for k in opts):
+            opts["source-track"] = "rule"
     if "max-src-conn-rate" in opts:
         secs = int(str(opts["max-src-conn-rate"]).split("/")[1])
         timeouts.setdefault("src.track", secs)
@@ -218,6 +228,9 @@ def expand(spec, rs, anchor, tok, text, interfaces=None):
         if (af and sh.af and af != sh.af) or (af and dh.af and af != dh.af) \
                 or (sh.af and dh.af and sh.af != dh.af):
             continue
+        if (sp or dp) and proto not in ("tcp", "udp", "sctp"):
+            raise RuleSyntaxError(tok.file, tok.line,
+                                  "port only applies to tcp/udp")
         if itype and proto and proto != itype[0]:
             raise RuleSyntaxError(tok.file, tok.line, "icmp-type mismatch")
         one = dict(spec)
@@ -235,13 +248,31 @@ def expand(spec, rs, anchor, tok, text, interfaces=None):
         if proto and proto != "tcp" and one.get("keep_state") in (
                 "modulate", "synproxy"):
             one["keep_state"] = "keep"
+        scoped = getattr(sh, "scope", None) or getattr(dh, "scope", None)
+        if scoped and not iface:
+            one["ifaces"] = [(False, scoped)]
         rule = rule_from_spec(one, anchor, None, tok.line, text)
         rule.src, rule.dst = Endpoint(sh, sp), Endpoint(dh, dp)
         rules.append(rule)
     if not rules:
         raise RuleSyntaxError(tok.file, tok.line,
                               "rule expands to no valid combination")
+    if "binat_to" in spec:
+        rules += binat_reverse(spec, rs, anchor, tok, text, interfaces)
     return rules
+
+
+def binat_reverse(spec, rs, anchor, tok, text, interfaces):
+    """binat-to also loads the inbound half: from dst to the binat address,
+    rdr-to the source (parse.y builds it after the outbound rule)."""
+    back = {k: v for k, v in spec.items() if k != "binat_to"}
+    back["state_opts"], back["timeouts"] = dict(spec["state_opts"]), {}
+    back["direction"] = "in"
+    back["from"] = spec.get("to") or ([ANY], None)
+    back["to"] = (spec["binat_to"][0], None)
+    back["rdr_to"] = ((spec.get("from") or ([ANY], None))[0], None, [])
+    back["af"] = spec.get("af") or spec["binat_to"][0][0].af
+    return expand(back, rs, anchor, tok, text, interfaces)
 
 
 def expand_nr_macros(rs):

@@ -24,6 +24,10 @@ SERVICES = {
     "www": 80, "auth": 113, "ident": 113, "pop3": 110, "ntp": 123,
     "imap": 143, "snmp": 161, "bgp": 179, "ldap": 389, "https": 443,
     "syslog": 514, "submission": 587, "imaps": 993, "pop3s": 995,
+    "echo": 7, "discard": 9, "daytime": 13, "chargen": 19, "time": 37,
+    "finger": 79, "kerberos": 88, "nntp": 119, "netbios-ns": 137,
+    "netbios-dgm": 138, "netbios-ssn": 139, "irc": 194, "ldaps": 636,
+    "rsync": 873, "socks": 1080, "mysql": 3306, "postgresql": 5432,
     "isakmp": 500, "ipsec-nat-t": 4500, "openvpn": 1194, "sftp": 115,
 }
 PROTOCOLS = {
@@ -38,6 +42,9 @@ PROTO_NAMES = {0: "ip", 1: "icmp", 2: "igmp", 4: "ipencap", 6: "tcp",
                51: "ah", 58: "ipv6-icmp", 89: "ospf", 94: "ipip",
                97: "etherip", 103: "pim", 112: "carp", 115: "l2tp",
                132: "sctp", 136: "udplite", 240: "pfsync"}
+GROUPS = {"wheel": 0, "daemon": 1, "kmem": 2, "sys": 3, "tty": 4,
+          "operator": 5, "bin": 7, "staff": 20, "www": 67, "nobody": 32767,
+          "nogroup": 32766}
 USERS = {"root": 0, "daemon": 1, "operator": 2, "bin": 3, "www": 67,
          "nobody": 32767, "wheel": 0, "kmem": 2, "sys": 3}
 
@@ -58,6 +65,11 @@ class Host(NamedTuple):
     kind: str
     value: str
     af: str | None = None
+
+
+class ScopedHost(Host):
+    """A link-local address: its %scope names the rule's interface."""
+    scope = None
 
 
 class Port(NamedTuple):
@@ -157,6 +169,8 @@ def norm_address(text, bits=None):
     only if short, no scope (pfctl keeps it apart as the ifindex)."""
     ip = ipaddress.ip_address(text.partition("%")[0])
     full = 32 if ip.version == 4 else 128
+    if bits is not None and bits > full:
+        raise pp.ParseException(text, 0, "illegal netmask")
     if bits is None or bits == full:
         return str(ip)
     net = ipaddress.ip_network(f"{ip}/{bits}", strict=False)
@@ -167,8 +181,14 @@ def _host_word(t):
     neg, word = t[0], t[1]
     bits = t[2] if len(t) > 2 else None
     af = address_af(word)
+    if bits == 0 and (word.isdigit() or af):
+        return Host(neg, "any", "any")
     if af:
-        return Host(neg, "addr", norm_address(word, bits), af)
+        if "%" not in word:
+            return Host(neg, "addr", norm_address(word, bits), af)
+        host = ScopedHost(neg, "addr", norm_address(word, bits), af)
+        host.scope = word.partition("%")[2]
+        return host
     if short_v4(word) and bits is not None:
         return Host(neg, "addr", norm_address(short_v4(word), bits), "inet")
     if word.isdigit():
@@ -216,11 +236,10 @@ BINARY = pp.Regex(r"<>|><")
 def _port_value(word):
     if isinstance(word, int):
         return word
-    if short_v4(word) and bits is not None:
-        return Host(neg, "addr", norm_address(short_v4(word), bits), "inet")
-    if word.isdigit():
-        return int(word)
-    return SERVICES.get(word, word)
+    try:
+        return int(word, 0)
+    except ValueError:
+        return SERVICES.get(word, word)
 
 
 def _port_item(t):
@@ -243,18 +262,18 @@ PORT_ITEM = (UNARY + PORTWORD | PORTWORD + BINARY + PORTWORD | PORTWORD
 PORTS = pp.Group(comma_list(PORT_ITEM) | PORT_ITEM)
 
 
-def _uid_item(t):
-    p = _port_item(t)
-    lo = USERS.get(p.lo, p.lo) if isinstance(p.lo, str) else p.lo
-    hi = USERS.get(p.hi, p.hi) if isinstance(p.hi, str) else p.hi
-    if lo == "unknown":
-        lo = -1
-    return Port(p.op, lo, hi)
+def id_list(names):
+    def item(t):
+        p = _port_item(t)
+        lo = names.get(p.lo, p.lo) if isinstance(p.lo, str) else p.lo
+        hi = names.get(p.hi, p.hi) if isinstance(p.hi, str) else p.hi
+        return Port(p.op, lo, hi)
+    one = (UNARY + PORTWORD | PORTWORD + BINARY + PORTWORD | PORTWORD
+           ).set_parse_action(item)
+    return pp.Group(comma_list(one) | one)
 
 
-UID_ITEM = (UNARY + PORTWORD | PORTWORD + BINARY + PORTWORD | PORTWORD
-            ).set_parse_action(_uid_item)
-UIDS = pp.Group(comma_list(UID_ITEM) | UID_ITEM)
+UIDS, GIDS = id_list(USERS), id_list(GROUPS)
 
 # --- rule head: action dir logquick interface af proto fromto --------------
 RETURN_CODE = pp.Opt(S("(") + pp.Regex(r"[^)]*") + S(")"))
@@ -277,7 +296,7 @@ ACTION = (
     | (kw("antispoof")).set_parse_action(put("action"))
 )
 DIRECTION = (kw("in") | kw("out")).set_parse_action(put("direction"))
-LOG = (K("log") + pp.Opt(S("(") + pp.delimited_list(
+LOG = (K("log") + pp.Opt(S("(") + pp.DelimitedList(
     pp.Regex(r"[^,)]+")) + S(")"))).set_parse_action(
         lambda t: KV("log", [s.strip() for s in t] or True))
 QUICK = K("quick").set_parse_action(lambda t: KV("quick", True))
@@ -331,7 +350,7 @@ STATE_OPT_ITEM = (
         | kw("max")) + NUMBER).set_parse_action(_state_opt)
     | (kw("source-track") + pp.Opt(kw("rule") | kw("global"))
        ).set_parse_action(lambda t: KV("source-track",
-                                       t[1] if len(t) > 1 else "global"))
+                                       t[1] if len(t) > 1 else ""))
     | (kw("overload") + S("<") + WORD + S(">")
        + pp.Opt(pp.Combine(kw("flush") + pp.Opt(" " + kw("global"))))
        ).set_parse_action(lambda t: KV("overload", " ".join(t[1:])))
@@ -341,7 +360,7 @@ STATE_OPT_ITEM = (
        ).set_parse_action(lambda t: KV("source-track", " ".join(t[1:])
                                        or "rule"))
 )
-STATE_OPT_LIST = pp.Group(pp.delimited_list(STATE_OPT_ITEM))
+STATE_OPT_LIST = pp.Group(pp.DelimitedList(STATE_OPT_ITEM))
 KEEP = (
     (K("no") + K("state")).set_parse_action(lambda t: KV("keep_state", "no"))
     | ((kw("keep") | kw("modulate") | kw("synproxy")) + K("state")
@@ -382,11 +401,21 @@ SCRUB_OPT = (
     | K("fragment") + (kw("reassemble") | kw("crop") | kw("drop-ovl"))
 ).set_parse_action(lambda t: KV("scrub:" + str(t[0]),
                                 t[1] if len(t) > 1 else True))
+# pfctl prints `set prio`, `set tos`, `set queue` as one `set ( ... )`.
+SET_ITEM = (
+    (K("prio") + (S("(") + NUMBER + pp.Opt(S(",")) + NUMBER + S(")")
+                  | NUMBER)).set_parse_action(
+        lambda t: KV("set_prio", tuple(t)))
+    | (K("queue") + (S("(") + pp.DelimitedList(STRING) + S(")") | STRING)
+       ).set_parse_action(lambda t: KV("queue", tuple(t)))
+    | (K("tos") + (NUMBER | WORD)).set_parse_action(put("set_tos"))
+    | (K("delay") + NUMBER).set_parse_action(put("delay"))
+)
 FLAGS = pp.Regex(r"[FSRPAUEW]*/[FSRPAUEW]+|[FSRPAUEW]+(?![\w/])|any")
 
 FILTER_OPT = (
     (kw("user") + UIDS).set_parse_action(lambda t: KV("uids", list(t[1])))
-    | (kw("group") + UIDS).set_parse_action(lambda t: KV("gids", list(t[1])))
+    | (kw("group") + GIDS).set_parse_action(lambda t: KV("gids", list(t[1])))
     | (K("flags") + FLAGS).set_parse_action(put("flags"))
     | ((kw("icmp-type") | kw("icmp6-type") | kw("ipv6-icmp-type"))
        + pp.Group(comma_list(ICMP_ITEM) | ICMP_ITEM)).set_parse_action(
@@ -396,7 +425,7 @@ FILTER_OPT = (
     | (NOT + K("tagged") + STRING).set_parse_action(
         lambda t: KV("tagged", ("! " if t[0] else "") + t[1]))
     | (K("tag") + STRING).set_parse_action(put("tag"))
-    | (K("queue") + (S("(") + pp.delimited_list(STRING) + S(")") | STRING)
+    | (K("queue") + (S("(") + pp.DelimitedList(STRING) + S(")") | STRING)
        ).set_parse_action(lambda t: KV("queue", tuple(t)))
     | (K("rtable") + NUMBER).set_parse_action(put("rtable"))
     | (K("rdomain") + NUMBER).set_parse_action(put("rdomain"))
@@ -407,9 +436,10 @@ FILTER_OPT = (
                                + S(")")
                                | NUMBER)).set_parse_action(
         lambda t: KV("set_prio", tuple(t)))
-    | (K("set") + K("queue") + (S("(") + pp.delimited_list(STRING) + S(")")
+    | (K("set") + K("queue") + (S("(") + pp.DelimitedList(STRING) + S(")")
                                 | STRING)).set_parse_action(
         lambda t: KV("queue", tuple(t)))
+    | (K("set") + S("(") + pp.DelimitedList(SET_ITEM) + S(")"))
     | (K("set") + K("tos") + (NUMBER | WORD)).set_parse_action(
         put("set_tos"))
     | (K("set") + K("delay") + NUMBER).set_parse_action(put("delay"))
@@ -469,6 +499,8 @@ def parse_rule_text(text):
                     spec["state_opts"][opt.key] = opt.value
         elif item.key.startswith("scrub:"):
             spec.setdefault("scrub", {})[item.key[6:]] = item.value
+        elif item.key in ("uids", "gids") and item.key in spec:
+            spec[item.key] = item.value + spec[item.key]
         else:
             spec[item.key] = item.value
     return spec

@@ -197,7 +197,9 @@ def parse_listing(text, name="pfctl -sr", numbered=True):
             if line.startswith(("No ALTQ", "ALTQ related")):
                 continue
             raise RuleSyntaxError(name, lineno, "expected @N rule")
-        body = LIVE_DYN.sub(r"(\1)", LIVE_TABLE.sub(r"<\1>", m.group(3)))
+        body = m.group(3)
+        if numbered:
+            body = LIVE_DYN.sub(r"(\1)", LIVE_TABLE.sub(r"<\1>", body))
         try:
             spec = parse_rule_text(body)
         except pp.ParseBaseException as exc:

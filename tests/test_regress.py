@@ -1,0 +1,78 @@
+"""pfctl's own regression data: our expansion, numbering and listing reader
+against what OpenBSD's pfctl printed (tests/fixtures/pfctl-regress)."""
+import pytest
+
+from regress_support import (REGRESS, cases, diff, expanded, loaded, printed,
+                             reachable, rejected_line)
+
+PF = [c for c in cases("pf[0-9]*.in") + cases("pfopt*.in") if "." not in c]
+LOADED = [c for c in PF if (REGRESS / f"{c}.loaded").exists()]
+OPTIMIZED = [c for c in PF if (REGRESS / f"{c}.optimized").exists()]
+# pfailN.ok cases that name no stdin:LINE fail when loading, not parsing.
+PFAIL = [c for c in cases("pfail*.in")
+         if "stdin:" in (REGRESS / f"{c}.ok").read_text()]
+
+OFFLINE = "needs the test machine's interfaces or pfctl's table handling"
+EXPAND_XFAIL = {
+    "pf102": "(self)/40: pfctl drops the mask of a dynamic self address",
+    "pf103": "rules of a `load anchor` nobody calls: printed by pfctl -nv",
+    "pf113": "pfctl turns inline { } host lists into __automatic_ tables",
+    "pf25": "antispoof is skipped (needs interface networks)",
+    "pf4": "port lists with the same name twice: pfctl order not modelled",
+    "pf47": "0/0 prints as any yet fixes the address family",
+    "pf65": "queue definitions decide which rules load; not modelled",
+    "pf84": "max-src-nodes with bare source-track: pfctl's choice not modelled",
+}
+NUMBER_XFAIL = {k: v for k, v in EXPAND_XFAIL.items()
+                if k in ("pf25", "pf4", "pf47", "pf65", "pf84")}
+NUMBER_XFAIL["pf35"] = "queue/prio rules loaded in a different order"
+
+
+def marked(stems, xfail):
+    return [pytest.param(s, marks=pytest.mark.xfail(reason=xfail[s],
+                                                    strict=True))
+            if s in xfail else s for s in stems]
+
+
+@pytest.mark.parametrize("stem", marked(PF, EXPAND_XFAIL))
+def test_expansion_matches_ok(stem):
+    assert diff(reachable(expanded(stem).rules), printed(stem).rules) is None
+
+
+@pytest.mark.parametrize("stem", marked(LOADED, NUMBER_XFAIL))
+def test_numbering_matches_loaded(stem):
+    ours = reachable(expanded(stem).rules)
+    assert diff(ours, loaded(stem).rules, with_nr=True) is None
+
+
+@pytest.mark.parametrize("stem", LOADED)
+def test_loaded_parses(stem):
+    rs = loaded(stem)
+    assert rs.warnings == []
+    assert len(rs.rules) == (REGRESS / f"{stem}.loaded").read_text().count("\n@") \
+        + (REGRESS / f"{stem}.loaded").read_text().startswith("@")
+
+
+@pytest.mark.parametrize("stem", OPTIMIZED)
+def test_optimized_parses(stem):
+    rs = loaded(stem, "optimized")
+    assert rs.warnings == []
+    assert all(r.nr is not None for r in rs.rules)
+
+
+# Rejections pfctl makes on semantics we do not check (ALTQ, queues,
+# tables, option ranges, ...): known, listed, and expected to fail.
+PFAIL_XFAIL = {
+    "pfail11", "pfail13", "pfail16", "pfail17", "pfail19", "pfail2",
+    "pfail23", "pfail25", "pfail3", "pfail30", "pfail37", "pfail38",
+    "pfail39", "pfail41", "pfail43", "pfail47", "pfail48", "pfail49",
+    "pfail5", "pfail53", "pfail54", "pfail55", "pfail56", "pfail57",
+    "pfail62", "pfail63", "pfail64", "pfail65", "pfail66", "pfail67",
+}
+
+
+@pytest.mark.parametrize("stem", marked(PFAIL, {
+    k: "semantic check of pfctl not modelled" for k in PFAIL_XFAIL}))
+def test_pfail_rejected_at_line(stem):
+    want, got = rejected_line(stem)
+    assert want is not None and got == want
