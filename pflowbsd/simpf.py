@@ -240,13 +240,12 @@ def _udp(sim, st, rng, life: int, down: int):
 
 
 def _ping(sim, st, rng, life: int, down: int):
-    size = 56 + 8
-    for i in range(max(1, life)):
+    for i in range(max(1, life)):  # ping(8)'s 56 data bytes, once a second
         if i:
             yield
-        sim.packet(st, 0, "", size - 8)
+        sim.packet(st, 0, "", 56)
         if rng.random() < 0.95:
-            sim.packet(st, 1, "", size - 8)
+            sim.packet(st, 1, "", 56)
 
 
 def _long_lived(sim, st, rng, life: int, down: int):
