@@ -448,7 +448,8 @@ FILTER_OPT = (
                                       + pp.Word(pp.nums))
        ).set_parse_action(put("max_pkt_rate"))
     | kw("allow-opts").set_parse_action(lambda t: KV("allow_opts", True))
-    | kw("fragment").set_parse_action(lambda t: KV("fragment", True))
+    | (kw("fragment") + ~(kw("reassemble") | kw("crop") | kw("drop-ovl"))
+       ).set_parse_action(lambda t: KV("fragment", True))
     | kw("once").set_parse_action(lambda t: KV("once", True))
     | kw("divert-reply").set_parse_action(lambda t: KV("divert", "reply"))
     | (K("divert-to") + HOST + K("port") + PORT_ITEM).set_parse_action(

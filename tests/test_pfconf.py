@@ -1,0 +1,130 @@
+"""pf.conf front end: macros, lists in pfctl's order, includes, anchors,
+options, state-defaults, per-rule timeouts, errors with file:line."""
+import pytest
+
+from pflowbsd.pfconf import parse_pfconf
+from pflowbsd.rules import RuleSyntaxError, load_ruleset
+
+CONF = """\
+ext_if = "em0"
+int_if = "{ em1, em2 }"
+web = "{ 192.0.2.10, 2001:db8::10 }"
+set timeout { tcp.established 3600, udp.single 20 }
+set limit states 20000
+set optimization aggressive
+set state-defaults pflow, no-sync
+table <bad> persist
+block all
+pass out on $ext_if inet proto { tcp udp } to port { 53 80 }
+pass in on $int_if proto tcp to $web port 443 keep state \\
+    (max 500, tcp.established 600, adaptive.start 300, adaptive.end 600)
+pass in on $ext_if no state label "no-state"   # a comment \\
+  continued
+match out on $ext_if nat-to ($ext_if)
+anchor "web" {
+    pass in proto tcp to port 8080 label "netflow-web"
+    anchor {
+        block in quick from <bad>
+    }
+}
+pass out quick label "after-$nr"
+"""
+
+
+def test_expansion_order_and_numbers():
+    rs = parse_pfconf(CONF, "pf.conf")
+    main = [r for r in rs.rules if r.anchor == ""]
+    assert [r.nr for r in main] == list(range(len(main)))
+    assert rs.source == "pf.conf" and rs.warnings == []
+    # interface, proto, src host, src port, dst host, dst port: pfctl's order
+    out = [(r.proto, r.dst.port.lo) for r in main[1:5]]
+    assert out == [(("tcp",), 53), (("tcp",), 80), (("udp",), 53),
+                   (("udp",), 80)]
+    web = main[5:9]
+    assert [(r.ifname, r.dst.host.value, r.af) for r in web] == [
+        ("em1", "192.0.2.10", "inet"), ("em1", "2001:db8::10", "inet6"),
+        ("em2", "192.0.2.10", "inet"), ("em2", "2001:db8::10", "inet6")]
+    assert main[-1].label == f"after-{main[-1].nr}"
+
+
+def test_options_and_timeouts():
+    rs = parse_pfconf(CONF, "pf.conf")
+    assert rs.timeouts == {"tcp.established": 3600, "udp.single": 20}
+    assert rs.limit_states == 20000 and rs.optimization == "aggressive"
+    assert rs.state_defaults == {"pflow": True, "no-sync": True}
+    web = rs.lookup(None, 5)
+    assert web.timeouts == {"tcp.established": 600, "adaptive.start": 300,
+                            "adaptive.end": 600}
+    assert web.state_opts["max"] == 500
+
+
+def test_state_defaults_reach_only_implicit_pass_rules():
+    rs = parse_pfconf(CONF, "pf.conf")
+    by_nr = {r.nr: r for r in rs.rules if r.anchor == ""}
+    assert not by_nr[0].pflow                     # block
+    assert by_nr[1].pflow                         # implicit keep state
+    assert not by_nr[5].pflow                     # explicit keep state (...)
+    assert not by_nr[9].pflow and by_nr[9].label == "no-state"
+    assert not by_nr[10].pflow                    # match
+    inner = [r for r in rs.rules if r.anchor == "web"]
+    assert inner[0].pflow and inner[0].label == "netflow-web"
+
+
+def test_comment_continues_over_backslash():
+    rs = parse_pfconf("pass in all # note \\\npass out all\nblock all\n", "f")
+    assert [(r.action, r.direction) for r in rs.rules] == [
+        ("pass", "in"), ("block", None)]
+
+
+def test_anchors_number_from_zero_and_lookup():
+    rs = parse_pfconf(CONF, "pf.conf")
+    anchor_rule = [r for r in rs.rules if r.call == "web"][0]
+    assert rs.lookup(anchor_rule.nr, 0).label == "netflow-web"
+    nested = [r for r in rs.rules if r.anchor.startswith("web/")]
+    assert [(r.nr, r.action) for r in nested] == [(0, "block")]
+
+
+def test_include_goes_through_read_file():
+    files = {"/etc/pf.inc": "pass in proto tcp to port 22 keep state (pflow)\n"}
+    rs = load_ruleset('block all\ninclude "/etc/pf.inc"\npass out all\n',
+                      "pf.conf", read_file=files.__getitem__)
+    assert [(r.nr, r.action, r.pflow) for r in rs.rules] == [
+        (0, "block", False), (1, "pass", True), (2, "pass", False)]
+
+
+def test_defines_win_over_file_macros():
+    rs = parse_pfconf('if = "em0"\npass on $if all\n', "f",
+                      defines={"if": "vio0"})
+    assert rs.rules[0].ifname == "vio0"
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("pass all\npass in on $nope all\n", 2, "macro 'nope' not defined"),
+    ("pass all\n\npass in frm any\n", 3, "syntax error"),
+    ("pass in proto icmp from any port 22 to any\n", 1,
+     "port only applies to tcp/udp"),
+    ("pass in inet from 2001:db8::1 to any\n", 1,
+     "rule expands to no valid combination"),
+    ("pass all\n}\n", 2, "syntax error"),
+    ("pass from 10.0.0.0/33\n", 1, "syntax error"),
+])
+def test_errors_name_file_and_line(text, line, message):
+    with pytest.raises(RuleSyntaxError) as exc:
+        parse_pfconf(text, "stdin")
+    assert str(exc.value) == f"stdin:{line}: {message}"
+
+
+def test_unmodelled_rule_stops_numbering_with_a_warning():
+    rs = parse_pfconf("pass all\nantispoof for em0\npass out all\n", "f")
+    assert [r.nr for r in rs.rules] == [0, None]
+    assert rs.warnings and rs.warnings[0].startswith("f:2:")
+
+
+def test_freebsd_translation_and_scrub_rules_number_apart():
+    rs = parse_pfconf("scrub in all fragment reassemble\n"
+                      "nat on em0 from 10.0.0.0/8 to any -> (em0)\n"
+                      "rdr on em0 proto tcp to port 80 -> 10.0.0.5\n"
+                      "pass all\n", "f")
+    assert [(r.action, r.nr) for r in rs.rules] == [
+        ("scrub", 0), ("nat", 0), ("rdr", 0), ("pass", 0)]
+    assert rs.lookup(None, 0).action == "pass"

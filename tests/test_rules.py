@@ -1,0 +1,117 @@
+"""The `pfctl -sr -vv` listing reader, the Rule model and Ruleset.lookup."""
+import pytest
+from hypothesis import given, strategies as st
+
+from pflowbsd.rulegrammar import Host, Port
+from pflowbsd.rules import RuleSyntaxError, load_ruleset, parse_listing
+
+OPENBSD = """\
+@0 match in all scrub (no-df)
+  [ Evaluations: 1520384   Packets: 1520384   Bytes: 1129463120  States: 0     ]
+  [ Inserted: uid 0 pid 40632 State Creations: 0     ]
+@1 block return all
+  [ Evaluations: 2231      Packets: 2231      Bytes: 150380      States: 0     ]
+  [ Inserted: uid 0 pid 40632 State Creations: 0     ]
+@2 pass out all flags S/SA keep state (pflow)
+  [ Evaluations: 1518153   Packets: 1497560   Bytes: 1118043345  States: 113   ]
+  [ Inserted: uid 0 pid 40632 State Creations: 40211 ]
+@3 pass in on em0 inet proto tcp from any to 192.0.2.1 port = 22 flags S/SA keep state (max 100, pflow, tcp.established 600, adaptive.start 60, adaptive.end 120)
+  [ Evaluations: 48        Packets: 40        Bytes: 6234        States: 2     ]
+  [ Inserted: uid 0 pid 40632 State Creations: 31    ]
+@4 anchor "relayd/*" all {
+@0 pass in quick on em1 proto tcp from <web:3> to (em1:1) port = 80 flags S/SA label "netflow-web"
+}
+@5 anchor "sub" in on em0 all {
+@0 anchor "inner" all {
+@0 block drop in quick all tag "bad"
+}
+@1 pass in all flags S/SA keep state (if-bound, sloppy)
+}
+"""
+
+FREEBSD = """\
+@0 scrub in all fragment reassemble
+  [ Evaluations: 10        Packets: 10        Bytes: 600         States: 0     ]
+  [ Source Nodes: 0      Limit: 0      NAT/RDR: 0      Route: 0      ]
+  [ Inserted: uid 0 pid 1 State Creations: 0     ]
+  [ Last Active Time: N/A ]
+@0 pass in on em0 inet proto tcp from any to 192.0.2.1 port = ssh flags S/SA keep state (max 100, pflow)
+  [ Evaluations: 48        Packets: 40        Bytes: 6234        States: 2     ]
+  [ Source Nodes: 0      Limit: 0      NAT/RDR: 0      Route: 0      ]
+  [ Inserted: uid 0 pid 40632 State Creations: 31    ]
+  [ Last Active Time: Tue Jul 15 10:31:02 2025 ]
+@334(0) anchor "tftp-proxy/*" all
+  [ Evaluations: 7112201   Packets: 0         Bytes: 0           States: 0     ]
+  [ Inserted: pid 3540 State Creations: 0     ]
+"""
+
+
+def test_openbsd_listing_numbers_and_options():
+    rs = parse_listing(OPENBSD)
+    assert rs.source == "pfctl" and rs.warnings == []
+    assert [(r.anchor, r.nr, r.action) for r in rs.rules] == [
+        ("", 0, "match"), ("", 1, "block"), ("", 2, "pass"), ("", 3, "pass"),
+        ("", 4, "anchor"), ("relayd/*", 0, "pass"), ("", 5, "anchor"),
+        ("sub", 0, "anchor"), ("sub/inner", 0, "block"), ("sub", 1, "pass")]
+    r3 = rs.rules[3]
+    assert r3.pflow and r3.ifname == "em0" and r3.af == "inet"
+    assert r3.proto == ("tcp",) and r3.keep_state == "keep"
+    assert r3.state_opts == {"max": 100, "pflow": True}
+    assert r3.timeouts == {"tcp.established": 600, "adaptive.start": 60,
+                           "adaptive.end": 120}
+    assert r3.dst.host == Host(False, "addr", "192.0.2.1", "inet")
+    assert r3.dst.port == Port("=", 22)
+    web = rs.rules[5]
+    assert web.src.host.kind == "table" and web.src.host.value == "web"
+    assert web.dst.host.value == "em1" and web.label == "netflow-web"
+    assert rs.rules[8].tag == "bad" and rs.rules[8].quick
+
+
+def test_lookup_main_and_anchor():
+    rs = parse_listing(OPENBSD)
+    assert rs.lookup(None, 2).nr == 2 and rs.lookup(None, 2).pflow
+    assert rs.lookup(5, 1).anchor == "sub"
+    assert rs.lookup(4, 0).label == "netflow-web"   # wildcard anchor
+    assert rs.lookup(None, 99) is None and rs.lookup(7, 0) is None
+    assert rs.lookup(None, None) is None
+
+
+def test_freebsd_listing_scrub_first_and_pfsense_numbers():
+    rs = parse_listing(FREEBSD)
+    assert [(r.nr, r.action) for r in rs.rules] == [
+        (0, "scrub"), (0, "pass"), (334, "anchor")]
+    # scrub rules have their own numbering; states point at filter rules
+    assert rs.lookup(None, 0).action == "pass"
+    assert rs.rules[1].dst.port == Port("=", 22)
+
+
+def test_unreadable_rule_is_skipped_with_warning_naming_line():
+    rs = parse_listing("@0 pass all\n@1 pass all frobnicate 3\n@2 block all\n")
+    assert [r.nr for r in rs.rules] == [0, 2]
+    assert rs.warnings and rs.warnings[0].startswith("pfctl -sr:2:")
+
+
+def test_unbalanced_braces_are_errors():
+    with pytest.raises(RuleSyntaxError) as exc:
+        parse_listing("@0 pass all\n}\n", "saved")
+    assert str(exc.value) == "saved:2: unbalanced '}'"
+    assert exc.value.line == 2 and exc.value.file == "saved"
+    with pytest.raises(RuleSyntaxError):
+        parse_listing('@0 anchor "a" all {\n@0 pass all\n')
+
+
+def test_load_ruleset_tells_listing_from_pfconf():
+    assert load_ruleset("@0 pass all\n", "x").source == "pfctl"
+    assert load_ruleset("pass all\n", "x").source == "pf.conf"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["pass", "block", "match"]),
+                          st.sampled_from(["in", "out", None]),
+                          st.booleans()), min_size=1, max_size=30))
+def test_numbers_come_from_the_listing(rules):
+    text = "".join(f"@{i * 2} {a}{' ' + d if d else ''}{' quick' if q else ''}"
+                   f" all\n  [ Evaluations: 0 ]\n"
+                   for i, (a, d, q) in enumerate(rules))
+    rs = parse_listing(text)
+    assert [r.nr for r in rs.rules] == [i * 2 for i in range(len(rules))]
+    assert [(r.action, r.direction, r.quick) for r in rs.rules] == rules

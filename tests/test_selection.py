@@ -1,0 +1,88 @@
+"""Which states are exported, and `pflowbsd rules` output."""
+import io
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from pflowbsd.rules import parse_listing
+from pflowbsd.selection import Selector, cmd_rules
+
+LISTING = """\
+@0 block return all
+@1 pass out all flags S/SA keep state (pflow)
+@2 pass in on em0 proto tcp from any to any port = 22 flags S/SA label "netflow-ssh"
+@3 match out on em0 all keep state (pflow)
+@4 anchor "a" all {
+@0 pass in on em1 all flags S/SA
+}
+"""
+
+
+def state(pflow=False, ifname="all", rule=None, anchor=None, orig=None):
+    return SimpleNamespace(pflow=pflow, ifname=ifname, rule=rule,
+                           anchor=anchor, orig_ifname=orig)
+
+
+@pytest.fixture
+def rs():
+    return parse_listing(LISTING)
+
+
+def test_default_exports_pflow_states_and_pflow_pass_rules(rs):
+    sel = Selector()
+    assert sel.decide(state(pflow=True), None) == (True, "state has pflow")
+    assert sel.decide(state(rule=1), rs.lookup(None, 1))[0]
+    assert not sel.decide(state(rule=2), rs.lookup(None, 2))[0]
+    # a match rule's pflow option does not reach the state (parse.y)
+    assert not sel.decide(state(rule=3), rs.lookup(None, 3))[0]
+    assert sel.decide(state(), None) == (False, "rule unknown, no pflow")
+
+
+@pytest.mark.parametrize("lines, rule, st, expected", [
+    (['label "netflow*"'], (None, 2), {}, True),
+    (['label "other*"'], (None, 2), {}, False),
+    (["rule 2"], (None, 2), {}, True),
+    (['rule "a" 0'], (4, 0), {}, True),
+    (['rule "a" 0'], (None, 0), {}, False),
+    (["interface em1"], (4, 0), {"ifname": "em1"}, True),
+    (["interface em1"], (None, 2), {"orig": "em1"}, True),
+    (["interface em1"], (None, 2), {"ifname": "em0"}, False),
+    (["all"], (None, 0), {}, True),
+    (["label x*", "rule 0"], (None, 0), {}, True),
+])
+def test_select_lines_or_together(rs, lines, rule, st, expected):
+    sel = Selector.from_config(lines)
+    ok, why = sel.decide(state(**st), rs.lookup(*rule))
+    assert ok is expected and why
+
+
+def test_bad_select_line():
+    with pytest.raises(ValueError):
+        Selector.from_config(["rule x y z"])
+
+
+def test_cmd_rules_json():
+    out, err = io.StringIO(), io.StringIO()
+    assert cmd_rules(LISTING, "saved", True, out, err,
+                     selector=Selector.from_config(['label "netflow*"'])) == 0
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["anchor"], r["nr"], r["action"], r["export"]) for r in rows] == [
+        ("", 0, "block", False), ("", 1, "pass", True), ("", 2, "pass", True),
+        ("", 3, "match", False), ("", 4, "anchor", False), ("a", 0, "pass", False)]
+    assert rows[1]["pflow"] and rows[1]["why"] == "rule has pflow"
+    assert rows[2]["label"] == "netflow-ssh" and rows[0]["label"] is None
+    assert all(r["timeouts"] == {} for r in rows)
+
+
+def test_cmd_rules_pfconf_text_and_syntax_error():
+    out, err = io.StringIO(), io.StringIO()
+    conf = "set state-defaults pflow\npass out all\npass in all no state\n"
+    assert cmd_rules(conf, "pf.conf", False, out, err) == 0
+    text = out.getvalue()
+    assert "pf.conf" in text and "@0\texport\trule has pflow" in text
+    assert "@1\t-\t" in text
+    out, err = io.StringIO(), io.StringIO()
+    assert cmd_rules("pass all\npass bogus\n", "pf.conf", True, out, err) == 1
+    assert err.getvalue().strip() == "pf.conf:2: syntax error"
+    assert out.getvalue() == ""
