@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import pyparsing as pp
 
-pp.ParserElement.enable_packrat()
+# packrat off: it costs more than it saves on one-line rules
 
 # Small offline tables for what pfctl asks the system (getservbyname,
 # getprotobyname, getpwnam): enough for the common names.
