@@ -1,12 +1,12 @@
 """pflowbsd - export pf states as NetFlow v5 / IPFIX, the way pflow(4) does.
 
 Usage:
-  pflowbsd [-adnv] [-i IF] [-f FILE] [-t SECS] [-p PIDFILE] [--pfctl PATH]
-           [--record DIR | --replay DIR] [PARAM ...]
   pflowbsd states [--json] [--pfctl PATH] [FILE]
   pflowbsd rules [--json] [--pfctl PATH] [FILE]
   pflowbsd dump [-l ADDR:PORT] [--json] [-r PCAP] [-c COUNT]
   pflowbsd demo [--rate N] [--duration SECS] [--proto N] [--port PORT] [--seed N]
+  pflowbsd [-adnv] [-i IF] [-f FILE] [-t SECS] [-p PIDFILE] [--pfctl PATH]
+           [--record DIR | --replay DIR] [PARAM ...]
   pflowbsd -h | --help | --version
 
 PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
@@ -116,16 +116,23 @@ def cmd_rules(args) -> int:
 def cmd_dump(args) -> int:
     from pflowbsd.dump import cmd_dump as body
 
-    count = int(args["-c"]) if args["-c"] else None
+    count = _number(args, "-c", int) if args["-c"] else None
     return body(args["-l"], args["--json"], args["-r"], count, sys.stdout, sys.stderr)
 
 
 def cmd_demo(args) -> int:
     from pflowbsd.demo import cmd_demo as body
 
-    return body(rate=float(args["--rate"]), duration=float(args["--duration"]),
-                proto=int(args["--proto"]), port=int(args["--port"]),
-                seed=int(args["--seed"]), out=sys.stdout)
+    return body(rate=_number(args, "--rate", float), duration=_number(args, "--duration", float),
+                proto=_number(args, "--proto", int), port=_number(args, "--port", int),
+                seed=_number(args, "--seed", int), out=sys.stdout)
+
+
+def _number(args, opt: str, kind):
+    try:
+        return kind(args[opt])
+    except ValueError:
+        raise ConfigError(f"{opt} {args[opt]!r}: not a number") from None
 
 
 def cmd_check(cfg: Config, args) -> int:

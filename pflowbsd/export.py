@@ -25,6 +25,9 @@ MINMTU = v5.HEADER.size + v5.RECORD.size  # PFLOW_MINMTU
 MCLBYTES = 2048  # the largest MTU SIOCSIFMTU accepts (larger ones are clamped)
 
 
+SPLIT_CAP = v5.MAXBYTES * 65536  # at most 65536 v5 records a direction
+
+
 @dataclass(slots=True)
 class _Buffer:
     deadline: float  # Clock.up at which the hold expires
@@ -49,7 +52,13 @@ class _V5:
         if flow1.af != socket.AF_INET:
             x.stats["skipped_v6"] += 1
             return
-        pairs = list(v5.split_octets(flow1.octets, flow2.octets))
+        b0, b1 = flow1.octets, flow2.octets
+        if max(b0, b1) > SPLIT_CAP:
+            # Past ~281 TB the kernel would still loop; a counter like 2^64-1 is a
+            # corrupt line, and 2^32 records of it would stall the daemon.
+            x.stats["split_clamped"] += 1
+            b0, b1 = min(b0, SPLIT_CAP), min(b1, SPLIT_CAP)
+        pairs = list(v5.split_octets(b0, b1))
         x.stats["split_records"] += len(pairs) - 1
         for bytes0, bytes1 in pairs:
             if bytes0:
@@ -124,7 +133,7 @@ class Exporter:
         self.tmpl_interval = tmpl_interval
         self.nat = nat
         self.stats: dict[str, int] = dict(
-            flows=0, datagrams=0, templates=0, skipped_v6=0, split_records=0
+            flows=0, datagrams=0, templates=0, skipped_v6=0, split_records=0, split_clamped=0
         )
         self._gcounter = 0  # sc_gcounter: records added
         self._sequence = 0  # sc_sequence: IPFIX data records sent

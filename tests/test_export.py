@@ -96,7 +96,7 @@ def test_v5_one_state_gives_flow1_then_flow2_in_one_datagram():
         (f2.src, f2.src_port, 2000, 20),
     ]
     assert (recs[0]["if_in"], recs[0]["if_out"], recs[1]["if_in"], recs[1]["if_out"]) == (3, 4, 4, 3)
-    assert x.stats == dict(flows=2, datagrams=1, templates=0, skipped_v6=0, split_records=0)
+    assert x.stats == dict(flows=2, datagrams=1, templates=0, skipped_v6=0, split_records=0, split_clamped=0)
 
 
 @pytest.mark.parametrize("b0,b1,p0,p1,want", [

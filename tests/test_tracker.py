@@ -156,3 +156,17 @@ def test_exported_exactly_once_when_gone_from_a_complete_snapshot(polls):
             assert got == []
             alive |= ids
     assert len(exported) == len(set(exported)) or len(polls) > 1
+
+
+def test_a_corrupt_2_64_counter_is_clamped_not_looped_on():
+    from pflowbsd.export import SPLIT_CAP, Exporter
+    from pflowbsd.flows import Clock
+
+    t = tracker()
+    t.update(record(UDP, id=sid(1), bytes="18446744073709551615:0"), 10.0)
+    (f1, f2), = t.update("", 20.0).expired
+    e = Exporter(proto=5)
+    out = e.export_state(f1, f2, Clock(1e9, 20.0)) + e.flush(Clock(1e9, 20.0))
+    assert e.stats["split_clamped"] == 1
+    assert e.stats["flows"] == SPLIT_CAP // 0xFFFFFFFF
+    assert len(out) == -(-e.stats["flows"] // 30)
