@@ -12,7 +12,7 @@ OPTIMIZED = [c for c in PF if (REGRESS / f"{c}.optimized").exists()]
 PFAIL = [c for c in cases("pfail*.in")
          if "stdin:" in (REGRESS / f"{c}.ok").read_text()]
 
-OFFLINE = "needs the test machine's interfaces or pfctl's table handling"
+
 EXPAND_XFAIL = {
     "pf102": "(self)/40: pfctl drops the mask of a dynamic self address",
     "pf103": "rules of a `load anchor` nobody calls: printed by pfctl -nv",
@@ -25,7 +25,7 @@ EXPAND_XFAIL = {
 }
 NUMBER_XFAIL = {k: v for k, v in EXPAND_XFAIL.items()
                 if k in ("pf25", "pf4", "pf47", "pf65", "pf84")}
-NUMBER_XFAIL["pf35"] = "queue/prio rules loaded in a different order"
+NUMBER_XFAIL["pf35"] = "pf35.loaded lists another ruleset than pf35.in (stale)"
 
 
 def marked(stems, xfail):
