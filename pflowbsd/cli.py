@@ -181,7 +181,13 @@ def cmd_daemon(args) -> int:
         daemon.daemonize()
     if args["-p"]:
         daemon.write_pidfile(args["-p"])
-    return daemon.Daemon(cfg, record=args["--record"]).run()
+    reload = lambda: _checked(load_config(args))  # noqa: E731  (SIGHUP)
+    return daemon.Daemon(cfg, record=args["--record"], reload=reload).run()
+
+
+def _checked(cfg: Config) -> Config:
+    check(cfg)
+    return cfg
 
 
 COMMANDS = {"states": cmd_states, "rules": cmd_rules, "dump": cmd_dump, "demo": cmd_demo}

@@ -259,8 +259,8 @@ def replay(cfg: Config, folder: str) -> int:
 # --- the live daemon -----------------------------------------------------------------
 
 class Daemon:
-    def __init__(self, cfg: Config, record: str | None = None):
-        self.cfg = cfg
+    def __init__(self, cfg: Config, record: str | None = None, reload=None):
+        self.cfg, self.reload = cfg, reload  # reload() -> a fresh Config (SIGHUP)
         self.pf = Pfctl(cfg.pfctl, timeout=max(30.0, cfg.interval * 3))
         self.record = Path(record) if record else None
         self.side = PfSide(cfg)
@@ -290,6 +290,33 @@ class Daemon:
             for name, text in (("timeouts", t), ("rules", r), ("info", i)):
                 if text is not None and not (self.record / name).exists():
                     (self.record / name).write_text(text)
+
+    def reconfigure(self) -> None:
+        """As `ifconfig pflowN flowdst ...` does: flush what is pending first, and send it
+        to the new destination; the exporter is renewed only if its own words changed."""
+        if self.reload is None:
+            return
+        try:
+            cfg = self.reload()
+        except ValueError as e:  # ConfigError: keep running on the old configuration
+            log.error("configuration not reloaded: %s", e)
+            return
+        old, self.cfg = self.cfg, cfg
+        self.pf = Pfctl(cfg.pfctl, timeout=max(30.0, cfg.interval * 3))
+        self.side = PfSide(cfg)
+        self.pipe.tracker.select = self.side.select
+        self.pipe.cfg = cfg
+        wall = time.time()
+        pending = self.pipe.exporter.flush(self.pipe.clock(wall))
+        if (cfg.flowdst, cfg.flowsrc) != (old.flowdst, old.flowsrc):
+            self.pipe.sender.close()
+            self.pipe.sender = Sender(cfg.flowdst, cfg.flowsrc)
+        self.pipe.sender.send(pending)
+        words = ("pflowproto", "mtu", "domain", "tmpl_interval", "nat")
+        if any(getattr(cfg, w) != getattr(old, w) for w in words):
+            self.pipe.exporter = Exporter(proto=cfg.pflowproto, mtu=cfg.mtu, domain=cfg.domain,
+                                          tmpl_interval=cfg.tmpl_interval, nat=cfg.nat)
+            self.pipe.start(wall)
 
     def poll(self) -> None:
         info = self._pf("info")
@@ -348,7 +375,8 @@ class Daemon:
             while pending:
                 sig = pending.pop(0)
                 if sig == signal.SIGHUP:
-                    log.info("SIGHUP: re-reading timeouts and rules")
+                    log.info("SIGHUP: re-reading the configuration, timeouts and rules")
+                    self.reconfigure()
                     self.load_side()
                 else:
                     self.pipe.flush(time.time())
