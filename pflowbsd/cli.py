@@ -51,6 +51,7 @@ Demo options:
 
 from __future__ import annotations
 
+import gzip
 import os
 import sys
 
@@ -62,11 +63,15 @@ from pflowbsd.config import Config, ConfigError, apply_file, apply_words, check
 
 def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
     """FILE, `-` for stdin, or what pfctl prints."""
-    if arg == "-":
-        return sys.stdin.buffer.read().decode(errors="replace")
     if arg:
-        with open(arg, "rb") as f:
-            return f.read().decode(errors="replace")
+        if arg == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(arg, "rb") as f:
+                data = f.read()
+        if data[:2] == b"\x1f\x8b":  # a saved table, gzipped
+            data = gzip.decompress(data)
+        return data.decode(errors="replace")
     from pflowbsd.daemon import Pfctl
 
     return Pfctl(pfctl).run(*pfctl_args)
@@ -100,7 +105,7 @@ def cmd_states(args) -> int:
 
 
 def cmd_rules(args) -> int:
-    from pflowbsd.rules import cmd_rules as body
+    from pflowbsd.selection import cmd_rules as body
 
     name = args["FILE"] or "pfctl -sr"
     text = _input(args["FILE"], args["--pfctl"] or "pfctl", "-a", "*", "-sr", "-vv")
