@@ -29,7 +29,9 @@ MiB = 1 << 20
 
 
 class PfctlError(RuntimeError):
-    pass
+    def __init__(self, command: str, reason: str):
+        super().__init__(f"{command}: {reason}")
+        self.reason = reason  # what went wrong, whichever pfctl call it was
 
 
 class Pfctl:
@@ -48,13 +50,13 @@ class Pfctl:
                            _decode_errors="replace"))
         except sh.ErrorReturnCode as e:
             err = e.stderr.decode(errors="replace").strip().splitlines()
-            raise PfctlError(f"{self.path} {' '.join(args)}: exit {e.exit_code}"
-                             + (f": {err[-1]}" if err else "")) from None
+            raise PfctlError(f"{self.path} {' '.join(args)}",
+                             f"exit {e.exit_code}" + (f": {err[-1]}" if err else "")) from None
         except sh.TimeoutException:
-            raise PfctlError(f"{self.path} {' '.join(args)}: timed out after "
-                             f"{self.timeout:g} s") from None
+            raise PfctlError(f"{self.path} {' '.join(args)}",
+                             f"timed out after {self.timeout:g} s") from None
         except (sh.CommandNotFound, OSError) as e:
-            raise PfctlError(f"{self.path}: {e}") from None
+            raise PfctlError(self.path, str(e)) from None
 
     def states(self) -> str:
         return self.run("-ss", "-vv")
@@ -90,6 +92,7 @@ class Sender:
     def __init__(self, dsts, src=None):
         self.sockets = []
         self.errors: dict[tuple[str, int], str | None] = {}
+        self.failed_at: dict[tuple[str, int], float] = {}
         self.stats = dict(datagrams=0, bytes=0, send_errors=0)
         for dst in dsts:
             fam = socket.AF_INET6 if ":" in dst[0] else socket.AF_INET
@@ -113,13 +116,19 @@ class Sender:
                     self.stats["send_errors"] += 1
                     self._fail(dst, e)
 
+    # A connected UDP socket reports a refusal (ICMP port unreachable) on the send
+    # after the one that caused it, so sends alternate between failing and "working"
+    # while a collector is down: call it back only after a quiet spell.
+    RECOVERED_AFTER = 60.0
+
     def _ok(self, dst) -> None:
-        if self.errors[dst]:
+        if self.errors[dst] and time.monotonic() - self.failed_at[dst] > self.RECOVERED_AFTER:
             log.warning("flowdst %s:%d: sending again", *dst)
             self.errors[dst] = None
 
     def _fail(self, dst, e: OSError) -> None:
         msg = errno.errorcode.get(e.errno, str(e))
+        self.failed_at[dst] = time.monotonic()
         if self.errors[dst] != msg:
             log.warning("flowdst %s:%d: %s", dst[0], dst[1], e.strerror or e)
             self.errors[dst] = msg
@@ -137,6 +146,7 @@ class Pipeline:
         self.exporter = Exporter(proto=cfg.pflowproto, mtu=cfg.mtu, domain=cfg.domain,
                                  tmpl_interval=cfg.tmpl_interval, nat=cfg.nat)
         self.skipped_polls = 0
+        self._last_complaint: tuple = ()
 
     def clock(self, wall: float) -> Clock:
         return Clock(wall, wall - self.boot)
@@ -152,13 +162,19 @@ class Pipeline:
     def snapshot(self, text: str, wall: float, complete: bool = True):
         now = self.clock(wall)
         up = self.tracker.update(text, now.up, complete)
-        for line in up.errors[:3]:
-            log.warning("pfctl -ss line %d: %s: %.80s", line.line, line.reason, line.text)
-        if len(up.errors) > 3:
-            log.warning("pfctl -ss: %d more unparseable lines", len(up.errors) - 3)
         if up.partial:
             self.skipped_polls += 1
-            log.info("partial snapshot (%d states): nothing expired this poll", up.states)
+        # The same bad table poll after poll is said once; counted every time.
+        complaint = (up.partial, tuple((e.reason, e.text) for e in up.errors[:3]))
+        if complaint != self._last_complaint:
+            self._last_complaint = complaint
+            for line in up.errors[:3]:
+                log.warning("pfctl -ss line %d: %s: %.80s", line.line, line.reason, line.text)
+            if len(up.errors) > 3:
+                log.warning("pfctl -ss: %d more unparseable lines", len(up.errors) - 3)
+            if up.partial:
+                log.info("partial snapshot (%d states): nothing expires until a whole one",
+                         up.states)
         for f1, f2 in up.expired:
             self.sender.send(self.exporter.export_state(f1, f2, now))
         return up
@@ -264,7 +280,7 @@ class Daemon:
         self.pf = Pfctl(cfg.pfctl, timeout=max(30.0, cfg.interval * 3))
         self.record = Path(record) if record else None
         self.side = PfSide(cfg)
-        self.pf_error: str | None = None
+        self.pf_error: str | None = None  # the failure last logged
         self.checksum: str | None = None
 
     def _pf(self, what: str) -> str | None:
@@ -272,9 +288,9 @@ class Daemon:
         try:
             text = getattr(self.pf, what)()
         except PfctlError as e:
-            if self.pf_error != str(e):
+            if self.pf_error != e.reason:
                 log.error("%s", e)
-                self.pf_error = str(e)
+                self.pf_error = e.reason
             return None
         if self.pf_error and what == "states":
             log.warning("pfctl works again")

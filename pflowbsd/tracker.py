@@ -98,9 +98,15 @@ def tail_key(tail: str) -> tuple[str, str]:
 
 
 def _heads(text: str) -> int:
-    """Records in a table: lines that do not start with a space (C-speed counts)."""
+    """Lines that do not start with a space: state lines, and garbage (C-speed counts)."""
     lines = text.count("\n") + (0 if text.endswith("\n") else 1)
     return lines - text.count("\n ") - (1 if text.startswith(" ") else 0)
+
+
+def _state_lines(text: str) -> int:
+    """State lines only: each holds the 7 spaces print_state() puts before the state
+    pair ("    " then "   %s:%s"), and no other line pfctl prints does."""
+    return text.count("       ")
 
 
 def _record_at(text: str, at: int) -> tuple[int, int]:
@@ -197,11 +203,15 @@ class Tracker:
         return up
 
     def _slow(self, text: str, complete: bool):
-        """A table the counts do not vouch for: the validating scan finds what is
-        wrong; what it could read is used, and unless it is whole nothing expires."""
+        """A table the counts do not vouch for.  The validating scan names what is wrong
+        (logged and counted); the snapshot is still whole, and may expire states, when
+        every state line in it came with its counters and id, i.e. only lines that are
+        not states were skipped.  Otherwise it updates what it can and expires nothing."""
         sc = pfstates.scan(text)
         up = Update(errors=list(sc.errors), states=len(sc.records))
-        up.partial = not complete or sc.truncated or bool(sc.errors)
+        tails = TAIL.findall(text)
+        up.partial = (not complete or sc.truncated or not text.endswith("\n")
+                      or len(tails) != _state_lines(text) or len(set(tails)) != len(tails))
         cur, spans = set(), []
         for _key, _head, _counters, start, end in sc.records:
             m = TAIL.search(text, start, end)
@@ -215,6 +225,8 @@ class Tracker:
             cur.add(t)
             if t not in self.entries:
                 spans.append((t, start, end))
+        if len(cur) != len(set(tails)):
+            up.partial = True  # a tail outside the records the scan accepted
         return up, cur, spans
 
     def _changed(self, t, old, st, poll, nstates, up: Update) -> None:

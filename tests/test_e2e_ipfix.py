@@ -142,9 +142,6 @@ def test_every_collector_gets_every_datagram_and_a_refusing_one_holds_up_none(fo
     assert records == 49 and len(got4) == 3 + 2 + 1  # templates; 26 + 19 IPv4; 4 IPv6
 
 
-@pytest.mark.xfail(strict=True, reason="Sender: a connected UDP socket reports the ICMP "
-                   "refusal on the next send only, so a collector refusing everything flips "
-                   "between 'Connection refused' and 'sending again' at every datagram")
 def test_a_refusing_collector_is_logged_once(folder):
     with rd.listener() as s:
         dsts = [f"127.0.0.1:{s.getsockname()[1]}", f"127.0.0.1:{free_udp_port()}"]

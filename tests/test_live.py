@@ -142,8 +142,6 @@ def test_failing_or_truncated_polls_expire_nothing(tmp_path):
     assert err.count("pfctl works again") == 1, err
 
 
-@pytest.mark.xfail(strict=True, reason="daemon._pf keeps one error for every pfctl call, so "
-                   "`-si -v` and `-ss -vv` failing in turn log a line each per poll")
 def test_a_failing_pfctl_is_logged_once_per_change(tmp_path):
     script = standin(tmp_path, [a(), "", "", ""], last=a(), fail=(1, 2, 3))
     status, _before, _after, err = run_live(script, until=6)
@@ -151,8 +149,6 @@ def test_a_failing_pfctl_is_logged_once_per_change(tmp_path):
     assert err.count("Permission denied") == 1, err
 
 
-@pytest.mark.xfail(strict=True, reason="Pipeline.snapshot logs a truncated table's parse "
-                   "errors again at every poll that prints it")
 def test_a_truncated_table_is_logged_once_per_change(tmp_path):
     cut = a() + b()[:-30]
     script = standin(tmp_path, [a() + b(), cut, cut, cut, cut], last=a() + b())

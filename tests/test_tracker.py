@@ -58,8 +58,9 @@ def test_partial_snapshot_expires_nothing():
     for text, complete in [("", False),                     # pfctl failed
                            (two[:-40], True),               # truncated record
                            (record(UDP, id=sid(2))[:-30], True),
-                           ("garbage\n" + record(UDP, id=sid(2)), True),
-                           (record(UDP, id=sid(2)).replace("   id:", "   xx:"), True)]:
+                           (record(UDP, id=sid(2)).replace("   id:", "   xx:"), True),
+                           (record(TCP_OUT, id=sid(1)).replace(" pkts,", " pktz,") + record(UDP, id=sid(2)), True),
+                           (two + record(UDP, id=sid(2)), True)]:   # a state twice
         up = t.update(text, 110.0, complete)
         assert up.partial and up.expired == [] and up.gone == 0, text
         assert len(t) == 2
@@ -67,15 +68,24 @@ def test_partial_snapshot_expires_nothing():
     assert not up.partial and up.gone == 1 and len(up.expired) == 1
 
 
-def test_garbage_does_not_hide_updates_of_good_records():
+def test_a_garbage_line_is_reported_and_skipped_the_table_still_counts():
     t = tracker()
-    t.update(record(UDP, id=sid(2)), 100.0)
+    t.update(record(UDP, id=sid(2)) + record(TCP_OUT, id=sid(4)), 100.0)
     up = t.update("\x00\xffjunk\n" + record(UDP, id=sid(2), pkts="99:99", bytes="9999:9999")
-                  + record(TCP_OUT, id=sid(3)), 110.0)
-    assert up.partial and up.errors and up.changed == 1 and up.new == 1
+                  + record(TCP_OUT, id=sid(3)) + "No ALTQ support in kernel\n", 110.0)
+    assert not up.partial and len(up.errors) == 2 and up.errors[0].line == 1
+    assert (up.changed, up.new, up.gone) == (1, 1, 1)  # sid(4) really went
     up = t.update("", 120.0)
     got = sorted((f1.packets, f1.octets) for f1, _ in up.expired)
     assert got == [(10, 1200), (99, 9999)]
+
+
+def test_broken_records_do_not_hide_updates_of_good_ones():
+    t = tracker()
+    t.update(record(UDP, id=sid(2)), 100.0)
+    up = t.update(record(TCP_OUT, id=sid(5))[:-20] + "\n" + record(UDP, id=sid(2), bytes="9999:9999"),
+                  110.0)
+    assert up.partial and up.errors and up.changed == 1
 
 
 def test_nat_out_exports_the_stack_key_with_post_nat_fields():
