@@ -183,7 +183,8 @@ class Pipeline:
         self.sender.send(self.exporter.flush(self.clock(wall)))
 
     def stats(self) -> str:
-        parts = {**self.tracker.stats, **self.exporter.stats, **self.sender.stats}
+        parts = {**self.tracker.stats, "skipped_polls": self.skipped_polls,
+                 **self.exporter.stats, **self.sender.stats}
         return " ".join(f"{k}={v}" for k, v in parts.items())
 
 

@@ -16,9 +16,8 @@ import selectors
 import socket
 import time
 
-from pflowbsd import timeouts
 from pflowbsd.config import Config
-from pflowbsd.daemon import Pipeline, Sender
+from pflowbsd.daemon import PfSide, Pipeline, Sender, make_tracker
 from pflowbsd.dump import PROTO, Decoder, Malformed
 from pflowbsd.simpf import SimPf
 from pflowbsd.tracker import Tracker
@@ -129,12 +128,7 @@ class _View:
 
 def _tracker(cfg: Config, sim: SimPf) -> Tracker:
     """The daemon's tracker: PfSide over the simulated `pfctl -st` and `-si -v`."""
-    try:
-        from pflowbsd.daemon import PfSide, make_tracker
-
-        side = PfSide(cfg)
-    except ImportError:  # the selection module is not there: select by `pflow`, as pf
-        return Tracker(timeouts.Policy(timeouts.parse_timeouts(sim.timeouts_text())))
+    side = PfSide(cfg)
     side.load(sim.timeouts_text(), None, sim.info_text())
     return make_tracker(side)
 

@@ -20,8 +20,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pflowbsd.timeouts import (CLOSED, CLOSING, DEFAULTS, ESTABLISHED, FIN_WAIT_2,
-                               MULTIPLE, NO_TRAFFIC, SINGLE, SYN_SENT, TIME_WAIT)
+from pflowbsd.timeouts import (CLOSING, DEFAULTS, ESTABLISHED, FIN_WAIT_2, MULTIPLE,
+                               SINGLE, SYN_SENT, TIME_WAIT)
 
 TCP_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT",
              "FIN_WAIT_1", "CLOSING", "LAST_ACK", "FIN_WAIT_2", "TIME_WAIT")

@@ -1,7 +1,6 @@
 """cli: the usage text is the command line; each command's exit status and errors."""
 
 import gzip
-import io
 import json
 import subprocess
 import sys

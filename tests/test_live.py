@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 import replaydata as rd
 from pftext import record, sid

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from peers import require
+
 ROOT = Path(__file__).resolve().parent.parent
 RCD = ROOT / "rc.d"
 STUBS = ROOT / "tests" / "fixtures" / "rc"
@@ -46,9 +48,7 @@ def matches(pexp: str, command_line: str) -> bool:
 @pytest.mark.parametrize("script", [OPENBSD, FREEBSD], ids=["openbsd", "freebsd"])
 @pytest.mark.parametrize("shell", ["sh", "bash", "ksh", "mksh"])
 def test_syntax(script, shell):
-    path = shutil.which(shell)
-    if path is None:
-        pytest.skip(f"{shell} not installed")  # sh and bash always are
+    path = shutil.which(shell) if shell in ("sh", "bash") else require(shell)
     subprocess.run([path, "-n", str(script)], check=True)
 
 
