@@ -157,15 +157,18 @@ class Policy:
     timeouts: dict[str, int]
     rule_of: object = None  # callable(state) -> Rule | None (Rule.timeouts: name -> s)
 
-    def last_packet(self, st, poll: float, nstates: int) -> tuple[float, bool]:
+    def last_packet(self, st, poll: float, nstates: int, rule=None) -> tuple[float, bool]:
         """Uptime of the state's last packet, and whether the timeout class was known.
 
         Falls back to `poll` (the caller passes the poll at which the counters changed).
+        `rule` is the state's rule when the caller knows it better than its number does
+        (after an OpenBSD reload a state prints no `rule N` but keeps its rule's timeouts).
         """
         klass = timeout_class(st)
         if klass is None or st.expires_in_s is None:
             return poll, False
-        rule = self.rule_of(st) if self.rule_of else None
+        if rule is None and self.rule_of:
+            rule = self.rule_of(st)
         own = getattr(rule, "timeouts", None) or {}
         if "adaptive.start" in own or "adaptive.end" in own:
             start, end = own.get("adaptive.start", 0), own.get("adaptive.end", 0)

@@ -145,6 +145,9 @@ class Tracker:
         self.policy = policy or Policy(timeouts=dict(DEFAULTS))
         self.select = select or (lambda st: st.pflow)
         self.entries: dict[str, bytes | None] = {}
+        # The rule of each selected state whose rule has timeouts of its own, kept from
+        # first sight: an OpenBSD reload takes `rule N` away, not the rule's timeouts.
+        self.rules: dict[str, object] = {}
         self.stats = dict(polls=0, partial=0, parse_errors=0, new=0, changed=0,
                           expired=0, exported=0, restarted=0)
 
@@ -182,7 +185,7 @@ class Tracker:
             prev = old.pop(t[-KEY:], None)
             if prev is None:
                 up.new += 1
-                self.entries[t] = self._admit(st, poll, nstates)
+                self.entries[t] = self._admit(t, st, poll, nstates)
             else:
                 up.changed += 1
                 self._changed(t, self.entries.pop(prev), st, poll, nstates, up)
@@ -194,6 +197,7 @@ class Tracker:
             for t in old.values():
                 up.gone += 1
                 entry = self.entries.pop(t)
+                self.rules.pop(t[-KEY:], None)
                 if entry is not None:
                     up.expired.append(self._final(entry, poll))
         self.stats["new"] += up.new
@@ -234,7 +238,8 @@ class Tracker:
             self.entries[t] = None  # tracked, not selected: nothing to keep
             return
         first = ENTRY.unpack_from(old)[4]
-        last, _known = self.policy.last_packet(st, poll, nstates)
+        rule = self.rules.get(t[-KEY:]) if st.rule is None else None
+        last, _known = self.policy.last_packet(st, poll, nstates, rule)
         entry = pack_entry(st, first, max(first, int(last)))
         p = _COUNTERS.unpack_from(old, 22)
         q = (st.packets[0], st.packets[1], st.bytes[0], st.bytes[1])
@@ -242,14 +247,18 @@ class Tracker:
             # Same (creatorid, id), another connection: the old one ended.
             self.stats["restarted"] += 1
             up.expired.append(self._final(old, poll))
-            entry = self._admit(st, poll, nstates)
+            self.rules.pop(t[-KEY:], None)
+            entry = self._admit(t, st, poll, nstates)
         self.entries[t] = entry
 
-    def _admit(self, st, poll, nstates) -> bytes | None:
+    def _admit(self, t, st, poll, nstates) -> bytes | None:
         if not self.select(st):
             return None
+        rule = self.policy.rule_of(st) if self.policy.rule_of else None
+        if getattr(rule, "timeouts", None):
+            self.rules[t[-KEY:]] = rule
         first = int(poll) - (st.age_s or 0)
-        last, _known = self.policy.last_packet(st, poll, nstates)
+        last, _known = self.policy.last_packet(st, poll, nstates, rule)
         return pack_entry(st, first, max(first, int(last)))
 
     @staticmethod

@@ -180,3 +180,21 @@ def test_a_corrupt_2_64_counter_is_clamped_not_looped_on():
     assert e.stats["split_clamped"] == 1
     assert e.stats["flows"] == SPLIT_CAP // 0xFFFFFFFF
     assert len(out) == -(-e.stats["flows"] // 30)
+
+
+class Rule:
+    def __init__(self, **timeouts):
+        self.timeouts = timeouts
+
+
+def test_a_reload_takes_the_rule_number_not_the_rules_timeouts():
+    # OpenBSD pf_rm_rule(): after `pfctl -f`, old states print no `rule N`, but keep
+    # running on their rule's timeouts; Last must still use them.
+    rules = {3: Rule(**{"udp.multiple": 300})}
+    t = Tracker(Policy(dict(DEFAULTS), rule_of=lambda st: rules.get(st.rule)))
+    t.update(record(UDP, id=sid(1), expires="00:04:50"), 100.0)
+    t.update(record(UDP, id=sid(1), expires="00:04:30", pkts="20:20", bytes="2400:9600",
+                    extra=", pflow"), 200.0)  # reloaded: no rule number any more
+    (f1, _), = t.update("", 210.0).expired
+    assert f1.end == (200 - 30) * 1000  # 300 - 270; the global 60 s would say 140
+    assert t.rules == {}
