@@ -73,7 +73,10 @@ class SimState:
 # --- pf.c's state update, per protocol ------------------------------------------------
 
 def _tcp_timeout(s: int, d: int) -> str:
-    """pf_tcp_track_full(): the timeout after any packet but the creating SYN."""
+    """pf_tcp_track_full(): the timeout after any packet but the creating SYN.
+
+    Written from pf.c apart from timeouts.timeout_class on purpose: the tests check
+    the daemon's inference against this model, which sharing code would make moot."""
     if s >= FIN_WAIT_2 and d >= FIN_WAIT_2:
         return "tcp.closed"
     if s >= CLOSING and d >= CLOSING:

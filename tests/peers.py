@@ -6,11 +6,14 @@ a green CI run must mean the peers really agreed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -94,3 +97,47 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _rx_queue(port: int) -> int | None:
+    """Bytes waiting in a loopback UDP socket's receive queue (Linux /proc)."""
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1].endswith(f":{port:04X}"):
+                return int(cols[4].split(":")[1], 16)
+    return None
+
+
+class Nfcapd:
+    port: int
+    log: str = ""
+
+
+@contextlib.contextmanager
+def nfcapd(outdir):
+    """A real nfcapd on a free loopback port, writing into outdir.  Leaving the block
+    waits until it has read everything sent, stops it (SIGTERM writes the file) and
+    leaves its log, with the `Bad Packets`/`Sequence Errors` lines, in .log."""
+    capd = Nfcapd()
+    capd.port = free_udp_port()
+    os.makedirs(outdir, exist_ok=True)
+    proc = subprocess.Popen([require("nfcapd"), "-b", "127.0.0.1", "-p", str(capd.port),
+                             "-w", str(outdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = []
+    try:
+        for line in proc.stdout:  # until it listens (EOF if it dies)
+            log.append(line)
+            if "Startup" in line:
+                break
+        assert proc.poll() is None, "".join(log)
+        yield capd
+        for _ in range(300):  # until nfcapd has read everything
+            if not _rx_queue(capd.port):
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        capd.log = "".join(log) + proc.communicate(timeout=30)[0]

@@ -10,15 +10,13 @@ numbers alone, never through the tracker.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from peers import free_udp_port
+import peers
 from pftext import record, sid
 
 T0 = 1_700_000_000  # the first snapshot, epoch seconds
@@ -238,44 +236,17 @@ def capture(folder, *words: str) -> tuple[subprocess.CompletedProcess, list[byte
         return run, drain(s), port
 
 
-def _rx_queue(port: int) -> int | None:
-    with open("/proc/net/udp") as f:
-        for line in f.readlines()[1:]:
-            cols = line.split()
-            if cols[1].endswith(f":{port:04X}"):
-                return int(cols[4].split(":")[1], 16)
-    return None
-
-
 NFDUMP_FMT = "%tsr|%ter|%sa|%sp|%da|%dp|%pr|%pkt|%byt|%eng|%nsa|%nda|%nsp|%ndp"
 NFDUMP_COLS = "ts te sa sp da dp pr pkt byt eng nsa nda nsp ndp".split()
 
 
-def nfcapd_collect(outdir, send, nfcapd: str, nfdump: str) -> tuple[list[dict], str, object]:
+def nfcapd_collect(outdir, send, nfdump: str) -> tuple[list[dict], str, object]:
     """Run nfcapd on a free loopback port, call send(port), let nfcapd read everything,
     stop it; return nfdump's rows (dicts of NFDUMP_COLS), nfcapd's log, send's result."""
-    port = free_udp_port()
-    Path(outdir).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([nfcapd, "-b", "127.0.0.1", "-p", str(port), "-w", str(outdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        log = []
-        for line in proc.stdout:  # until it listens (EOF if it dies)
-            log.append(line)
-            if "Startup" in line:
-                break
-        assert proc.poll() is None, "".join(log)
-        result = send(port)
-        for _ in range(300):  # until nfcapd has read everything
-            if not _rx_queue(port):
-                break
-            time.sleep(0.01)
-        time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=30)[0]
+    with peers.nfcapd(outdir) as capd:
+        result = send(capd.port)
     out = subprocess.run([nfdump, "-q", "-N", "-R", str(outdir), "-o", "fmt:" + NFDUMP_FMT],
                          capture_output=True, text=True, check=True, env={**os.environ, "TZ": "UTC"})
     rows = [dict(zip(NFDUMP_COLS, (c.strip() for c in line.split("|")), strict=True))
             for line in out.stdout.splitlines() if line.strip()]
-    return rows, "".join(log) + rest, result
+    return rows, capd.log, result

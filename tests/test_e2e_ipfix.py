@@ -54,11 +54,11 @@ def decode(datagrams, port, path):
 
 @pytest.mark.parametrize("nat", [False, True])
 def test_nfcapd_shows_the_v5_flows_plus_ipv6_unsplit(folder, tmp_path, nat):
-    nfcapd, nfdump = require("nfcapd"), require("nfdump")
+    nfdump = require("nfdump")
     words = ["pflowproto", "10"] + (["nat", "on"] if nat else [])
     rows, log, run = rd.nfcapd_collect(tmp_path / "flows",
                                        lambda port: rd.replay(folder, [f"127.0.0.1:{port}"], *words),
-                                       nfcapd, nfdump)  # fmt: skip
+                                       nfdump)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "Sequence Errors: 0" in log and "Bad Packets: 0" in log, log
 

@@ -36,10 +36,10 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nfcapd_rows(folder, tmp_path_factory):
-    nfcapd, nfdump = require("nfcapd"), require("nfdump")
+    nfdump = require("nfdump")
     rows, log, run = rd.nfcapd_collect(tmp_path_factory.mktemp("flows"),
                                        lambda port: rd.replay(folder, [f"127.0.0.1:{port}"]),
-                                       nfcapd, nfdump)
+                                       nfdump)
     assert run.returncode == 0, run.stderr
     return rows, log
 

@@ -5,10 +5,8 @@ import csv
 import datetime
 import io
 import os
-import signal
 import socket
 import subprocess
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +16,7 @@ from pflowbsd import ipfix, v5
 from pflowbsd.export import Exporter
 from pflowbsd.flows import Clock, Flow
 
-from peers import free_udp_port, require, tshark_fields, write_pcap
+from peers import nfcapd, require, tshark_fields, write_pcap
 
 M = 0xFFFFFFFF
 WALL = 1_700_000_000.5
@@ -444,42 +442,14 @@ def test_tshark_decodes_ipfix_templates_and_records_with_nat(tmp_path):
             assert row[14:20] == [[]] * 6
 
 
-def _rx_queue(port: int) -> int | None:
-    with open("/proc/net/udp") as f:
-        for line in f.readlines()[1:]:
-            cols = line.split()
-            if cols[1].endswith(f":{port:04X}"):
-                return int(cols[4].split(":")[1], 16)
-    return None
-
-
 def _collect_with_nfcapd(tmp_path, datagrams: list[bytes]) -> list[dict]:
     """Send datagrams to a real nfcapd on loopback; return nfdump's CSV rows."""
-    nfcapd, nfdump = require("nfcapd"), require("nfdump")
-    port = free_udp_port()
+    nfdump = require("nfdump")
     outdir = tmp_path / "flows"
-    outdir.mkdir()
-    proc = subprocess.Popen([nfcapd, "-b", "127.0.0.1", "-p", str(port), "-w", str(outdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        log = []
-        for line in proc.stdout:  # wait until it listens (EOF if it dies)
-            log.append(line)
-            if "Startup" in line:
-                break
-        assert proc.poll() is None, "".join(log)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for d in datagrams:
-                s.sendto(d, ("127.0.0.1", port))
-        for _ in range(200):  # until nfcapd has read everything
-            if not _rx_queue(port):
-                break
-            time.sleep(0.01)
-        time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=30)[0]
-    assert "Bad Packets: 0" in rest and "Sequence Errors: 0" in rest, rest
+    with nfcapd(outdir) as capd, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for d in datagrams:
+            s.sendto(d, ("127.0.0.1", capd.port))
+    assert "Bad Packets: 0" in capd.log and "Sequence Errors: 0" in capd.log, capd.log
     files = [p for p in outdir.iterdir() if p.name.startswith("nfcapd.")]
     assert files, os.listdir(outdir)
     out = subprocess.run([nfdump, "-R", str(outdir), "-o", "csv"], capture_output=True, text=True, check=True)
