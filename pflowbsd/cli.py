@@ -13,6 +13,7 @@ PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
   flowsrc ADDR[:PORT]   flowdst ADDR:PORT ([v6]:port too; repeat for more collectors)
   pflowproto 5|10   mtu N   domain N   tmpl-interval SECS   nat on|off
   export pflow|all   select all|label PATTERN|interface IF|rule [ANCHOR] N
+  carp carpN (export only while this firewall is its CARP master)
 
 Daemon options:
   -a             Export every state, not only those pf flags `pflow`.

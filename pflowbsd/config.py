@@ -33,6 +33,7 @@ class Config:
     pfctl: str = "pfctl"
     interval: float = 10.0
     select: list[str] = field(default_factory=list)
+    carp: str | None = None  # export only while this carp interface is MASTER
 
 
 _V6_PORT = re.compile(r"^\[([^\]]+)\](?::(\d+))?$")
@@ -106,6 +107,15 @@ def _path(cfg: Config, word: str, value: str) -> None:
     cfg.pfctl = value
 
 
+def _carp(cfg: Config, word: str, value: str) -> None:
+    if value == "none":
+        cfg.carp = None
+    elif re.fullmatch(r"[a-z]+[0-9]+(\.[0-9]+)?", value):
+        cfg.carp = value
+    else:
+        raise ConfigError(f"carp {value!r}: want an interface name such as carp0, or none")
+
+
 # word -> (takes a value, apply)
 WORDS = {
     "flowsrc": (True, _flowsrc),
@@ -118,6 +128,7 @@ WORDS = {
     "export": (True, _set("export_all", _choice(pflow=False, all=True))),
     "pfctl": (True, _path),
     "interval": (True, _set("interval", _seconds)),
+    "carp": (True, _carp),
     "-flowsrc": (False, lambda cfg, w, v: setattr(cfg, "flowsrc", None)),
     "-flowdst": (False, lambda cfg, w, v: cfg.flowdst.clear()),
 }

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sh
 
-from pflowbsd import timeouts
+from pflowbsd import carp, timeouts
 from pflowbsd.config import Config
 from pflowbsd.export import Exporter
 from pflowbsd.flows import Clock
@@ -146,6 +146,7 @@ class Pipeline:
         self.exporter = Exporter(proto=cfg.pflowproto, mtu=cfg.mtu, domain=cfg.domain,
                                  tmpl_interval=cfg.tmpl_interval, nat=cfg.nat)
         self.skipped_polls = 0
+        self.not_master = 0  # expired states a CARP backup tracked but did not export
         self._last_complaint: tuple = ()
 
     def clock(self, wall: float) -> Clock:
@@ -159,7 +160,7 @@ class Pipeline:
         while (d := self.exporter.next_deadline()) is not None and d <= wall - self.boot:
             self.sender.send(self.exporter.due(Clock(self.boot + d, d)))
 
-    def snapshot(self, text: str, wall: float, complete: bool = True):
+    def snapshot(self, text: str, wall: float, complete: bool = True, export: bool = True):
         now = self.clock(wall)
         up = self.tracker.update(text, now.up, complete)
         if up.partial:
@@ -175,6 +176,9 @@ class Pipeline:
             if up.partial:
                 log.info("partial snapshot (%d states): nothing expires until a whole one",
                          up.states)
+        if not export:
+            self.not_master += len(up.expired)
+            return up
         for f1, f2 in up.expired:
             self.sender.send(self.exporter.export_state(f1, f2, now))
         return up
@@ -184,6 +188,7 @@ class Pipeline:
 
     def stats(self) -> str:
         parts = {**self.tracker.stats, "skipped_polls": self.skipped_polls,
+                 "not_master": self.not_master,
                  **self.exporter.stats, **self.sender.stats}
         return " ".join(f"{k}={v}" for k, v in parts.items())
 
@@ -282,6 +287,7 @@ class Daemon:
         self.record = Path(record) if record else None
         self.side = PfSide(cfg)
         self.pf_error: str | None = None  # the failure last logged
+        self.carp_status: str | None = None
         self.checksum: str | None = None
 
     def _pf(self, what: str) -> str | None:
@@ -349,7 +355,23 @@ class Daemon:
             return
         if self.record:
             (self.record / f"{int(wall)}.states").write_text(text)
-        self.pipe.snapshot(text, wall)
+        self.pipe.snapshot(text, wall, export=self.master())
+
+    def master(self) -> bool:
+        """With `carp carpN`: export only while MASTER (unknown counts as master, so a
+        broken ifconfig loses nothing; it is logged)."""
+        if not self.cfg.carp:
+            return True
+        try:
+            out = str(sh.Command("ifconfig")(self.cfg.carp, _tty_out=False, _timeout=10))
+            status = carp.parse_status(out) or "unknown (no carp: line)"
+        except Exception as e:  # no such interface, no ifconfig
+            status = f"unknown ({str(e).strip().splitlines()[0] if str(e).strip() else e})"
+        if status != self.carp_status:
+            verb = "not exporting" if status in ("BACKUP", "INIT") else "exporting"
+            log.info("%s is %s: %s", self.cfg.carp, status, verb)
+            self.carp_status = status
+        return status not in ("BACKUP", "INIT")
 
     def run(self) -> int:
         boot, boot_text = boottime()
