@@ -2,8 +2,9 @@
 
 Both boxes of a pfsync'd pair hold every state, so two pflowbsd would report every
 flow twice.  With `carp carpN` each one tracks all states (so a failover loses
-nothing: the new master already knows every state and its counters keep counting
-there) but exports only while it is MASTER.
+nothing: the new master already knows every state and goes on counting it; only what
+the old master counted after its last full pfsync update is missing) but exports
+only while it is MASTER.
 """
 
 from __future__ import annotations
