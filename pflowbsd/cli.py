@@ -188,7 +188,11 @@ def cmd_daemon(args) -> int:
     if args["-p"]:
         daemon.write_pidfile(args["-p"])
     reload = lambda: _checked(load_config(args))  # noqa: E731  (SIGHUP)
-    return daemon.Daemon(cfg, record=args["--record"], reload=reload).run()
+    try:
+        return daemon.Daemon(cfg, record=args["--record"], reload=reload).run()
+    finally:
+        if args["-p"]:
+            daemon.remove_pidfile(args["-p"])
 
 
 def _checked(cfg: Config) -> Config:

@@ -162,7 +162,11 @@ class Pipeline:
 
     def snapshot(self, text: str, wall: float, complete: bool = True, export: bool = True):
         now = self.clock(wall)
+        cpu = time.process_time()
         up = self.tracker.update(text, now.up, complete)
+        log.debug("poll: %d states, %d new, %d changed, %d gone, %d to export, %.0f ms CPU",
+                  up.states, up.new, up.changed, up.gone, len(up.expired),
+                  (time.process_time() - cpu) * 1000)
         if up.partial:
             self.skipped_polls += 1
         # The same bad table poll after poll is said once; counted every time.
@@ -464,3 +468,11 @@ def daemonize() -> None:
 
 def write_pidfile(path: str) -> None:
     Path(path).write_text(f"{os.getpid()}\n")
+
+
+def remove_pidfile(path: str) -> None:
+    try:
+        if Path(path).read_text().strip() == str(os.getpid()):
+            Path(path).unlink()
+    except OSError:
+        pass
