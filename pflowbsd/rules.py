@@ -82,24 +82,30 @@ class Ruleset:
 
     def __post_init__(self):
         self._index = None
+        self._callers = None
+
+    def _build_index(self):
+        """Built once per ruleset: lookups run for every new state of a poll."""
+        self._index, self._callers = {}, {}
+        for r in self.rules:
+            if r.nr is not None and r.ruleset == "filter":
+                self._index.setdefault((r.anchor, r.nr), r)
+            if r.action == "anchor" and r.nr is not None and r.call is not None:
+                self._callers.setdefault(r.nr, []).append(r)
+        # `anchor M` is the number of the anchor rule that called the ruleset; nested
+        # anchors make it ambiguous, so the main ruleset's callers come first.
+        for callers in self._callers.values():
+            callers.sort(key=lambda r: r.anchor.count("/") + bool(r.anchor))
 
     def lookup(self, anchor, nr):
         """The rule a state's `anchor M, rule N` / `rule N` refers to."""
         if nr is None:
             return None
         if self._index is None:
-            self._index = {}
-            for r in self.rules:
-                if r.nr is not None and r.ruleset == "filter":
-                    self._index.setdefault((r.anchor, r.nr), r)
+            self._build_index()
         if anchor is None:
             return self._index.get(("", nr))
-        # `anchor M` is the number of the anchor rule that called the
-        # ruleset; nested anchors make it ambiguous, so prefer main.
-        callers = sorted((r for r in self.rules if r.action == "anchor"
-                          and r.nr == anchor and r.call is not None),
-                         key=lambda r: r.anchor.count("/") + bool(r.anchor))
-        for caller in callers:
+        for caller in self._callers.get(anchor, ()):
             found = self._index.get((caller.call, nr))
             if found is not None:
                 return found
