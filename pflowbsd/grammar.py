@@ -75,24 +75,47 @@ RECORD = re.compile(
     + ID_LINE + r")?" + EXTRA_LINES, re.M)
 
 # The fast path: the common shape of one table's records, fixed by the table's
-# verbosity so that no line is optional except the tcp one ("|)" instead of
-# "?" because sre saves every group's marks around an optional group). Host
-# text is split in Python; whatever this does not take goes through RECORD.
+# verbosity so that no line is optional except the tcp and origif ones ("|)"
+# instead of "?": cheaper in sre). Every sre group costs time per record, so
+# groups are few: print_host() is (rd, addr, ":port", "[port]") with the
+# address form checked here (inet: never followed by "["; inet6: two colons);
+# the rarer " (host)" of a translated key is checked here but captured whole
+# (HOST splits it); the tcp line is captured whole and split only when
+# State.tcp is read (SEQ_BODY). Shorter verbosities end in empty groups so
+# that all three give FAST_FIELDS. Whatever this does not take goes through
+# RECORD.
+_FAST_ADDR = r"(?:\d++\.\d++\.\d++\.\d++(?!\[)|[0-9a-f]*+:[0-9a-f.]*+:[0-9a-f:.]*+)"
+_FAST_HOST = r"(?:\((\d++)\) |)(" + _FAST_ADDR + r")(?::(\d++)|\[(\d++)\]|)"
+_FAST_XHOST = r"(?: \(((?:\(\d++\) |)" + _FAST_ADDR + r"(?::\d++|\[\d++\]|))\)|)"
 _FAST_HEAD = (
-    r"^([^ \n]+) ([^ \n]+) (?:\((\d+)\) |)([0-9a-f.:\[\]]+)(?: \(((?:\(\d+\) |)[^()\n ]+)\)|)"
-    r"(?: \{([^}\n]+)\}|) (->|<-) (?:\((\d+)\) |)([0-9a-f.:\[\]]+)"
-    r"(?: \(((?:\(\d+\) |)[^()\n ]+)\)|)(?: \{([^}\n]+)\}|) {7}([^\n]+)\n")
-_FAST_SEQ = (
-    r"(?:   \[(\d+) \+ (\d+)\](?:\(\+(\d+)\)|)(?: wscale (\d+)|)"
-    r"  \[(\d+) \+ (\d+)\](?:\(\+(\d+)\)|)(?: wscale (\d+)|)\n|)")
-_FAST_AGE = (r"   age ([\d:]+), expires in ([\d:]+), ((\d+):(\d+) pkts, (\d+):(\d+) bytes)"
-             r"([^\n]*)\n")
-_FAST_ID = r"   id: ([0-9a-f]{16}) creatorid: ([0-9a-f]{8})([^\n]*)\n(?:   origif: ([^ \n]+)\n|)"
+    r"^([^ \n]+) ([^ \n]+) " + _FAST_HOST + _FAST_XHOST + r"(?: \{([^}\n]+)\}|) (->|<-) "
+    + _FAST_HOST + _FAST_XHOST + r"(?: \{([^}\n]+)\}|) {7}([^\n]+)\n")
+_SEQ_PEER = r"\[\d++ \+ \d++\](?:\(\+\d++\)|)(?: wscale \d++|)"
+_FAST_SEQ = r"(?:   (" + _SEQ_PEER + "  " + _SEQ_PEER + r")\n|)"
+_FAST_AGE = (r"   age (\d++):(\d\d:\d\d), expires in (\d++):(\d\d:\d\d), (\d++):(\d++) pkts,"
+             r" (\d++):(\d++) bytes(?:, anchor (\d++)|)(?:, rule (\d++)|)(, [^\n]*+|)\n")
+_FAST_ID = (r"   id: ([0-9a-f]{16}) creatorid: ([0-9a-f]{8})([^\n]*+)\n"
+            r"(?:   origif: ([^ \n]+)\n|)")
+FAST_FIELDS = (
+    "ifname", "proto", "Lrd", "La", "Lp4", "Lp6", "LX", "gw1", "arrow",
+    "Rrd", "Ra", "Rp4", "Rp6", "RX", "gw2", "state",
+    "seq", "age_h", "age_ms", "exp_h", "exp_ms", "p0", "p1", "b0", "b1", "anchor", "rule",
+    "opts",
+    "id", "creatorid", "idx", "origif")
+# re.ASCII: \d as [0-9] is cheaper per character than Unicode
+# \d; pfctl prints ASCII digits only, so a record it rejects goes to RECORD.
 FAST_RECORD = {
-    "ss": re.compile(_FAST_HEAD, re.M),
-    "v": re.compile(_FAST_HEAD + _FAST_SEQ + _FAST_AGE, re.M),
-    "vv": re.compile(_FAST_HEAD + _FAST_SEQ + _FAST_AGE + _FAST_ID, re.M),
+    "ss": re.compile(_FAST_HEAD + "()" * 16, re.M | re.A),
+    "v": re.compile(_FAST_HEAD + _FAST_SEQ + _FAST_AGE + "()" * 4, re.M | re.A),
+    "vv": re.compile(_FAST_HEAD + _FAST_SEQ + _FAST_AGE + _FAST_ID, re.M | re.A),
 }
+assert {rx.groups for rx in FAST_RECORD.values()} == {len(FAST_FIELDS)}
+
+# print_host() text, as the fast path captures a translated key's host.
+HOST = re.compile(_FAST_HOST, re.A)
+
+# SEQ_LINE without its indent and newline, for the lazy State.tcp.
+SEQ_BODY = re.compile(SEQ_LINE[3:-2])
 
 # Group order of RECORD, for unpacking m.groups() in one step.
 RECORD_FIELDS = tuple(sorted(RECORD.groupindex, key=RECORD.groupindex.get))

@@ -15,9 +15,11 @@ Input is str: decode pfctl's bytes with errors='replace' (or
 
 import gc
 import json
+import re
 from typing import NamedTuple
 
 from . import grammar as g
+from . import statetokens as t_
 
 
 class Host(NamedTuple):
@@ -32,165 +34,19 @@ class ParseError(NamedTuple):
     reason: str
 
 
-_FREEBSD_FLAGS = {
-    "allow_opts": False, "sloppy": False, "no_sync": False, "psync_ack": False,
-    "no_df": False, "set_tos": None, "random_id": False, "reassemble_tcp": False,
-    "set_prio": None, "dummynet": None, "source_track": False,
-    "sticky_address": False, "log": 0, "log_all": False, "min_ttl": 0,
-    "max_mss": 0, "pflow": False,
-}
-
-# print_state() flag tokens without arguments: token -> {flags key: value}.
-_OPT_WORDS = {
-    "allow-opts": {"allow_opts": True},
-    "sloppy": {"sloppy": True},
-    "no-sync": {"no_sync": True},
-    "pflow": {"pflow": True},
-    "psync-ack": {"psync_ack": True},
-    "no-df": {"no_df": True},
-    "random-id": {"random_id": True},
-    "reassemble-tcp": {"reassemble_tcp": True},
-    "source-track": {"source_track": True},
-    "sticky-address": {"sticky_address": True},
-    # FreeBSD 15 PF_SN_TYPE_NAMES spellings
-    "limit source-track": {"source_track": True},
-    "limit source-track global": {"source_track": True, "source_track_global": True},
-    "NAT/RDR sticky-address": {"sticky_address": True},
-    "route sticky-address": {"route_sticky_address": True},
-    # PF_LOG = 0x01, PF_LOG_ALL = 0x02; the raw byte is not printed
-    "log": {"log": 1},
-    "log (all)": {"log": 3, "log_all": True},
-}
-
-
-def _opt_set_tos(m, f):
-    f["set_tos"] = int(m[1], 16)
-
-
-def _opt_set_prio(m, f):
-    f["set_prio"] = [int(m[1], 16), int(m[2], 16)]
-
-
-def _opt_dummynet(m, f):
-    f["dummynet"] = {"pipe": int(m[2]), "rpipe": int(m[3]),
-                     "is_pipe": m[1] == "pipe", "is_queue": m[1] == "queue"}
-
-
-def _opt_int(m, f):
-    f[m[1].replace("-", "_")] = int(m[2])
-
-
-_OPT_PATTERNS = ((g.OPT_SET_TOS, _opt_set_tos), (g.OPT_SET_PRIO, _opt_set_prio),
-                 (g.OPT_DUMMYNET, _opt_dummynet), (g.OPT_INT, _opt_int))
-
-
-def _parse_opts(tokens):
-    """The `, token`s after the counters; unknown tokens go to 'other'."""
-    flags = dict(_FREEBSD_FLAGS)
-    for tok in tokens:
-        words = _OPT_WORDS.get(tok)
-        if words is not None:
-            flags.update(words)
-            continue
-        for rx, handler in _OPT_PATTERNS:
-            m = rx.fullmatch(tok)
-            if m:
-                handler(m, flags)
-                break
-        else:
-            flags.setdefault("other", []).append(tok)
-    return flags
-
-
-_ROUTE_RT = {"gateway": 1, "route-to": 2, "dup-to": 3, "reply-to": 4}
-_ZERO_ADDRS = ("0.0.0.0", "::")
-
-
-def _parse_id_extras(text):
-    """(route, rtableid, rt_addr) from the tail of the -vv id line."""
-    route = rtableid = rt_addr = None
-    for m in g.ID_EXTRA.finditer(text):
-        if m["kind"]:
-            if m["kind"] == "gateway" and m["ifname"] is None and m["addr"] in _ZERO_ADDRS:
-                continue    # FreeBSD 13 prints " gateway: 0.0.0.0" unconditionally
-            route = {"kind": m["kind"], "rt": _ROUTE_RT[m["kind"]],
-                     "addr": m["addr"], "ifname": m["ifname"]}
-        elif m["rtable"]:
-            rtableid = int(m["rtable"])
-        elif m["rt_addr"]:
-            rt_addr = m["rt_addr"]
-    return route, rtableid, rt_addr
-
-
-def _levels_table():
-    t = {}
-    for i, a in enumerate(g.TCP_STATES):
-        for j, b in enumerate(g.TCP_STATES):
-            t[6, f"{a}:{b}"] = (i, j)
-    for i, a in enumerate(g.UDP_STATES):
-        for j, b in enumerate(g.UDP_STATES):
-            t[0, f"{a}:{b}"] = (i, j)
-    for a, i in g.SCTP_STATES.items():
-        for b, j in g.SCTP_STATES.items():
-            t[132, f"{a}:{b}"] = (i, j)
-    return t
-
-
-_LEVELS = _levels_table()
-_PROXY = {"PROXY:SRC": (None, None), "PROXY:DST": (None, None)}
-
-
-def _levels(proto, text):
-    """(left, right) raw levels of the printed pair, None where not recoverable."""
-    r = _LEVELS[proto, text] = _levels_uncached(proto, text)
-    return r
-
-
-def _levels_uncached(proto, text):
-    r = _LEVELS.get((proto if proto in (6, 132) else 0, text))
-    if r is not None:
-        return r
-    if proto == 132:
-        r = _LEVELS.get((0, text))      # OpenBSD: sctp is an "other" protocol
-        if r is not None:
-            return r
-    if proto == 6 and text in _PROXY:
-        return _PROXY[text]
-    m = g.BAD_STATE.fullmatch(text)
-    if m:
-        return int(m[1]), int(m[2])
-    a, sep, b = text.partition(":")
-    lv = [int(x) if x.isdigit() else _named_level(proto, x) for x in (a, b)]
-    if not sep or (lv[0] is None and lv[1] is None and "?" not in text):
-        raise ValueError(f"unknown state pair {text!r}")
-    return lv[0], lv[1]
-
-
-def _named_level(proto, name):
-    table = g.SCTP_STATES if proto == 132 else {}
-    return table.get(name)      # "?" (FreeBSD sctp_state_name default) -> None
-
-
-def _seconds(hms):
-    h, m, s = hms.split(":")
-    return int(h) * 3600 + int(m) * 60 + int(s)
-
-
-def _peer(seq, win, diff, ws):
-    seqlo = int(seq)
-    window = int(win)
-    return {"seqlo": seqlo, "seqhi": (seqlo + window) & 0xFFFFFFFF, "window": window,
-            "seqdiff": int(diff) if diff else 0,
-            "wscale": int(ws) if ws is not None else None}
+# State attributes in to_json() order; tcp and flags are built on first read.
+FIELDS = ("ifname", "proto", "proto_name", "af", "stack_af", "direction",
+          "wire_src", "wire_dst", "stack_src", "stack_dst", "nat",
+          "src_state", "dst_state", "state_text", "tcp", "age_s",
+          "expires_in_s", "packets", "bytes", "rule", "anchor", "id",
+          "creatorid", "flags", "pflow", "route_addr", "route",
+          "rtableid", "orig_ifname", "line", "nlines")
 
 
 class State:
-    __slots__ = ("ifname", "proto", "proto_name", "af", "stack_af", "direction",
-                 "wire_src", "wire_dst", "stack_src", "stack_dst", "nat",
-                 "src_state", "dst_state", "state_text", "tcp", "age_s",
-                 "expires_in_s", "packets", "bytes", "rule", "anchor", "id",
-                 "creatorid", "flags", "pflow", "route_addr", "route",
-                 "rtableid", "orig_ifname", "line", "nlines")
+    # _tcp: the window line's text until tcp is read; _flags: the ", token"
+    # text after the counters until flags is read.
+    __slots__ = tuple(f for f in FIELDS if f not in ("tcp", "flags")) + ("_tcp", "_flags")
 
     @property
     def key(self):
@@ -200,8 +56,22 @@ class State:
     def afto(self):
         return self.af != self.stack_af
 
+    @property
+    def tcp(self):
+        t = self._tcp
+        if t.__class__ is str:
+            t = self._tcp = t_.parse_seq(t, self.direction == "in")
+        return t
+
+    @property
+    def flags(self):
+        f = self._flags
+        if f.__class__ is str:
+            f = self._flags = t_.parse_opts(f)
+        return f
+
     def to_json(self):
-        d = {s: getattr(self, s) for s in self.__slots__}
+        d = {s: getattr(self, s) for s in FIELDS}
         for k in ("wire_src", "wire_dst", "stack_src", "stack_dst"):
             d[k] = {"addr": d[k].addr, "port": d[k].port}
         d["floating"] = self.ifname == "all"
@@ -228,136 +98,185 @@ class State:
 
     def __eq__(self, other):
         return isinstance(other, State) and all(
-            getattr(self, s) == getattr(other, s) for s in self.__slots__)
+            getattr(self, s) == getattr(other, s) for s in FIELDS)
 
     def __repr__(self):
         return f"<State {self.line}: {summary(self)}>"
 
 
-def _host(text, rd=None):
-    """print_host() text ("(N) " prefix allowed) -> Host; ValueError if not one."""
+_new = object.__new__
+_new_host = tuple.__new__
+
+# "%.2u" hours -> seconds, any digit count; "%.2u:%.2u" minutes:seconds -> seconds.
+_HOURS = t_.Memo(lambda h: int(h) * 3600)
+_HOURS.update({f"{h:02d}": h * 3600 for h in range(100)})
+_MMSS = {f"{m:02d}:{s:02d}": m * 60 + s for m in range(100) for s in range(100)}
+
+
+def _host_parts(text):
+    """print_host() text -> (rdomain, addr, ":port", "[port]") as the fast
+    regex splits it; ValueError if pfctl would not print it."""
+    rd = None
     if text[0] == "(":
         rd, _, text = text[1:].partition(") ")
     if text[-1] == "]":
         addr, _, port = text[:-1].partition("[")
         if ":" not in addr:
             raise ValueError(f"bad host {text!r}")
-        return Host(addr, int(port), int(rd) if rd else 0)
+        return rd, addr, None, port
     colons = text.count(":")
-    if colons == 1:
-        addr, _, port = text.partition(":")
-        port = int(port)
-    else:
-        addr, port = text, 0
+    addr, port = text.split(":") if colons == 1 else (text, None)
     if colons < 2 and (addr.count(".") != 3 or not addr.replace(".", "").isdigit()):
         raise ValueError(f"bad host {text!r}")
-    return Host(addr, port, int(rd) if rd else 0)
+    return rd, addr, port, None
 
 
-def _build(gr, line, nlines, pfsgw=None):
-    """A State from the FAST_RECORD group tuple (slow path: see _strict_groups)."""
-    (ifname, proto_t, Lrd, Ltok, LX, gw1, arrow, Rrd, Rtok, RX, gw2, state_text,
-     sseq, swin, sdiff, sws, dseq, dwin, ddiff, dws, age, exp, _counters,
-     p0, p1, b0, b1, tail, id_, creatorid, idx, origif) = gr
-    st = State()
-    st.ifname = ifname
-    proto = _PROTOCOLS.get(proto_t)
-    if proto is None:
-        if proto_t.isdigit():
-            proto, st.proto_name = int(proto_t), None
+def _xhost(text):
+    """The " (host)" of a translated key -> Host."""
+    m = g.HOST.fullmatch(text)
+    rd, addr, p4, p6 = m.groups() if m else _host_parts(text)
+    p = p4 or p6
+    return _new_host(Host, (addr, int(p) if p else 0, int(rd) if rd else 0))
+
+
+def _build_into(records, line, base, append):
+    """append() a State per grammar.FAST_FIELDS tuple (absent groups "" or
+    None); return the line number after them. Each record has base lines
+    besides its tcp and origif ones. The hot loop: inlined on purpose."""
+    new, new_host, protocols, pflow_of = _new, _new_host, t_.PROTOCOLS, t_.PFLOW
+    hours, mmss = _HOURS, _MMSS
+    for (ifname, proto_t, Lrd, La, Lp4, Lp6, LX, gw1, arrow, Rrd, Ra, Rp4, Rp6, RX,
+         gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1, b0, b1, anchor,
+         rule, opts, id_, creatorid, idx, origif) in records:
+        st = State()
+        st.ifname = ifname
+        st.proto, st.proto_name, levels = protocols[proto_t]
+        p = Lp4 or Lp6
+        left = new_host(Host, (La, int(p) if p else 0, int(Lrd) if Lrd else 0))
+        p = Rp4 or Rp6
+        right = new_host(Host, (Ra, int(p) if p else 0, int(Rrd) if Rrd else 0))
+        l6 = ":" in La
+        if LX:
+            left_x = _xhost(LX)
+            lx6 = ":" in left_x[0]
         else:
-            proto, st.proto_name = -1, proto_t
-    else:
-        st.proto_name = proto_t
-    st.proto = proto
-    left = _host(Ltok, Lrd)
-    right = _host(Rtok, Rrd)
-    left_x = _host(LX) if LX else left
-    right_x = _host(RX) if RX else right
-    if arrow == "<-":
-        st.direction = "in"
-        st.stack_dst, st.wire_dst, st.stack_src, st.wire_src = left, left_x, right, right_x
-    elif LX and (":" in left.addr) != (":" in left_x.addr):   # af-to: inbound, "->"
-        st.direction = "in"
-        st.stack_src, st.wire_src, st.stack_dst, st.wire_dst = left, left_x, right, right_x
-    else:
-        st.direction = "out"
-        st.wire_src, st.stack_src, st.wire_dst, st.stack_dst = left, left_x, right, right_x
-    st.af = "inet6" if ":" in st.wire_src.addr else "inet"
-    st.stack_af = "inet6" if ":" in st.stack_src.addr else "inet"
-    st.nat = left is not left_x or right is not right_x
-    st.state_text = state_text
-    lv, rv = _LEVELS.get((proto, state_text)) or _levels(proto, state_text)
-    if st.direction == "in":
-        st.src_state, st.dst_state = rv, lv
-    else:
-        st.src_state, st.dst_state = lv, rv
-    if sseq is not None:
-        first = _peer(sseq, swin, sdiff, sws)
-        second = _peer(dseq, dwin, ddiff, dws)
-        if st.direction == "in":
-            first, second = second, first
-        st.tcp = {"src": first, "dst": second, "wscale_printed": sws is not None}
-    else:
-        st.tcp = None
-    if age is not None:
-        st.age_s = _seconds(age)
-        st.expires_in_s = _seconds(exp)
-        st.packets = (int(p0), int(p1))
-        st.bytes = (int(b0), int(b1))
-    else:
-        st.age_s = st.expires_in_s = None
-        st.packets = st.bytes = (0, 0)
-    st.rule = st.anchor = None
-    if tail:
-        toks = tail[2:].split(", ")
-        if toks[0].startswith("anchor "):
-            st.anchor = int(toks.pop(0)[7:])
-        if toks and toks[0].startswith("rule "):
-            st.rule = int(toks.pop(0)[5:])
-        flags = _parse_opts(toks) if toks else dict(_FREEBSD_FLAGS)
-    else:
-        flags = dict(_FREEBSD_FLAGS)
-    st.flags = flags
-    st.pflow = flags["pflow"]
-    st.id = id_
-    st.creatorid = creatorid
-    st.route_addr = gw1 or gw2
+            left_x, lx6 = left, l6
+        right_x = _xhost(RX) if RX else right
+        st.nat = left_x is not left or right_x is not right
+        lv, rv = levels[state_text]
+        if arrow == "<-":
+            st.direction = "in"
+            st.stack_dst, st.wire_dst, st.stack_src, st.wire_src = left, left_x, right, right_x
+            st.af = "inet6" if ":" in right_x[0] else "inet"
+            st.stack_af = "inet6" if ":" in Ra else "inet"
+            st.src_state, st.dst_state = rv, lv
+        elif l6 is not lx6:     # af-to: inbound, printed "->"
+            st.direction = "in"
+            st.stack_src, st.wire_src, st.stack_dst, st.wire_dst = left, left_x, right, right_x
+            st.af = "inet6" if lx6 else "inet"
+            st.stack_af = "inet6" if l6 else "inet"
+            st.src_state, st.dst_state = rv, lv
+        else:
+            st.direction = "out"
+            st.wire_src, st.stack_src, st.wire_dst, st.stack_dst = left, left_x, right, right_x
+            st.af = st.stack_af = "inet6" if l6 else "inet"
+            st.src_state, st.dst_state = lv, rv
+        st.state_text = state_text
+        nl = base
+        if seq:
+            st._tcp = seq
+            nl += 1
+        else:
+            st._tcp = None
+        if age_h:
+            st.age_s = hours[age_h] + mmss[age_ms]
+            st.expires_in_s = hours[exp_h] + mmss[exp_ms]
+            st.packets = (int(p0), int(p1))
+            st.bytes = (int(b0), int(b1))
+        else:
+            st.age_s = st.expires_in_s = None
+            st.packets = st.bytes = (0, 0)
+        st.anchor = int(anchor) if anchor else None
+        st.rule = int(rule) if rule else None
+        if opts:
+            st.pflow = pflow_of[opts]
+            st._flags = opts
+        else:
+            st.pflow = False
+            st._flags = ""
+        st.id = id_ or None
+        st.creatorid = creatorid or None
+        if origif:
+            st.orig_ifname = origif
+            nl += 1
+        else:
+            st.orig_ifname = ifname if id_ else None
+        if idx:
+            _route(st, gw1 or gw2 or None, idx, None)
+        else:
+            st.route_addr = gw1 or gw2 or None
+            st.route = st.rtableid = None
+        st.line = line
+        st.nlines = nl
+        line += nl
+        append(st)
+    return line
+
+
+def _route(st, route_addr, idx, pfsgw):
+    """route, rtableid, route_addr from the id line's extras and pfSense's line."""
+    route = rtableid = None
     if idx:
-        st.route, st.rtableid, rt_addr = _parse_id_extras(idx)
-        st.route_addr = st.route_addr or rt_addr
-    else:
-        st.route = st.rtableid = None
-    if pfsgw and pfsgw not in _ZERO_ADDRS and st.route is None:
-        st.route = {"kind": "gateway", "rt": 1, "addr": pfsgw, "ifname": None}
-    st.orig_ifname = origif or (ifname if id_ else None)
-    st.line = line
-    st.nlines = nlines
-    return st
+        route, rtableid, rt_addr = t_.parse_id_extras(idx)
+        route_addr = route_addr or rt_addr
+    if pfsgw and pfsgw not in t_.ZERO_ADDRS and route is None:
+        route = {"kind": "gateway", "rt": 1, "addr": pfsgw, "ifname": None}
+    st.route_addr, st.route, st.rtableid = route_addr, route, rtableid
 
 
-def _strict_groups(m):
-    """grammar.RECORD match -> the FAST_RECORD group tuple _build() takes."""
-    def alt(p):
-        h = m[p + "h"]
-        return h and (f"({m[p + 'rd']}) {h}" if m[p + "rd"] else h)
+def _build_strict(m, line):
+    """A State from a grammar.RECORD match (slow path); ValueError if the
+    record holds what pfctl does not print."""
+    def host(p):
+        rd, h = m[p + "rd"], m[p + "h"]
+        return h and (f"({rd}) {h}" if rd else h)
     if m["Mh"]:     # old "lan -> gwy -> ext" == "gwy (lan) -> ext"; "lan (gwy) <- ext"
         if m["arrow"] != m["arrow2"]:
             raise ValueError("mixed arrows in a three-host state line")
-        if m["arrow"] == "->":
-            lrd, ltok, lx = m["Mrd"], m["Mh"], alt("L")
-        else:
-            lrd, ltok, lx = m["Lrd"], m["Lh"], alt("M")
+        left, left_x = (host("M"), host("L")) if m["arrow"] == "->" else (host("L"), host("M"))
     else:
-        lrd, ltok, lx = m["Lrd"], m["Lh"], alt("LX")
-    return (m["ifname"], m["proto"], lrd, ltok, lx, m["gw1"], m["arrow"], m["Rrd"],
-            m["Rh"], alt("RX"), m["gw2"], m["state"], *m.group(
-                "sseq", "swin", "sdiff", "sws", "dseq", "dwin", "ddiff", "dws",
-                "age", "exp", "counters", "p0", "p1", "b0", "b1", "tail", "id",
-                "creatorid", "idx", "origif"))
+        left, left_x = host("L"), host("LX")
+    for h in (left_x, host("RX")):
+        if h:
+            _host_parts(h)
+    seq = None
+    if m["sseq"] is not None:
+        s0 = m.start("sseq") - 1
+        seq = m.string[s0:m.string.index("\n", s0)]
+    anchor = rule = None
+    opts = ""
+    if m["tail"]:
+        toks = m["tail"][2:].split(g.OPT_SEP)
+        if toks[0].startswith("anchor "):
+            anchor = str(int(toks.pop(0)[7:]))
+        if toks and toks[0].startswith("rule "):
+            rule = str(int(toks.pop(0)[5:]))
+        opts = g.OPT_SEP + g.OPT_SEP.join(toks) if toks else ""
+    age_h, _, age_ms = (m["age"] or "").partition(":")
+    exp_h, _, exp_ms = (m["exp"] or "").partition(":")
+    gr = (m["ifname"], m["proto"], *_host_parts(left), left_x, m["gw1"], m["arrow"],
+          *_host_parts(host("R")),
+          host("RX"), m["gw2"], m["state"], seq, age_h, age_ms, exp_h, exp_ms,
+          *m.group("p0", "p1", "b0", "b1"), anchor, rule, opts,
+          *m.group("id", "creatorid", "idx", "origif"))
+    out = []
+    _build_into((gr,), line, 0, out.append)
+    st = out[0]
+    st.nlines = m.string.count("\n", m.start(), m.end())
+    if m["pfsgw"]:
+        _route(st, st.route_addr, m["idx"], m["pfsgw"])
+    return st
 
-
-_PROTOCOLS = g.PROTOCOLS
 
 _CONT_KINDS = (("   [", "tcp window line"), ("   age ", "age/counters line"),
                ("   id: ", "id line"), ("   origif: ", "origif line"))
@@ -443,21 +362,58 @@ def parse_states(text: str) -> Table:
             gc.enable()
 
 
+# Per verbosity: the fast regex and the lines every record has besides its
+# tcp and origif ones.
+_FAST = {"ss": (g.FAST_RECORD["ss"], 1), "v": (g.FAST_RECORD["v"], 2),
+         "vv": (g.FAST_RECORD["vv"], 3)}
+# Where a chunk of the fast path may end: before a state line.
+_RECORD_START = re.compile(r"\n(?! )")
+_CHUNK = 1 << 20
+
+
 def _parse_states(text):
     vv = "   id: " in text
     v = "   age " in text
     cut = bool(text) and not text.endswith("\n")
     if cut:
         text += "\n"
+    rx, base = _FAST["vv" if vv else "v" if v else "ss"]
+    if not cut:
+        try:
+            states = _parse_clean(text, rx, base)
+        except ValueError:
+            states = None
+        if states is not None:
+            return Table(states)
+    return _parse_checked(text, cut, v, vv, rx, base)
+
+
+def _parse_clean(text, rx, base):
+    """The whole table as the fast regex reads it (findall(): no match
+    objects), or None unless its records cover the text: records are whole
+    lines, so they do iff their line counts add up to the text's. Line numbers
+    assume so, and hold when it does. In chunks, to bound the tuples alive."""
+    states = []
+    append = states.append
+    line = 1
+    pos, n = 0, len(text)
+    while pos < n:
+        m = _RECORD_START.search(text, pos + _CHUNK)
+        end = m.end() if m else n
+        line = _build_into(rx.findall(text, pos, end), line, base, append)
+        pos = end
+    return states if line - 1 == text.count("\n") else None
+
+
+def _parse_checked(text, cut, v, vv, rx, base):
+    """Fast regex where it matches and the strict grammar (with errors) between."""
     errs = _Errors(text, cut)
     states = []
     append = states.append
-    count = text.count
     startswith = text.startswith
-    build = _build
     pos = 0
     line = 1
-    for m in g.FAST_RECORD["vv" if vv else "v" if v else "ss"].finditer(text):
+    for m in rx.finditer(text):
         s = m.start()
         if s != pos:
             line = _parse_slow(text, pos, s, line, errs, states, v, vv)
@@ -466,13 +422,10 @@ def _parse_states(text):
             pos = _skip_continuations(text, e)
             line = _parse_slow(text, s, pos, line, errs, states, v, vv)
             continue
-        nl = count("\n", s, e)
         try:
-            append(build(m.groups(), line, nl))
+            line = _build_into((m.groups(),), line, base, append)
         except ValueError:
             line = _parse_slow(text, s, e, line, errs, states, v, vv)
-        else:
-            line += nl
         pos = e
     if pos != len(text):
         _parse_slow(text, pos, len(text), line, errs, states, v, vv)
@@ -495,7 +448,7 @@ def _parse_slow(text, pos, end, line, errs, states, v, vv):
             line += count("\n", s, pos)
             continue
         try:
-            states.append(_build(_strict_groups(m), line, nl, m["pfsgw"]))
+            states.append(_build_strict(m, line))
         except ValueError as exc:
             errs.add(line, _line_at(text, s), str(exc))
         pos = e
@@ -568,10 +521,21 @@ def scan(text: str) -> Scan:
 
 def parse_record(text: str, start: int, end: int, line: int = 0) -> State:
     """Full parse of text[start:end], one record as found by scan()."""
+    m = _VV_RECORD.match(text, start, end)
+    if m is not None and m.end() == end:
+        out = []
+        try:
+            _build_into((m.groups(),), line, 3, out.append)
+            return out[0]
+        except ValueError:
+            pass
     m = g.RECORD.match(text, start, end)
     if m is None or m.end() != end:
         raise ValueError(f"not one pfctl state record: {text[start:end]!r}")
-    return _build(_strict_groups(m), line, text.count("\n", start, end), m["pfsgw"])
+    return _build_strict(m, line)
+
+
+_VV_RECORD = g.FAST_RECORD["vv"]
 
 
 def summary(st):
