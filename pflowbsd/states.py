@@ -144,12 +144,12 @@ def _build_into(records, line, base, append):
     None); return the line number after them. Each record has base lines
     besides its tcp and origif ones. The hot loop: inlined on purpose."""
     new, new_host, protocols, pflow_of = _new, _new_host, t_.PROTOCOLS, t_.PFLOW
-    hours, mmss = _HOURS, _MMSS
+    hours, mmss, shared = _HOURS, _MMSS, t_.SHARED
     for (ifname, proto_t, Lrd, La, Lp4, Lp6, LX, gw1, arrow, Rrd, Ra, Rp4, Rp6, RX,
          gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1, b0, b1, anchor,
          rule, opts, id_, creatorid, idx, origif) in records:
         st = State()
-        st.ifname = ifname
+        st.ifname = ifname = shared[ifname]
         st.proto, st.proto_name, levels = protocols[proto_t]
         p = Lp4 or Lp6
         left = new_host(Host, (La, int(p) if p else 0, int(Lrd) if Lrd else 0))
@@ -163,7 +163,7 @@ def _build_into(records, line, base, append):
             left_x, lx6 = left, l6
         right_x = _xhost(RX) if RX else right
         st.nat = left_x is not left or right_x is not right
-        lv, rv = levels[state_text]
+        lv, rv, state_text = levels[state_text]
         if arrow == "<-":
             st.direction = "in"
             st.stack_dst, st.wire_dst, st.stack_src, st.wire_src = left, left_x, right, right_x
@@ -205,7 +205,7 @@ def _build_into(records, line, base, append):
             st.pflow = False
             st._flags = ""
         st.id = id_ or None
-        st.creatorid = creatorid or None
+        st.creatorid = shared[creatorid] if creatorid else None
         if origif:
             st.orig_ifname = origif
             nl += 1
@@ -368,7 +368,7 @@ _FAST = {"ss": (g.FAST_RECORD["ss"], 1), "v": (g.FAST_RECORD["v"], 2),
          "vv": (g.FAST_RECORD["vv"], 3)}
 # Where a chunk of the fast path may end: before a state line.
 _RECORD_START = re.compile(r"\n(?! )")
-_CHUNK = 1 << 20
+_CHUNK = 1 << 14
 
 
 def _parse_states(text):
@@ -392,7 +392,8 @@ def _parse_clean(text, rx, base):
     """The whole table as the fast regex reads it (findall(): no match
     objects), or None unless its records cover the text: records are whole
     lines, so they do iff their line counts add up to the text's. Line numbers
-    assume so, and hold when it does. In chunks, to bound the tuples alive."""
+    assume so, and hold when it does. In chunks of ~75 records: findall()'s
+    tuples stay in the CPU cache until built (a third faster than 1 MB)."""
     states = []
     append = states.append
     line = 1

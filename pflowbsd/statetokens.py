@@ -109,6 +109,9 @@ def parse_opts(opts):
     return flags
 
 
+# Words many states print alike (ifname, creatorid) -> one shared str.
+SHARED = Memo(str)
+
 # The text after `rule N` (", tok, tok") -> whether a token is "pflow".
 PFLOW = Memo(lambda opts: "pflow" in opts[2:].split(g.OPT_SEP))
 
@@ -197,7 +200,8 @@ def _named_level(proto, name):
 
 
 class _Protocol(dict):
-    """Memo of levels() for one protocol: state text -> (left, right)."""
+    """Memo of levels() for one protocol: state text -> (left, right, the
+    text), the text shared by all states that print it."""
     __slots__ = ("num",)
 
     def __init__(self, num):
@@ -205,7 +209,7 @@ class _Protocol(dict):
         self.num = num
 
     def __missing__(self, text):
-        v = levels(self.num, text)
+        v = (*levels(self.num, text), text)
         if len(self) < _MEMO_MAX:
             self[text] = v
         return v
