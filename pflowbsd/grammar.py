@@ -79,17 +79,15 @@ RECORD = re.compile(
 # instead of "?": cheaper in sre). Every sre group costs time per record, so
 # groups are few: print_host() is (rd, addr, ":port", "[port]") with the
 # address form checked here (inet: never followed by "["; inet6: two colons);
-# the rarer " (host)" of a translated key is checked here but captured whole
-# (HOST splits it); the tcp line is captured whole and split only when
-# State.tcp is read (SEQ_BODY). Shorter verbosities end in empty groups so
-# that all three give FAST_FIELDS. Whatever this does not take goes through
-# RECORD.
+# the tcp line is captured whole and split only when State.tcp is read
+# (SEQ_BODY). Shorter verbosities end in empty groups so that all three give
+# FAST_FIELDS. Whatever this does not take goes through RECORD.
 _FAST_ADDR = r"(?:\d++\.\d++\.\d++\.\d++(?!\[)|[0-9a-f]*+:[0-9a-f.]*+:[0-9a-f:.]*+)"
 _FAST_HOST = r"(?:\((\d++)\) |)(" + _FAST_ADDR + r")(?::(\d++)|\[(\d++)\]|)"
-_FAST_XHOST = r"(?: \(((?:\(\d++\) |)" + _FAST_ADDR + r"(?::\d++|\[\d++\]|))\)|)"
 _FAST_HEAD = (
-    r"^([^ \n]+) ([^ \n]+) " + _FAST_HOST + _FAST_XHOST + r"(?: \{([^}\n]+)\}|) (->|<-) "
-    + _FAST_HOST + _FAST_XHOST + r"(?: \{([^}\n]+)\}|) {7}([^\n]+)\n")
+    r"^([^ \n]+) ([^ \n]+) " + _FAST_HOST + r"(?: \(" + _FAST_HOST + r"\)|)"
+    r"(?: \{([^}\n]+)\}|) (->|<-) " + _FAST_HOST + r"(?: \(" + _FAST_HOST + r"\)|)"
+    r"(?: \{([^}\n]+)\}|) {7}([^\n]+)\n")
 _SEQ_PEER = r"\[\d++ \+ \d++\](?:\(\+\d++\)|)(?: wscale \d++|)"
 _FAST_SEQ = r"(?:   (" + _SEQ_PEER + "  " + _SEQ_PEER + r")\n|)"
 _FAST_AGE = (r"   age (\d++):(\d\d:\d\d), expires in (\d++):(\d\d:\d\d), (\d++):(\d++) pkts,"
@@ -97,8 +95,8 @@ _FAST_AGE = (r"   age (\d++):(\d\d:\d\d), expires in (\d++):(\d\d:\d\d), (\d++):
 _FAST_ID = (r"   id: ([0-9a-f]{16}) creatorid: ([0-9a-f]{8})([^\n]*+)\n"
             r"(?:   origif: ([^ \n]+)\n|)")
 FAST_FIELDS = (
-    "ifname", "proto", "Lrd", "La", "Lp4", "Lp6", "LX", "gw1", "arrow",
-    "Rrd", "Ra", "Rp4", "Rp6", "RX", "gw2", "state",
+    "ifname", "proto", "Lrd", "La", "Lp4", "Lp6", "LXrd", "LXa", "LXp4", "LXp6", "gw1",
+    "arrow", "Rrd", "Ra", "Rp4", "Rp6", "RXrd", "RXa", "RXp4", "RXp6", "gw2", "state",
     "seq", "age_h", "age_ms", "exp_h", "exp_ms", "p0", "p1", "b0", "b1", "anchor", "rule",
     "opts",
     "id", "creatorid", "idx", "origif")
@@ -111,8 +109,6 @@ FAST_RECORD = {
 }
 assert {rx.groups for rx in FAST_RECORD.values()} == {len(FAST_FIELDS)}
 
-# print_host() text, as the fast path captures a translated key's host.
-HOST = re.compile(_FAST_HOST, re.A)
 
 # SEQ_LINE without its indent and newline, for the lazy State.tcp.
 SEQ_BODY = re.compile(SEQ_LINE[3:-2])

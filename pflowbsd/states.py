@@ -113,9 +113,14 @@ _HOURS.update({f"{h:02d}": h * 3600 for h in range(100)})
 _MMSS = {f"{m:02d}:{s:02d}": m * 60 + s for m in range(100) for s in range(100)}
 
 
+_NO_HOST = (None,) * 4
+
+
 def _host_parts(text):
     """print_host() text -> (rdomain, addr, ":port", "[port]") as the fast
     regex splits it; ValueError if pfctl would not print it."""
+    if not text:
+        return _NO_HOST
     rd = None
     if text[0] == "(":
         rd, _, text = text[1:].partition(") ")
@@ -131,22 +136,14 @@ def _host_parts(text):
     return rd, addr, port, None
 
 
-def _xhost(text):
-    """The " (host)" of a translated key -> Host."""
-    m = g.HOST.fullmatch(text)
-    rd, addr, p4, p6 = m.groups() if m else _host_parts(text)
-    p = p4 or p6
-    return _new_host(Host, (addr, int(p) if p else 0, int(rd) if rd else 0))
-
-
 def _build_into(records, line, base, append):
     """append() a State per grammar.FAST_FIELDS tuple (absent groups "" or
     None); return the line number after them. Each record has base lines
     besides its tcp and origif ones. The hot loop: inlined on purpose."""
     new, new_host, protocols, pflow_of = _new, _new_host, t_.PROTOCOLS, t_.PFLOW
-    hours, mmss, shared = _HOURS, _MMSS, t_.SHARED
-    for (ifname, proto_t, Lrd, La, Lp4, Lp6, LX, gw1, arrow, Rrd, Ra, Rp4, Rp6, RX,
-         gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1, b0, b1, anchor,
+    hours, mmss, shared, number = _HOURS, _MMSS, t_.SHARED, t_.NUMBER
+    for (ifname, proto_t, Lrd, La, Lp4, Lp6, LXrd, LXa, LXp4, LXp6, gw1, arrow,
+         Rrd, Ra, Rp4, Rp6, RXrd, RXa, RXp4, RXp6, gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1, b0, b1, anchor,
          rule, opts, id_, creatorid, idx, origif) in records:
         st = State()
         st.ifname = ifname = shared[ifname]
@@ -156,13 +153,21 @@ def _build_into(records, line, base, append):
         p = Rp4 or Rp6
         right = new_host(Host, (Ra, int(p) if p else 0, int(Rrd) if Rrd else 0))
         l6 = ":" in La
-        if LX:
-            left_x = _xhost(LX)
-            lx6 = ":" in left_x[0]
+        if LXa:
+            p = LXp4 or LXp6
+            left_x = new_host(Host, (LXa, int(p) if p else 0, int(LXrd) if LXrd else 0))
+            lx6 = ":" in LXa
+            nat = True
         else:
             left_x, lx6 = left, l6
-        right_x = _xhost(RX) if RX else right
-        st.nat = left_x is not left or right_x is not right
+            nat = False
+        if RXa:
+            p = RXp4 or RXp6
+            right_x = new_host(Host, (RXa, int(p) if p else 0, int(RXrd) if RXrd else 0))
+            nat = True
+        else:
+            right_x = right
+        st.nat = nat
         lv, rv, state_text = levels[state_text]
         if arrow == "<-":
             st.direction = "in"
@@ -196,8 +201,8 @@ def _build_into(records, line, base, append):
         else:
             st.age_s = st.expires_in_s = None
             st.packets = st.bytes = (0, 0)
-        st.anchor = int(anchor) if anchor else None
-        st.rule = int(rule) if rule else None
+        st.anchor = number[anchor] if anchor else None
+        st.rule = number[rule] if rule else None
         if opts:
             st.pflow = pflow_of[opts]
             st._flags = opts
@@ -246,9 +251,6 @@ def _build_strict(m, line):
         left, left_x = (host("M"), host("L")) if m["arrow"] == "->" else (host("L"), host("M"))
     else:
         left, left_x = host("L"), host("LX")
-    for h in (left_x, host("RX")):
-        if h:
-            _host_parts(h)
     seq = None
     if m["sseq"] is not None:
         s0 = m.start("sseq") - 1
@@ -264,9 +266,8 @@ def _build_strict(m, line):
         opts = g.OPT_SEP + g.OPT_SEP.join(toks) if toks else ""
     age_h, _, age_ms = (m["age"] or "").partition(":")
     exp_h, _, exp_ms = (m["exp"] or "").partition(":")
-    gr = (m["ifname"], m["proto"], *_host_parts(left), left_x, m["gw1"], m["arrow"],
-          *_host_parts(host("R")),
-          host("RX"), m["gw2"], m["state"], seq, age_h, age_ms, exp_h, exp_ms,
+    gr = (m["ifname"], m["proto"], *_host_parts(left), *_host_parts(left_x), m["gw1"],
+          m["arrow"], *_host_parts(host("R")), *_host_parts(host("RX")), m["gw2"], m["state"], seq, age_h, age_ms, exp_h, exp_ms,
           *m.group("p0", "p1", "b0", "b1"), anchor, rule, opts,
           *m.group("id", "creatorid", "idx", "origif"))
     out = []

@@ -111,6 +111,8 @@ def parse_opts(opts):
 
 # Words many states print alike (ifname, creatorid) -> one shared str.
 SHARED = Memo(str)
+# Numbers many states print alike (rule, anchor) -> int.
+NUMBER = Memo(int)
 
 # The text after `rule N` (", tok, tok") -> whether a token is "pflow".
 PFLOW = Memo(lambda opts: "pflow" in opts[2:].split(g.OPT_SEP))
