@@ -77,13 +77,13 @@ RECORD = re.compile(
 # The fast path: the common shape of one table's records, fixed by the table's
 # verbosity so that no line is optional except the tcp and origif ones ("|)"
 # instead of "?": cheaper in sre). Every sre group costs time per record, so
-# groups are few: print_host() is (rd, addr, ":port", "[port]") with the
+# groups are few: print_host() is ("(rd) addr", ":port", "[port]") with the
 # address form checked here (inet: never followed by "["; inet6: two colons);
 # the tcp line is captured whole and split only when State.tcp is read
 # (SEQ_BODY). Shorter verbosities end in empty groups so that all three give
 # FAST_FIELDS. Whatever this does not take goes through RECORD.
 _FAST_ADDR = r"(?:\d++\.\d++\.\d++\.\d++(?!\[)|[0-9a-f]*+:[0-9a-f.]*+:[0-9a-f:.]*+)"
-_FAST_HOST = r"(?:\((\d++)\) |)(" + _FAST_ADDR + r")(?::(\d++)|\[(\d++)\]|)"
+_FAST_HOST = r"((?:\(\d++\) |)" + _FAST_ADDR + r")(?::(\d++)|\[(\d++)\]|)"
 _FAST_HEAD = (
     r"^([^ \n]+) ([^ \n]+) " + _FAST_HOST + r"(?: \(" + _FAST_HOST + r"\)|)"
     r"(?: \{([^}\n]+)\}|) (->|<-) " + _FAST_HOST + r"(?: \(" + _FAST_HOST + r"\)|)"
@@ -95,8 +95,8 @@ _FAST_AGE = (r"   age (\d++):(\d\d:\d\d), expires in (\d++):(\d\d:\d\d), (\d++):
 _FAST_ID = (r"   id: ([0-9a-f]{16}) creatorid: ([0-9a-f]{8})([^\n]*+)\n"
             r"(?:   origif: ([^ \n]+)\n|)")
 FAST_FIELDS = (
-    "ifname", "proto", "Lrd", "La", "Lp4", "Lp6", "LXrd", "LXa", "LXp4", "LXp6", "gw1",
-    "arrow", "Rrd", "Ra", "Rp4", "Rp6", "RXrd", "RXa", "RXp4", "RXp6", "gw2", "state",
+    "ifname", "proto", "La", "Lp4", "Lp6", "LXa", "LXp4", "LXp6", "gw1", "arrow",
+    "Ra", "Rp4", "Rp6", "RXa", "RXp4", "RXp6", "gw2", "state",
     "seq", "age_h", "age_ms", "exp_h", "exp_ms", "p0", "p1", "b0", "b1", "anchor", "rule",
     "opts",
     "id", "creatorid", "idx", "origif")

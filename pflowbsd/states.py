@@ -113,27 +113,34 @@ _HOURS.update({f"{h:02d}": h * 3600 for h in range(100)})
 _MMSS = {f"{m:02d}:{s:02d}": m * 60 + s for m in range(100) for s in range(100)}
 
 
-_NO_HOST = (None,) * 4
+def _rd_host(text, port):
+    """Host fields of "(rdomain) addr" (OpenBSD print_host() with rdomain != 0)."""
+    rd, _, addr = text[1:].partition(") ")
+    return addr, int(port) if port else 0, int(rd)
+
+
+_NO_HOST = (None,) * 3
 
 
 def _host_parts(text):
-    """print_host() text -> (rdomain, addr, ":port", "[port]") as the fast
+    """print_host() text -> ("(rdomain) addr", ":port", "[port]") as the fast
     regex splits it; ValueError if pfctl would not print it."""
     if not text:
         return _NO_HOST
-    rd = None
+    rd = ""
     if text[0] == "(":
-        rd, _, text = text[1:].partition(") ")
+        rd, _, text = text.partition(") ")
+        rd += ") "
     if text[-1] == "]":
         addr, _, port = text[:-1].partition("[")
         if ":" not in addr:
             raise ValueError(f"bad host {text!r}")
-        return rd, addr, None, port
+        return rd + addr, None, port
     colons = text.count(":")
     addr, port = text.split(":") if colons == 1 else (text, None)
     if colons < 2 and (addr.count(".") != 3 or not addr.replace(".", "").isdigit()):
         raise ValueError(f"bad host {text!r}")
-    return rd, addr, port, None
+    return rd + addr, port, None
 
 
 def _build_into(records, line, base, append):
@@ -142,20 +149,21 @@ def _build_into(records, line, base, append):
     besides its tcp and origif ones. The hot loop: inlined on purpose."""
     new, new_host, protocols, pflow_of = _new, _new_host, t_.PROTOCOLS, t_.PFLOW
     hours, mmss, shared, number = _HOURS, _MMSS, t_.SHARED, t_.NUMBER
-    for (ifname, proto_t, Lrd, La, Lp4, Lp6, LXrd, LXa, LXp4, LXp6, gw1, arrow,
-         Rrd, Ra, Rp4, Rp6, RXrd, RXa, RXp4, RXp6, gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1, b0, b1, anchor,
-         rule, opts, id_, creatorid, idx, origif) in records:
+    for (ifname, proto_t, La, Lp4, Lp6, LXa, LXp4, LXp6, gw1, arrow, Ra, Rp4, Rp6,
+         RXa, RXp4, RXp6, gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1,
+         b0, b1, anchor, rule, opts, id_, creatorid, idx, origif) in records:
         st = State()
         st.ifname = ifname = shared[ifname]
         st.proto, st.proto_name, levels = protocols[proto_t]
         p = Lp4 or Lp6
-        left = new_host(Host, (La, int(p) if p else 0, int(Lrd) if Lrd else 0))
+        left = new_host(Host, (La, int(p) if p else 0, 0) if La[0] != "(" else _rd_host(La, p))
         p = Rp4 or Rp6
-        right = new_host(Host, (Ra, int(p) if p else 0, int(Rrd) if Rrd else 0))
+        right = new_host(Host, (Ra, int(p) if p else 0, 0) if Ra[0] != "(" else _rd_host(Ra, p))
         l6 = ":" in La
         if LXa:
             p = LXp4 or LXp6
-            left_x = new_host(Host, (LXa, int(p) if p else 0, int(LXrd) if LXrd else 0))
+            left_x = new_host(Host, (LXa, int(p) if p else 0, 0) if LXa[0] != "("
+                              else _rd_host(LXa, p))
             lx6 = ":" in LXa
             nat = True
         else:
@@ -163,7 +171,8 @@ def _build_into(records, line, base, append):
             nat = False
         if RXa:
             p = RXp4 or RXp6
-            right_x = new_host(Host, (RXa, int(p) if p else 0, int(RXrd) if RXrd else 0))
+            right_x = new_host(Host, (RXa, int(p) if p else 0, 0) if RXa[0] != "("
+                               else _rd_host(RXa, p))
             nat = True
         else:
             right_x = right
