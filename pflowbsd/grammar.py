@@ -4,12 +4,13 @@ Strategy: a state is a record of 1-5 lines (pf_print_state.c print_state():
 the state line, the TCP `print_seq()` line, the `age`/`expires in`/counters
 line, the `id:`/`creatorid:` line, FreeBSD's `origif:` line). Each line is a
 regex fragment named after the printf() that writes it, and RECORD joins them
-into one multi-line regex that the parser runs with finditer() over the whole
-text: one C-level match per state, groups unpacked in one go (RECORD_FIELDS).
+into one strict multi-line regex with named groups. FAST_RECORD is the same
+grammar for one table's verbosity, with few plain groups (FAST_FIELDS), run
+with findall() over the whole text: one C-level match and one tuple per state.
 SCAN_RECORD is the lean -vv variant for the tracker's poll loop: it only
 captures the key, the state line and the counters. Optional `, token`s of the
-counters line and extras of the id line are left as text (OPT_TOKENS,
-ID_EXTRAS) and split only when present.
+counters line and extras of the id line are left as text and split only when
+read (statetokens.py).
 
 Sources: OpenBSD sbin/pfctl/pf_print_state.c 1.69 and FreeBSD 14/15
 sbin/pfctl/pf_print_state.c, as summarised in pfctl-formats.md §1-§2.
@@ -113,15 +114,7 @@ assert {rx.groups for rx in FAST_RECORD.values()} == {len(FAST_FIELDS)}
 # SEQ_LINE without its indent and newline, for the lazy State.tcp.
 SEQ_BODY = re.compile(SEQ_LINE[3:-2])
 
-# Group order of RECORD, for unpacking m.groups() in one step.
-RECORD_FIELDS = tuple(sorted(RECORD.groupindex, key=RECORD.groupindex.get))
-
 STATE_LINE_RE = re.compile(STATE_LINE)
-CONTINUATION_RES = {
-    "tcp window line": re.compile(SEQ_LINE),
-    "age/counters line": re.compile(AGE_LINE),
-    "id line": re.compile(ID_LINE),
-}
 
 # The -vv record as the tracker needs it: (state line, counters, id, creatorid).
 SCAN_RECORD = re.compile(
@@ -129,9 +122,6 @@ SCAN_RECORD = re.compile(
     r"   age \d+:\d\d:\d\d, expires in \d+:\d\d:\d\d, (\d+:\d+ pkts, \d+:\d+ bytes)[^\n]*\n"
     r"   id: ([0-9a-f]{16}) creatorid: ([0-9a-f]{8})[^\n]*\n"
     r"(?:   (?:origif|gateway): [^\n]*\n){0,2}", re.M)
-
-# Counters text as captured by SCAN_RECORD.
-COUNTERS = re.compile(r"(\d+):(\d+) pkts, (\d+):(\d+) bytes")
 
 # Optional tokens after the counters: split on ", " (tokens may hold spaces).
 OPT_SEP = ", "
