@@ -2,8 +2,9 @@
 
 Prints states_per_s (parse_states, every state fully parsed),
 floor_states_per_s (a bare str.splitlines() of the same text, per state),
-peak_rss_mb, then scan_states_per_s (the tracker's scan()). CPU time
-(time.process_time), best of three runs.
+peak_rss_mb, scan_states_per_s (the tracker's scan()), then
+parse_record_us (the tracker's full parse of one new record, per call, over
+the first 50,000 records). CPU time (time.process_time), best of three runs.
 """
 
 import gzip
@@ -14,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pflowbsd.states import parse_states, scan  # noqa: E402
+from pflowbsd.states import parse_record, parse_states, scan  # noqa: E402
 
 DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                        "fixtures", "golden", "openbsd-big-vv.txt.gz")
@@ -40,11 +41,15 @@ def main(argv):
     t_parse = best(lambda: parse_states(text))
     t_floor = best(lambda: text.splitlines())
     t_scan = best(lambda: scan(text))
+    spans = [(r[3], r[4]) for r in scan(text).records[:50_000]]
+    t_rec = best(lambda: [parse_record(text, s, e) for s, e in spans])
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"states_per_s {n / t_parse:.0f}")
     print(f"floor_states_per_s {n / t_floor:.0f}")
     print(f"peak_rss_mb {rss:.0f}")
     print(f"scan_states_per_s {n / t_scan:.0f}")
+    if spans:
+        print(f"parse_record_us {t_rec / len(spans) * 1e6:.2f}")
 
 
 if __name__ == "__main__":

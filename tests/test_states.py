@@ -374,3 +374,60 @@ def test_cmd_states_json_and_summary():
 def test_parse_record_rejects_non_record():
     with pytest.raises(ValueError):
         parse_record("garbage\n", 0, 8)
+
+
+# ---- fast path (grammar.FAST_RECORD) against the strict grammar --------------
+
+@pytest.mark.parametrize("name", SETS)
+def test_fast_and_strict_paths_build_the_same_states(name):
+    """A junk line at the end sends the table through the checked path, and
+    every record through the strict grammar as well: all three must agree."""
+    from pflowbsd import grammar
+    from pflowbsd.staterecord import build_strict
+    text, _ = load(name)
+    fast = parse_states(text).states
+    checked = parse_states(text + "junk\n")
+    assert [e.reason for e in checked.errors] == ["not a pfctl state line"]
+    assert checked.states == fast
+    strict = [build_strict(m, s.line) for m, s in
+              zip(grammar.RECORD.finditer(text), fast, strict=True)]
+    assert strict == fast
+    assert [s.to_json() for s in strict] == [s.to_json() for s in fast]
+
+
+def test_big_table_parses_in_chunks_with_line_numbers():
+    text = gzip.open(GOLDEN / "openbsd-big-vv.txt.gz", "rt").read()
+    t = parse_states(text)
+    assert len(t.states) == 200_000 and not t.errors
+    starts = [i + 1 for i, l in enumerate(text.splitlines()) if not l.startswith("   ")]
+    assert [s.line for s in t.states] == starts
+    assert sum(s.nlines for s in t.states) == text.count("\n")
+
+
+def test_rdomain_hosts_on_both_sides_and_translated():
+    text = ("all tcp (3) 10.0.0.5:1234 ((4) 192.0.2.1:5555) -> (3) 2001:db8::1[80]       "
+            "ESTABLISHED:ESTABLISHED\n" + REC.format(n=1).split("\n", 1)[1])
+    (s,) = parse_states(text).states
+    assert s.wire_src == Host("10.0.0.5", 1234, 3) and s.stack_src == Host("192.0.2.1", 5555, 4)
+    assert s.wire_dst == s.stack_dst == Host("2001:db8::1", 80, 3)
+    assert s.nat and s.direction == "out" and s.af == "inet" and s.stack_af == "inet"
+
+
+def test_lazy_tcp_and_flags_are_plain_values_once_read():
+    text = recs(1).replace("rule 0", "rule 0, pflow, set-tos 0x10")
+    (s,) = parse_states(text).states
+    assert s.pflow is True and s.flags["pflow"] and s.flags["set_tos"] == 0x10
+    assert s.flags is s.flags and s.tcp is s.tcp
+    assert s.tcp["src"] == {"seqlo": 1, "seqhi": 3, "window": 2, "seqdiff": 0, "wscale": None}
+    (udp,) = parse_states(text.replace("all tcp", "all udp").replace("   [1 + 2]  [3 + 4]\n", "")
+                          .replace("ESTABLISHED:ESTABLISHED", "MULTIPLE:SINGLE")).states
+    assert udp.tcp is None and udp.src_state == 2 and udp.dst_state == 1
+
+
+def test_parse_record_fast_and_strict_agree():
+    text = recs(1, 2) + "   gateway: 192.0.2.9\n"     # pfSense line: strict grammar only
+    (a, b) = parse_states(text).states
+    end1 = text.index("all", 1)
+    assert parse_record(text, 0, end1, 1) == a
+    assert parse_record(text, end1, len(text), 5) == b
+    assert b.route["addr"] == "192.0.2.9" and b.nlines == 5
