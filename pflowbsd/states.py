@@ -1,12 +1,16 @@
 """Parse `pfctl -ss [-v [-v]]` text into states, exactly and fast.
 
-Strategy: grammar.RECORD is one multi-line regex per state, run with
-finditer() over the whole text. A record is accepted only when it is complete
-for the table's verbosity (-v tables need the age line and, for tcp, the
-window line; -vv tables need the id line) and no stray continuation line
-follows it. Anything between accepted records is reported once per record
-(a state line and its continuation lines) as a ParseError, never raised, and
-parsing goes on at the next state line. scan() is the tracker's fast path: the
+Strategy: three tiers. A clean table (the usual case) goes through
+grammar.FAST_RECORD with findall() in 16 KB chunks, and is accepted when its
+records' line counts add up to the text's (they are whole lines, so they then
+cover it). Otherwise the checked path runs the same regex with finditer() and
+hands whatever lies between its matches to grammar.RECORD, the strict
+grammar. A record is accepted only when it is complete for the table's
+verbosity (-v tables need the age line and, for tcp, the window line; -vv
+tables need the id line) and no stray continuation line follows it. Anything
+else is reported once per record (a state line and its continuation lines) as
+a ParseError, never raised, and parsing goes on at the next state line.
+States are built in staterecord.py. scan() is the tracker's fast path: the
 key, state line and counters of every -vv record, no State objects.
 
 Input is str: decode pfctl's bytes with errors='replace' (or
