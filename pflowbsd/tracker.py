@@ -89,7 +89,8 @@ def _key_part(entry: bytes) -> bytes:
 # creatorid, "B0:B1 bytes[, anchor N][, rule N][, flags]\n   id: <16 hex> creatorid: <8 hex>".
 # Packets cannot move without bytes moving, so this text changes exactly when the
 # counters, rule or flags do, and it ends with the state's identity (creatorid, id).
-TAIL = re.compile(r" pkts, (\d+:\d+ bytes[^\n]*\n   id: [0-9a-f]{16} creatorid: [0-9a-f]{8})")
+TAIL = re.compile(r" pkts, (\d++:\d++ bytes[^\n]*+\n   id: [0-9a-f]{16} creatorid: [0-9a-f]{8})",
+                  re.ASCII)
 KEY = 36  # len("<16 hex> creatorid: <8 hex>")
 
 
