@@ -4,7 +4,8 @@ Prints states_per_s (parse_states, every state fully parsed),
 floor_states_per_s (a bare str.splitlines() of the same text, per state),
 peak_rss_mb, scan_states_per_s (the tracker's scan()), then
 parse_record_us (the tracker's full parse of one new record, per call, over
-the first 50,000 records). CPU time (time.process_time), best of three runs.
+the first 50,000 records), and the interpreter. CPU time (time.process_time),
+best of three runs.
 """
 
 import gzip
@@ -50,6 +51,9 @@ def main(argv):
     print(f"scan_states_per_s {n / t_scan:.0f}")
     if spans:
         print(f"parse_record_us {t_rec / len(spans) * 1e6:.2f}")
+    # An unoptimized CPython (pyenv's default build: no PGO/LTO, shared libpython)
+    # parses ~20 % slower than a distribution's python3: say which one this was.
+    print(f"interpreter {sys.executable} {sys.version.split()[0]}")
 
 
 if __name__ == "__main__":
