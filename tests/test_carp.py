@@ -1,17 +1,12 @@
 """carp: a pfsync'd pair exports each flow once: the backup tracks, the master sends."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-import replaydata as rd
 from pflowbsd.carp import parse_status
 from pflowbsd.config import Config, ConfigError, apply_words
-from test_live import a, b, c, decode_v5, flows_of, polls, standin
+from test_live import a, b, c, decode_v5, flows_of, run_live, standin
 
 OPENBSD = """carp0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> mtu 1500
 \tlladdr 00:00:5e:00:01:01
@@ -66,24 +61,9 @@ def test_a_backup_tracks_without_exporting_and_the_master_exports(tmp_path):
     bindir.mkdir()
     (bindir / "ifconfig").write_text(IFCONFIG.format(pf=pf))
     (bindir / "ifconfig").chmod(0o755)
-    with rd.listener() as s:
-        env = {**os.environ, "PYTHONPATH": str(rd.ROOT), "PATH": f"{bindir}:{os.environ['PATH']}"}
-        proc = subprocess.Popen([sys.executable, "-m", "pflowbsd", "-d", "-t", "0.3", "--pfctl", script,
-                                 "carp", "carp0", "flowdst", f"127.0.0.1:{s.getsockname()[1]}"],
-                                stderr=subprocess.PIPE, text=True, cwd=rd.ROOT, env=env)  # fmt: skip
-        try:
-            for _ in range(200):  # bounded: 10 s
-                if polls(script) >= 6 or proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        got = decode_v5(rd.drain(s))
-    assert proc.returncode == 0, err
+    status, before, after, err = run_live(script, until=6, words=("carp", "carp0"), path=str(bindir))
+    got = decode_v5(before + after)
+    assert status == 0, err
     assert got == flows_of("10.0.0.5", "93.184.216.34", 50000, 443, 6, (40, 50), (7000, 80000)), err
     assert err.count("carp0 is BACKUP: not exporting") == 1, err
     assert err.count("carp0 is MASTER: exporting") == 1, err

@@ -90,13 +90,17 @@ def decode_v5(datagrams):
     return sorted(out)
 
 
-def run_live(script: str, until: int) -> tuple[int, list[bytes], list[bytes], str]:
+def run_live(script: str, until: int, words=(), path: str | None = None
+             ) -> tuple[int, list[bytes], list[bytes], str]:
     """Run the daemon until the stand-in has served `until` snapshots, then SIGTERM it:
-    (exit status, datagrams before the signal, datagrams after it, stderr)."""
+    (exit status, datagrams before the signal, datagrams after it, stderr).  `words`
+    are more PARAMs; `path` goes before PATH (stand-in ifconfig and the like)."""
     with rd.listener() as s:
         env = {**os.environ, "PYTHONPATH": str(rd.ROOT)}
+        if path:
+            env["PATH"] = f"{path}:{env['PATH']}"
         proc = subprocess.Popen([sys.executable, "-m", "pflowbsd", "-d", "-t", "0.3", "--pfctl", script,
-                                 "flowdst", f"127.0.0.1:{s.getsockname()[1]}"],
+                                 *words, "flowdst", f"127.0.0.1:{s.getsockname()[1]}"],
                                 stderr=subprocess.PIPE, text=True, cwd=rd.ROOT, env=env)  # fmt: skip
         try:
             for _ in range(200):  # bounded: 10 s
