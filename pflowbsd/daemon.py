@@ -98,9 +98,19 @@ class Sender:
             fam = socket.AF_INET6 if ":" in dst[0] else socket.AF_INET
             s = socket.socket(fam, socket.SOCK_DGRAM)
             s.setblocking(False)
-            if src and (":" in src[0]) == (fam == socket.AF_INET6):
-                s.bind((src[0], src[1]))
-            s.connect((dst[0], dst[1]))
+            try:
+                if src and (":" in src[0]) == (fam == socket.AF_INET6):
+                    if src[1]:  # one source port shared by every collector's socket
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        if hasattr(socket, "SO_REUSEPORT"):
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    s.bind((src[0], src[1]))
+                s.connect((dst[0], dst[1]))
+            except OSError as e:
+                s.close()
+                self.close()
+                raise OSError(e.errno, f"flowsrc {src and src[0]} to flowdst {dst[0]}:{dst[1]}: "
+                                       f"{e.strerror}") from None
             self.sockets.append((dst, s))
             self.errors[dst] = None
 

@@ -82,3 +82,20 @@ def test_file_then_command_line_last_word_wins(tmp_path):
     args = cli.docopt(cli.__doc__, ["-f", str(conf), "-t", "5", "pflowproto", "5"])
     cfg = cli.load_config(args)
     assert (cfg.pflowproto, cfg.interval, cfg.flowdst) == (5, 5.0, [("127.0.0.1", 9995)])
+
+
+def test_one_flowsrc_port_serves_every_collector(tmp_path):
+    from pflowbsd.daemon import Sender
+    from peers import free_udp_port
+
+    src = ("127.0.0.1", free_udp_port())
+    sender = Sender([("127.0.0.1", free_udp_port()), ("127.0.0.1", free_udp_port())], src)
+    assert [s.getsockname() for _, s in sender.sockets] == [src, src]
+    sender.close()
+
+
+def test_a_flowsrc_that_is_not_ours_is_a_one_line_error(tmp_path):
+    (tmp_path / "1.states").write_text("")
+    p = run("-d", "--replay", str(tmp_path), "flowsrc", "192.0.2.99", "flowdst", "127.0.0.1:9")
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1].startswith(b"pflowbsd: [Errno") and b"flowsrc 192.0.2.99" in p.stderr
