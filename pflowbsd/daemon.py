@@ -26,6 +26,8 @@ from pflowbsd.tracker import Tracker
 
 log = logging.getLogger("pflowbsd")
 MiB = 1 << 20
+# `pkill -INFO pflowbsd` (BSD ^T) or -USR1: the statistics, to the log.
+STATS_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINFO", "SIGUSR1") if hasattr(signal, n))
 
 
 class PfctlError(RuntimeError):
@@ -402,7 +404,7 @@ class Daemon:
         sel.register(rsock, selectors.EVENT_READ)
         signal.set_wakeup_fd(wsock.fileno())
         pending: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *STATS_SIGNALS):
             signal.signal(sig, lambda n, f: pending.append(n))
         log.info("started: flowdst %s, pflowproto %d, poll every %g s",
                  ", ".join(f"{a}:{p}" for a, p in self.cfg.flowdst),
@@ -427,7 +429,9 @@ class Daemon:
                     pass
             while pending:
                 sig = pending.pop(0)
-                if sig == signal.SIGHUP:
+                if sig in STATS_SIGNALS:
+                    log.info("statistics: %s", self.pipe.stats())
+                elif sig == signal.SIGHUP:
                     log.info("SIGHUP: re-reading the configuration, timeouts and rules")
                     self.reconfigure()
                     self.load_side()

@@ -172,3 +172,27 @@ def test_check_mode_reads_the_rules_and_exits(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "configuration OK" in run.stdout and "1 rules, 1 select" in run.stdout, run.stdout
     assert polls(script) == 0  # no state table was read
+
+
+def test_siginfo_or_usr1_logs_the_statistics(tmp_path):
+    script = standin(tmp_path, [a() + b()], last=a())
+    with rd.listener() as s:
+        proc = subprocess.Popen([sys.executable, "-m", "pflowbsd", "-d", "-t", "0.3", "--pfctl", script,
+                                 "flowdst", f"127.0.0.1:{s.getsockname()[1]}"],
+                                stderr=subprocess.PIPE, text=True, cwd=rd.ROOT,
+                                env={**os.environ, "PYTHONPATH": str(rd.ROOT)})  # fmt: skip
+        try:
+            for _ in range(200):  # bounded: 10 s
+                if polls(script) >= 2:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert "statistics: polls=" in err and "expired=1" in err.split("statistics:")[1], err
