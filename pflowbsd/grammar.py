@@ -7,8 +7,9 @@ regex fragment named after the printf() that writes it, and RECORD joins them
 into one strict multi-line regex with named groups. FAST_RECORD is the same
 grammar for one table's verbosity, with few plain groups (FAST_FIELDS), run
 with findall() over the whole text: one C-level match and one tuple per state.
-SCAN_RECORD is the lean -vv variant for the tracker's poll loop: it only
-captures the key, the state line and the counters. Optional `, token`s of the
+SCAN_RECORD is the lean -vv variant of scan(): it only captures the key, the
+state line and the counters. TRACK_TAIL is leaner still, the tracker's poll loop
+over tables it has seen before. Optional `, token`s of the
 counters line and extras of the id line are left as text and split only when
 read (statetokens.py).
 
@@ -122,6 +123,14 @@ SCAN_RECORD = re.compile(
     r"   age \d+:\d\d:\d\d, expires in \d+:\d\d:\d\d, (\d+:\d+ pkts, \d+:\d+ bytes)[^\n]*\n"
     r"   id: ([0-9a-f]{16}) creatorid: ([0-9a-f]{8})[^\n]*\n"
     r"(?:   (?:origif|gateway): [^\n]*\n){0,2}", re.M)
+
+# The tracker's view of a -vv record, from the byte counters to the end of the id
+# line's creatorid: "B0:B1 bytes[, anchor N][, rule N][, flags]\n   id: <16 hex>
+# creatorid: <8 hex>". Packets cannot move without bytes moving, so this text changes
+# exactly when the counters, rule or flags do, and it ends with the state's identity.
+TRACK_TAIL = re.compile(
+    r" pkts, (\d++:\d++ bytes[^\n]*+\n   id: [0-9a-f]{16} creatorid: [0-9a-f]{8})", re.ASCII)
+TRACK_KEY = 36  # len("<16 hex> creatorid: <8 hex>"), the end of every TRACK_TAIL
 
 # Optional tokens after the counters: split on ", " (tokens may hold spaces).
 OPT_SEP = ", "

@@ -1,9 +1,9 @@
 """Tracker: snapshots of the state table in, expired states out, as flow pairs.
 
 Strategy.  States are keyed by (creatorid, id).  Every poll the table is scanned, not
-parsed: for a state already known only its counter text (with its key) is compared
-with the last poll's, as a set difference.  A record is parsed fully only when it is new or
-changed.  What a selected state needs at export (its pflow key, the other key when it
+parsed: for a state already known only its counter text (grammar.TRACK_TAIL, which ends
+with its key) is compared with the last poll's, as a set difference.  A record is
+parsed fully only when it is new or changed.  What a selected state needs at export (its pflow key, the other key when it
 was translated, counters, first and last packet times) is kept packed in one bytes
 object, so a tracked state costs a few hundred bytes, not a parsed record.
 
@@ -17,17 +17,17 @@ Time is a parameter: `poll` is seconds since the firewall booted (kernel uptime)
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
 from dataclasses import dataclass, field
 
+from pflowbsd import grammar
 from pflowbsd import states as pfstates
 from pflowbsd.flows import AF, Flow
 from pflowbsd.timeouts import DEFAULTS, Policy
 
 # The packed per-state entry:
-#   0 flags B (SELECTED unused here, NATTED, INET6)   1 proto B
+#   0 flags B (NATTED, INET6)   1 proto B
 #   2 src_port H   4 dst_port H   6 first s q   14 last s q
 #   22 packets[0] Q  30 packets[1] Q  38 bytes[0] Q  46 bytes[1] Q
 #   54 src, dst (4 or 16 bytes each), then when NATTED the other key:
@@ -35,7 +35,7 @@ from pflowbsd.timeouts import DEFAULTS, Policy
 ENTRY = struct.Struct("<BBHHqqQQQQ")
 NAT_PORTS = struct.Struct("<HH")
 NATTED, INET6 = 0x01, 0x02
-_FIRST, _LAST = 6, 14
+_FIRST = 6  # first, then last
 _TIMES = struct.Struct("<qq")
 _COUNTERS = struct.Struct("<QQQQ")
 
@@ -85,17 +85,7 @@ def _key_part(entry: bytes) -> bytes:
     return entry[:_FIRST] + entry[ENTRY.size:]
 
 
-# The fast path's view of a record: from the byte counters to the end of the id line's
-# creatorid, "B0:B1 bytes[, anchor N][, rule N][, flags]\n   id: <16 hex> creatorid: <8 hex>".
-# Packets cannot move without bytes moving, so this text changes exactly when the
-# counters, rule or flags do, and it ends with the state's identity (creatorid, id).
-TAIL = re.compile(r" pkts, (\d++:\d++ bytes[^\n]*+\n   id: [0-9a-f]{16} creatorid: [0-9a-f]{8})",
-                  re.ASCII)
-KEY = 36  # len("<16 hex> creatorid: <8 hex>")
-
-
-def tail_key(tail: str) -> tuple[str, str]:
-    return tail[-8:], tail[-KEY:-KEY + 16]
+TAIL, KEY = grammar.TRACK_TAIL, grammar.TRACK_KEY
 
 
 def _heads(text: str) -> int:
