@@ -11,6 +11,7 @@ Files are read through the `read_file` callable the caller passes in.
 import pyparsing as pp
 
 from . import ruleexpand
+from .rulecheck import check_spec
 from .rulegrammar import (STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text)
 from .rules import RuleSyntaxError, Ruleset
 
@@ -248,8 +249,9 @@ class Reader:
                                     first.file)
                 return None
             raise RuleSyntaxError(tok.file, tok.line, "syntax error")
+        check_spec(spec, toks[-1])
         rules = ruleexpand.expand(spec, self.rs, anchor, first, text,
-                                  self.interfaces)
+                                  self.interfaces, toks[-1])
         for rule in rules:
             self.numbers.add(rule)
         if spec["action"] == "anchor":

@@ -12,6 +12,7 @@ its ruleset: later rules there get nr None, never a guess.
 import ipaddress
 import itertools
 
+from .rulecheck import check_combo
 from .rulegrammar import ANY, Endpoint, Host, norm_address
 from .rules import FILTER_ACTIONS, RuleSyntaxError, rule_from_spec
 
@@ -122,10 +123,15 @@ def redirect_hosts(spec, key, af, tok, interfaces):
             af = h.af
         kept.append(h)
     if not kept:
-        raise RuleSyntaxError(tok.file, tok.line, "no translation address "
-                              "with matching address family found.")
+        raise RuleSyntaxError(tok.file, tok.line, AF_MISMATCH.get(
+            key, "no translation address with matching address family "
+                 "found."))
     spec[key] = spec[key][:at] + (kept,) + tuple(spec[key][at + 1:])
     return af
+
+
+AF_MISMATCH = {"route": "af mismatch in routing spec",
+               "binat_to": "af mismatch in translation spec"}
 
 
 def apply_state_defaults(spec, defaults):
@@ -198,8 +204,11 @@ def implied_options(spec):
             spec[key] = None
 
 
-def expand(spec, rs, anchor, tok, text, interfaces=None):
-    """The rules one pf.conf rule statement stands for, in pfctl's order."""
+def expand(spec, rs, anchor, tok, text, interfaces=None, last=None):
+    """The rules one pf.conf rule statement stands for, in pfctl's order.
+
+    Errors name last, the statement's last token, as yyerror() does."""
+    at = last or tok
     apply_state_defaults(spec, rs.state_defaults)
     implied_options(spec)
     src_hosts, src_ports = spec.get("from") or (None, None)
@@ -212,7 +221,7 @@ def expand(spec, rs, anchor, tok, text, interfaces=None):
         af = decide_address_family(dst_hosts, af)
     for key in ("nat_to", "rdr_to", "binat_to", "redirect", "route",
                 "divert"):
-        af = redirect_hosts(spec, key, af, tok, interfaces)
+        af = redirect_hosts(spec, key, af, at, interfaces)
     icmp = spec.get("icmp_types")
     icmp_items = [(ICMP_PROTO[icmp[0]], t) for t in icmp[1]] if icmp \
         else [None]
@@ -229,10 +238,10 @@ def expand(spec, rs, anchor, tok, text, interfaces=None):
                 or (sh.af and dh.af and sh.af != dh.af):
             continue
         if (sp or dp) and proto not in ("tcp", "udp", "sctp"):
-            raise RuleSyntaxError(tok.file, tok.line,
+            raise RuleSyntaxError(at.file, at.line,
                                   "port only applies to tcp/udp")
         if itype and proto and proto != itype[0]:
-            raise RuleSyntaxError(tok.file, tok.line, "icmp-type mismatch")
+            raise RuleSyntaxError(at.file, at.line, "icmp-type mismatch")
         one = dict(spec)
         one["af"] = af or sh.af or dh.af
         one["ifaces"] = [iface] if iface else None
@@ -241,6 +250,7 @@ def expand(spec, rs, anchor, tok, text, interfaces=None):
         one["to"] = ([dh], [dp] if dp else None)
         one["uids"], one["gids"] = uid, gid
         one["icmp_types"] = itype
+        check_combo(one, at)
         for key in ("label", "tag", "tagged"):
             one[key] = expand_label(spec.get(key),
                                     iface[1] if iface else "any",
@@ -255,14 +265,15 @@ def expand(spec, rs, anchor, tok, text, interfaces=None):
         rule.src, rule.dst = Endpoint(sh, sp), Endpoint(dh, dp)
         rules.append(rule)
     if not rules:
-        raise RuleSyntaxError(tok.file, tok.line,
+        raise RuleSyntaxError(at.file, at.line,
                               "rule expands to no valid combination")
     if "binat_to" in spec:
-        rules += binat_reverse(spec, rs, anchor, tok, text, interfaces)
+        rules += binat_reverse(spec, rs, anchor, tok, text, interfaces,
+                               last)
     return rules
 
 
-def binat_reverse(spec, rs, anchor, tok, text, interfaces):
+def binat_reverse(spec, rs, anchor, tok, text, interfaces, last):
     """binat-to also loads the inbound half: from dst to the binat address,
     rdr-to the source (parse.y builds it after the outbound rule)."""
     back = {k: v for k, v in spec.items() if k != "binat_to"}
@@ -272,7 +283,7 @@ def binat_reverse(spec, rs, anchor, tok, text, interfaces):
     back["to"] = (spec["binat_to"][0], None)
     back["rdr_to"] = ((spec.get("from") or ([ANY], None))[0], None, [])
     back["af"] = spec.get("af") or spec["binat_to"][0][0].af
-    return expand(back, rs, anchor, tok, text, interfaces)
+    return expand(back, rs, anchor, tok, text, interfaces, last)
 
 
 def expand_nr_macros(rs):

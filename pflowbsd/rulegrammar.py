@@ -285,7 +285,8 @@ ACTION = (
     (kw("pass") | kw("match")).set_parse_action(put("action"))
     | (K("block") + pp.Opt(BLOCKSPEC)).set_parse_action(
         lambda t: [KV("action", "block")] + list(t))
-    | (K("anchor") + pp.Opt(QSTRING | HOSTWORD)).set_parse_action(
+    | (K("anchor") + pp.Opt(QSTRING | HOSTWORD.copy().add_condition(
+        lambda t: not t[0].isdigit()))).set_parse_action(
         lambda t: [KV("action", "anchor"),
                    KV("anchor_name", t[0] if t else None)])
     | (pp.Opt(kw("no")) + (kw("nat") | kw("rdr") | kw("binat"))
@@ -411,7 +412,10 @@ SET_ITEM = (
     | (K("tos") + (NUMBER | WORD)).set_parse_action(put("set_tos"))
     | (K("delay") + NUMBER).set_parse_action(put("delay"))
 )
-FLAGS = pp.Regex(r"[FSRPAUEW]*/[FSRPAUEW]+|[FSRPAUEW]+(?![\w/])|any")
+# parse.y `flags`: flag '/' flag | '/' flag | any; a bare `flags S` is an error
+FLAGS = pp.Regex(r"[FSRPAUEW]*/[FSRPAUEW]+(?![\w/])|any")
+# label, tag, tagged, anchor take a STRING; yylex makes a bare 88 a NUMBER
+NAME = QSTRING | WORD.copy().add_condition(lambda t: not t[0].isdigit())
 
 FILTER_OPT = (
     (kw("user") + UIDS).set_parse_action(lambda t: KV("uids", list(t[1])))
@@ -421,10 +425,10 @@ FILTER_OPT = (
        + pp.Group(comma_list(ICMP_ITEM) | ICMP_ITEM)).set_parse_action(
         lambda t: KV("icmp_types", (t[0], [tuple(i) for i in t[1]])))
     | KEEP
-    | (K("label") + STRING).set_parse_action(put("label"))
-    | (NOT + K("tagged") + STRING).set_parse_action(
+    | (K("label") + NAME).set_parse_action(put("label"))
+    | (NOT + K("tagged") + NAME).set_parse_action(
         lambda t: KV("tagged", ("! " if t[0] else "") + t[1]))
-    | (K("tag") + STRING).set_parse_action(put("tag"))
+    | (K("tag") + NAME).set_parse_action(put("tag"))
     | (K("queue") + (S("(") + pp.DelimitedList(STRING) + S(")") | STRING)
        ).set_parse_action(lambda t: KV("queue", tuple(t)))
     | (K("rtable") + NUMBER).set_parse_action(put("rtable"))
@@ -489,19 +493,33 @@ RULE = (ACTION + pp.Opt(DIRECTION)
 
 
 def parse_rule_text(text):
-    """Parse one rule; return its spec dict.  Raises pp.ParseException."""
+    """Parse one rule; return its spec dict.  Raises pp.ParseException.
+
+    spec["repeated"] names the options given twice (pflowbsd.rulecheck
+    rejects those pfctl rejects; the last one is kept, as here)."""
     spec = {"state_opts": {}, "timeouts": {}}
+    repeated = []
     for item in RULE.parse_string(text, parse_all=True):
         if item.key == "state_opts":
             for opt in item.value or ():
                 if opt.key == "timeout":
+                    if opt.value[0] in spec["timeouts"]:
+                        repeated.append("timeout " + opt.value[0])
                     spec["timeouts"][opt.value[0]] = opt.value[1]
                 else:
+                    if opt.key in spec["state_opts"]:
+                        repeated.append("state " + opt.key)
                     spec["state_opts"][opt.key] = opt.value
         elif item.key.startswith("scrub:"):
-            spec.setdefault("scrub", {})[item.key[6:]] = item.value
+            if item.key[6:] in spec.setdefault("scrub", {}):
+                repeated.append(item.key)
+            spec["scrub"][item.key[6:]] = item.value
         elif item.key in ("uids", "gids") and item.key in spec:
             spec[item.key] = item.value + spec[item.key]
         else:
+            if item.key in spec:
+                repeated.append(item.key)
             spec[item.key] = item.value
+    if repeated:
+        spec["repeated"] = repeated
     return spec

@@ -151,7 +151,7 @@ def rule_from_spec(spec, anchor="", nr=None, line=None, text=""):
                 line=line, text=text)
     rule.pflow = bool(rule.state_opts.get("pflow"))
     skip = PLAIN | {"action", "quick", "ifaces", "protos", "from", "to",
-                    "keep_state", "state_opts", "timeouts", "all"}
+                    "keep_state", "state_opts", "timeouts", "all", "repeated"}
     rule.opts = {k: v for k, v in spec.items() if k not in skip}
     return rule
 

@@ -1,0 +1,194 @@
+"""pfctl's semantic checks: what parse.y refuses after the words parsed.
+
+The grammar (pflowbsd.rulegrammar) accepts any well-formed rule; pfctl
+then refuses some with yyerror(), in the rule's action (check_spec) or
+per expanded combination in expand_rule() and filter_consistent()
+(check_combo).  A refused rule fails the whole load, so each check raises
+RuleSyntaxError at the line pfctl names, with pfctl's message.  Checks
+that need the running system (interfaces, DNS, queues in the kernel)
+are not here: only what the text itself decides.
+"""
+import re
+
+from .rulegrammar import Host, Port
+from .rules import RuleSyntaxError
+
+TAG_MAX = 63        # PF_TAG_NAME_SIZE - 1
+LABEL_MAX = 63      # PF_RULE_LABEL_SIZE - 1
+
+# What parse.y says when an option is given twice (filter_opt, scrub_opt,
+# state_opt_item); options not listed here pfctl lets the last one win.
+REPEATED = {
+    "divert": "more than one divert option",
+    "keep_state": "modulate or keep cannot be redefined",
+    "flags": "flags cannot be redefined",
+    "icmp_types": "icmp-type cannot be redefined",
+    "label": "label cannot be redefined",
+    "scrub:no-df": "no-df cannot be respecified",
+    "scrub:min-ttl": "min-ttl cannot be respecified",
+    "scrub:max-mss": "max-mss cannot be respecified",
+    "scrub:random-id": "random-id cannot be respecified",
+    "scrub:set-tos": "set-tos cannot be respecified",
+    "scrub:reassemble": "reassemble tcp cannot be respecified",
+}
+SCRUB_RANGE = {"min-ttl": 255, "max-mss": 65535}
+# host(): an interface name may carry these modifiers (:network, :0, ...)
+MODIFIERS = {"network", "broadcast", "peer", "0"}
+NUMERIC = re.compile(r"[0-9.]+$")
+
+
+def fail(where, message):
+    raise RuleSyntaxError(where.file, where.line, message)
+
+
+def hosts_of(spec):
+    """Every Host the rule names, with the option that names it."""
+    for key in ("from", "to"):
+        side = spec.get(key)
+        for h in (side[0] or ()) if side else ():
+            yield key, h
+    for key in ("nat_to", "rdr_to", "binat_to", "redirect"):
+        if isinstance(spec.get(key), tuple):
+            for h in spec[key][0]:
+                yield key, h
+    route = spec.get("route")
+    if isinstance(route, tuple):
+        for h in route[1]:
+            if isinstance(h, Host):
+                yield "route", h
+    divert = spec.get("divert")
+    if isinstance(divert, tuple) and isinstance(divert[1], Host):
+        yield "divert", divert[1]
+
+
+def ports_of(spec):
+    for key in ("from", "to"):
+        side = spec.get(key)
+        yield from (side[1] or ()) if side else ()
+    for key in ("nat_to", "rdr_to", "binat_to", "redirect"):
+        if isinstance(spec.get(key), tuple) and spec[key][1] is not None:
+            yield spec[key][1]
+    divert = spec.get("divert")
+    if isinstance(divert, tuple) and isinstance(divert[-1], Port):
+        yield divert[-1]
+
+
+def check_host(where, h):
+    """host() and dynaddr: what no lookup can ever turn into an address."""
+    if h.kind == "dynamic" and not h.value[:1].isalpha():
+        fail(where, f"invalid interface name '{h.value.split('/')[0]}'")
+    if h.kind != "name":
+        return
+    base, *mods = h.value.split("/")[0].split(":")
+    if (mods and (not base[:1].isalpha() or not set(mods) <= MODIFIERS)) \
+            or NUMERIC.match(base):
+        fail(where, "could not parse host specification")
+
+
+def check_repeated(spec, where):
+    for key in spec.get("repeated", ()):
+        if key in REPEATED:
+            fail(where, REPEATED[key])
+        if key.startswith("state "):
+            fail(where, f"state option '{key[6:]}' multiple definitions")
+        if key.startswith("timeout "):
+            fail(where, f"state timeout {key[8:]} multiple definitions")
+
+
+def check_strings(spec, where):
+    for key in ("tag", "tagged"):
+        value = (spec.get(key) or "").removeprefix("! ")
+        if len(value) > TAG_MAX:
+            fail(where, f"tag too long, max {TAG_MAX} chars")
+    if len(spec.get("label") or "") > LABEL_MAX:
+        fail(where, f"rule label too long (max {LABEL_MAX} chars)")
+
+
+def check_ranges(spec, where):
+    for name, top in SCRUB_RANGE.items():
+        value = (spec.get("scrub") or {}).get(name)
+        if isinstance(value, int) and not 0 <= value <= top:
+            fail(where, f"illegal {name} value {value}")
+    prios = spec.get("set_prio", ()) + ((spec["prio"],) if "prio" in spec
+                                        else ())
+    if any(p > 7 for p in prios):
+        fail(where, "prio must be 0 - 7")
+    for p in ports_of(spec):
+        for v in (p.lo, p.hi):
+            if isinstance(v, int) and v > 65535:
+                fail(where, f"illegal port value {v}")
+
+
+def check_flags(spec, where):
+    """A proto list with tcp in it drops the flags of its other members."""
+    protos = spec.get("protos")
+    if protos and "tcp" not in protos and spec.get("flags", "any") != "any":
+        fail(where, "flags only apply to tcp")
+
+
+def check_state(spec, where):
+    opts = spec.get("state_opts") or {}
+    if opts.get("source-track") == "global" and "max-src-nodes" in opts:
+        fail(where, "'max-src-nodes' is incompatible with "
+                    "'source-track global'")
+
+
+def check_divert(spec, where):
+    divert, direction = spec.get("divert"), spec.get("direction")
+    if divert == "reply" and direction == "in":
+        fail(where, "divert-reply used with incoming rule")
+    if isinstance(divert, tuple) and divert[0] == "to":
+        if direction == "out":
+            fail(where, "divert-to used with outgoing rule")
+        if spec.get("af") and divert[1].af and divert[1].af != spec["af"]:
+            fail(where, "divert-to address family mismatch")
+    if "af_to" in spec and isinstance(spec.get("route"), tuple):
+        fail(where, "af-to cannot be used together with route-to, "
+                    "reply-to, dup-to")
+
+
+def check_binat(spec, where):
+    """parse.y's binat-to checks on the source and the redirect address."""
+    if "binat_to" not in spec:
+        return
+    src = (spec.get("from") or (None,))[0] or []
+    redir = spec["binat_to"][0]
+    if not src or any(h.kind in ("any", "no-route", "urpf-failed")
+                      for h in src) \
+            or len(redir) != 1 or redir[0].kind == "table":
+        fail(where, "binat-to requires a specified source and redirect "
+                    "address")
+    for h in src:
+        if h.kind == "table":
+            fail(where, f"invalid use of table <{h.value}> as the source "
+                        "address of a binat-to rule")
+        if h.kind == "dynamic" and not h.value.endswith(":0"):
+            fail(where, f"invalid use of interface ({h.value}) as the "
+                        "source address of a binat-to rule")
+        if h.af and redir[0].af and h.af != redir[0].af:
+            fail(where, "af mismatch in translation spec")
+
+
+CHECKS = (check_repeated, check_strings, check_ranges, check_flags,
+          check_state,
+          check_divert, check_binat)
+
+
+def check_spec(spec, where):
+    """The checks parse.y makes once per rule statement, before expanding."""
+    for _, h in hosts_of(spec):
+        check_host(where, h)
+    for check in CHECKS:
+        check(spec, where)
+
+
+ICMP_AF = {("icmp", "inet6"): "proto icmp doesn't match address family inet6",
+           ("ipv6-icmp", "inet"): "proto icmp6 doesn't match address "
+                                  "family inet"}
+
+
+def check_combo(one, where):
+    """expand_rule() on one expanded combination."""
+    proto, af = (one.get("protos") or [None])[0], one.get("af")
+    if (proto, af) in ICMP_AF:
+        fail(where, ICMP_AF[proto, af])
