@@ -11,16 +11,17 @@ Files are read through the `read_file` callable the caller passes in.
 import pyparsing as pp
 
 from . import ruleexpand
-from .rulecheck import check_spec
+from .rulecheck import check_queue, check_spec, check_table
 from .rulegrammar import (STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text)
 from .rules import RuleSyntaxError, Ruleset
 
 SPECIALS = "(){}<>!=,/"
+STRING_MAX = 8192       # yylex()'s buffer: longer strings are an error
 TWO_CHAR = ("<>", "><", "!=", "<=", ">=", "->")
 RULE_WORDS = {"pass", "block", "match", "anchor", "nat", "rdr", "binat",
               "no", "scrub", "antispoof"}
 # Statements that carry no rule: tables, queues, ether rules, ...
-SKIPPED_WORDS = {"table", "queue", "altq", "ether", "nat-anchor",
+SKIPPED_WORDS = {"altq", "ether", "nat-anchor",
                  "rdr-anchor", "binat-anchor", "dummynet"}
 
 
@@ -97,6 +98,8 @@ class Lexer:
                 if end < 0:
                     self.error("unterminated string")
                 body = text[self.pos + 1:end]
+                if len(body) >= STRING_MAX:
+                    self.error("string too long")
                 self.line += body.count("\n")
                 self.pos = end + 1
                 yield Token("qstr", body.replace("\n", ""), line, space,
@@ -162,6 +165,7 @@ class Reader:
         self.rs = Ruleset(source="pf.conf")
         self.numbers = ruleexpand.Numbering(self.rs)
         self.unnamed = 0
+        self.queues, self.queued = set(), []
 
     def run(self, text, name, anchor=""):
         stream = Lexer(text, name, self.macros).tokens()
@@ -228,6 +232,10 @@ class Reader:
             return self.option(toks)
         if word == "load":
             return self.load_anchor(toks, anchor)
+        if word == "table":
+            return check_table(toks, self.read_file)
+        if word == "queue":
+            return self.queues.add(check_queue(toks))
         if word in SKIPPED_WORDS:
             return None
         if word not in RULE_WORDS:
@@ -248,8 +256,11 @@ class Reader:
                     self.statements(stream, f"?{first.line}", False,
                                     first.file)
                 return None
-            raise RuleSyntaxError(tok.file, tok.line, "syntax error")
+            raise RuleSyntaxError(tok.file, tok.line, exc.msg if isinstance(
+                exc, pp.ParseFatalException) else "syntax error")
         check_spec(spec, toks[-1])
+        if spec.get("queue"):
+            self.queued.append((spec["queue"], toks[-1]))
         rules = ruleexpand.expand(spec, self.rs, anchor, first, text,
                                   self.interfaces, toks[-1])
         for rule in rules:
@@ -266,6 +277,14 @@ class Reader:
         elif opens_block:
             raise RuleSyntaxError(first.file, first.line, "syntax error")
         return None
+
+    def check_queues(self):
+        """Queue names rules assign must be defined, once queues are used."""
+        for names, tok in self.queued if self.queues else ():
+            for name in names:
+                if name not in self.queues:
+                    raise RuleSyntaxError(tok.file, tok.line,
+                                          f"queue {name} is not defined")
 
     def define(self, toks):
         name = toks[0].text
@@ -308,17 +327,20 @@ class Reader:
             raise RuleSyntaxError(tok.file, tok.line, "syntax error")
 
     def set_timeout(self, toks):
-        words = [t.text for t in toks[1:] if t.text not in "{},"]
-        for name, value in zip(words[::2], words[1::2]):
+        for name, value in option_pairs(toks[1:]):
             if name not in TIMEOUT_NAMES:
                 raise ValueError(name)
-            self.rs.timeouts[name] = int(value)
+            self.rs.timeouts[name] = value
 
     def set_limit(self, toks):
-        words = [t.text for t in toks[1:] if t.text not in "{},"]
-        for name, value in zip(words[::2], words[1::2]):
+        for name, value in option_pairs(toks[1:]):
             if name == "states":
-                self.rs.limit_states = int(value)
+                self.rs.limit_states = value
+
+    def set_hostid(self, toks):
+        if option_number(toks[1:]) == 0:
+            raise RuleSyntaxError(toks[-1].file, toks[-1].line,
+                                  "hostid must be non-zero")
 
     def set_optimization(self, toks):
         self.rs.optimization = toks[1].text
@@ -337,7 +359,31 @@ class Reader:
         self.rs.state_defaults  # noqa: B018 (printing only; nothing kept)
 
 
+def option_number(toks):
+    """A lone NUMBER token (decimal or 0x hex, as yylex reads them)."""
+    if len(toks) != 1 or toks[0].kind != "word":
+        raise ValueError("expected a number")
+    return int(toks[0].text, 0)
+
+
+def option_pairs(toks):
+    """`name value` or `{ name value [,] ... }`: parse.y's timeout_spec and
+    limit_spec; a comma outside braces is a syntax error."""
+    words = [t for t in toks if t.text != ","]
+    if toks and toks[0].text == "{":
+        if toks[-1].text != "}" or len(words) < 4:
+            raise ValueError("unbalanced list")
+        words = words[1:-1]
+    elif len(toks) != 2:
+        raise ValueError("one pair without braces")
+    if len(words) % 2:
+        raise ValueError("name without value")
+    return [(n.text, option_number([v])) for n, v in zip(words[::2],
+                                                          words[1::2])]
+
+
 OPTIONS = {
+    "hostid": Reader.set_hostid,
     "timeout": Reader.set_timeout,
     "limit": Reader.set_limit,
     "optimization": Reader.set_optimization,
@@ -354,5 +400,6 @@ def parse_pfconf(text, name="pf.conf", read_file=None, defines=None,
     """
     reader = Reader(name, read_file, defines, interfaces)
     reader.run(text, name)
+    reader.check_queues()
     ruleexpand.expand_nr_macros(reader.rs)
     return reader.rs

@@ -10,7 +10,9 @@ are not here: only what the text itself decides.
 """
 import re
 
-from .rulegrammar import Host, Port
+import pyparsing as pp
+
+from .rulegrammar import HOSTS, Host, Port
 from .rules import RuleSyntaxError
 
 TAG_MAX = 63        # PF_TAG_NAME_SIZE - 1
@@ -192,3 +194,56 @@ def check_combo(one, where):
     proto, af = (one.get("protos") or [None])[0], one.get("af")
     if (proto, af) in ICMP_AF:
         fail(where, ICMP_AF[proto, af])
+
+
+TABLE_FLAGS = {"persist", "const", "counters"}
+IN_TABLE = {"table": "tables cannot contain tables",
+            "dynamic": "dynamic addresses are not permitted inside tables",
+            "no-route": '"no-route" is not permitted inside tables',
+            "urpf-failed": '"urpf-failed" is not permitted inside tables'}
+
+
+def check_table(toks, read_file):
+    """tabledef: `table <name> [persist|const|counters] [file "f"] [{ }]`;
+    table files are read as pfctl reads them (when read_file is given)."""
+    where = toks[-1]
+    texts = [t.text for t in toks]
+    if len(texts) < 4 or texts[1] != "<" or ">" not in texts[3:]:
+        fail(where, "syntax error")
+    i, depth, items = texts.index(">", 3) + 1, 0, []
+    while i < len(toks):
+        word = texts[i]
+        if depth:
+            depth += {"{": 1, "}": -1}.get(word, 0)
+            if depth:
+                items.append(toks[i])
+        elif word == "{":
+            depth = 1
+        elif word == "file" and i + 1 < len(toks):
+            i += 1
+            if read_file is not None:
+                try:
+                    read_file(texts[i])
+                except OSError as exc:
+                    fail(where, f'cannot load "{texts[i]}": '
+                                f"{exc.strerror or exc}")
+        elif word not in TABLE_FLAGS:
+            fail(where, "syntax error")
+        i += 1
+    text = " ".join(t.text if t.kind != "qstr" else f'"{t.text}"'
+                    for t in items)
+    try:
+        hosts = HOSTS.parse_string("{ " + text + " }", parse_all=True)[0]
+    except pp.ParseBaseException:
+        fail(where, "syntax error")
+    for h in hosts:
+        if h.kind in IN_TABLE:
+            fail(where, IN_TABLE[h.kind])
+        check_host(where, h)
+
+
+def check_queue(toks):
+    """queue: a queue needs a bandwidth or a flows figure."""
+    if not {"bandwidth", "flows"} & {t.text for t in toks}:
+        fail(toks[-1], "no bandwidth or flow specification")
+    return toks[1].text

@@ -169,8 +169,13 @@ def norm_address(text, bits=None):
     only if short, no scope (pfctl keeps it apart as the ifindex)."""
     ip = ipaddress.ip_address(text.partition("%")[0])
     full = 32 if ip.version == 4 else 128
+    if bits is not None and bits > 128:
+        # host() itself gives up: pfctl rejects the rule whatever follows
+        raise pp.ParseFatalException(text, 0,
+                                     "could not parse host specification")
     if bits is not None and bits > full:
-        raise pp.ParseException(text, 0, "illegal netmask")
+        raise pp.ParseFatalException(
+            text, 0, f"netmask {bits} invalid for IPv4 address")
     if bits is None or bits == full:
         return str(ip)
     net = ipaddress.ip_network(f"{ip}/{bits}", strict=False)

@@ -65,13 +65,25 @@ def loaded(stem, kind="loaded"):
 
 def rejected_line(stem):
     """(line pfctl names, line we name) for a pfailN case."""
-    first = re.search(r"stdin:(\d+):", read_fixture(f"{stem}.ok"))
-    want = int(first.group(1)) if first else None
+    want, got = rejected(stem)
+    return want[0] if want else None, got[0] if got else None
+
+
+def rejected(stem):
+    """((line, message) pfctl printed first, (line, message) we raise)."""
+    first = re.search(r"stdin:(\d+): (.*)", read_fixture(f"{stem}.ok"))
+    want = (int(first.group(1)), first.group(2)) if first else None
     try:
         expanded(stem)
     except RuleSyntaxError as exc:
-        return want, exc.line
+        return want, (exc.line, exc.message)
     return want, None
+
+
+def pfctl_messages(stem):
+    """Every message pfctl printed for a pfailN case, `stdin:N: ` cut."""
+    return {re.sub(r"^stdin:\d+: ", "", line)
+            for line in read_fixture(f"{stem}.ok").splitlines()}
 
 
 KEY_FIELDS = ("anchor", "action", "direction", "quick", "ifname", "af",

@@ -106,7 +106,15 @@ def test_defines_win_over_file_macros():
     ("pass in inet from 2001:db8::1 to any\n", 1,
      "rule expands to no valid combination"),
     ("pass all\n}\n", 2, "syntax error"),
-    ("pass from 10.0.0.0/33\n", 1, "syntax error"),
+    ("pass from 10.0.0.0/33\n", 1, "netmask 33 invalid for IPv4 address"),
+    ("pass in proto tcp \\\n  flags S\n", 2, "syntax error"),
+    ("pass in proto udp \\\n  flags S/SA\n", 2, "flags only apply to tcp"),
+    ("pass in on em0 keep state (max 10, max 20)\n", 1,
+     "state option 'max' multiple definitions"),
+    ("set timeout tcp.closing 6, tcp.opening 6\n", 1, "syntax error"),
+    ("queue q on em0 bandwidth 1M default\npass set queue r\n", 2,
+     "queue r is not defined"),
+    ("table <t> { <u> }\n", 1, "tables cannot contain tables"),
 ])
 def test_errors_name_file_and_line(text, line, message):
     with pytest.raises(RuleSyntaxError) as exc:
@@ -128,3 +136,17 @@ def test_freebsd_translation_and_scrub_rules_number_apart():
     assert [(r.action, r.nr) for r in rs.rules] == [
         ("scrub", 0), ("nat", 0), ("rdr", 0), ("pass", 0)]
     assert rs.lookup(None, 0).action == "pass"
+
+
+@pytest.mark.parametrize("text", [
+    "pass in proto { udp tcp } flags S/SA\n",      # tcp in the list
+    "pass in proto udp flags any\n",
+    "set timeout { tcp.closing 6, tcp.opening 6 }\nset limit states 10\n",
+    "pass in label \"88\" tag t57\n",
+    "match on em0 from (em0:0) to any binat-to 10.0.0.1\n",
+    "pass set queue r\n",                           # no queues: not checked
+    "table <t> persist { 10/8 !10.1.0.0/16 lo0 }\n",
+    "pass in divert-to 127.0.0.1 port 8025\n",
+])
+def test_neighbours_of_rejected_rules_still_load(text):
+    assert parse_pfconf(text, "stdin").rules is not None

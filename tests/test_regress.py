@@ -2,8 +2,9 @@
 against what OpenBSD's pfctl printed (tests/fixtures/pfctl-regress)."""
 import pytest
 
-from regress_support import (REGRESS, cases, diff, expanded, loaded, printed,
-                             reachable, rejected_line)
+from regress_support import (REGRESS, cases, diff, expanded, loaded,
+                             pfctl_messages, printed, reachable, rejected,
+                             rejected_line)
 
 PF = [c for c in cases("pf[0-9]*.in") + cases("pfopt*.in") if "." not in c]
 LOADED = [c for c in PF if (REGRESS / f"{c}.loaded").exists()]
@@ -60,17 +61,14 @@ def test_optimized_parses(stem):
     assert all(r.nr is not None for r in rs.rules)
 
 
-# Rejections pfctl makes that we do not (yet) make, each with its reason.
-PFAIL_XFAIL = {
-    "pfail11": "set timeout/limit lists without braces: not checked yet",
-    "pfail43": "table definitions are skipped, not checked",
-    "pfail47": "set hostid is not read",
-    "pfail54": "queue definitions are skipped: set queue names unchecked",
-    "pfail62": "queue definitions are skipped: bandwidth/flows unchecked",
-}
-
-
-@pytest.mark.parametrize("stem", marked(PFAIL, PFAIL_XFAIL))
+@pytest.mark.parametrize("stem", PFAIL)
 def test_pfail_rejected_at_line(stem):
     want, got = rejected_line(stem)
     assert want is not None and got == want
+
+
+@pytest.mark.parametrize("stem", PFAIL)
+def test_pfail_message_is_one_pfctl_prints(stem):
+    """pfctl prints several messages for one error; ours is one of them."""
+    _, (line, message) = rejected(stem)
+    assert message in pfctl_messages(stem)
