@@ -1,7 +1,7 @@
 """List expansion and numbering of pf.conf rules, in pfctl's order.
 
 parse.y's expand_rule() nests its loops interface, proto, icmp-type,
-src host, src port, dst host, dst port, uid, gid; it drops combinations
+src host, dst host, src port, dst port, uid, gid (pf4.ok shows it); it drops combinations
 whose address families disagree and numbers each kept rule in turn.  The
 rule's address family is first decided from the host lists
 (decide_address_family) and from translation addresses
@@ -229,11 +229,11 @@ def expand(spec, rs, anchor, tok, text, interfaces=None, last=None):
         af = "inet6"
     combos = itertools.product(
         spec.get("ifaces") or [None], spec.get("protos") or [None],
-        icmp_items, src_hosts, src_ports or [None], dst_hosts,
+        icmp_items, src_hosts, dst_hosts, src_ports or [None],
         dst_ports or [None], spec.get("uids") or [None],
         spec.get("gids") or [None])
     rules = []
-    for iface, proto, itype, sh, sp, dh, dp, uid, gid in combos:
+    for iface, proto, itype, sh, dh, sp, dp, uid, gid in combos:
         if (af and sh.af and af != sh.af) or (af and dh.af and af != dh.af) \
                 or (sh.af and dh.af and sh.af != dh.af):
             continue

@@ -36,7 +36,7 @@ def test_expansion_order_and_numbers():
     main = [r for r in rs.rules if r.anchor == ""]
     assert [r.nr for r in main] == list(range(len(main)))
     assert rs.source == "pf.conf" and rs.warnings == []
-    # interface, proto, src host, src port, dst host, dst port: pfctl's order
+    # interface, proto, src host, dst host, src port, dst port: pfctl's order
     out = [(r.proto, r.dst.port.lo) for r in main[1:5]]
     assert out == [(("tcp",), 53), (("tcp",), 80), (("udp",), 53),
                    (("udp",), 80)]

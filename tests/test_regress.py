@@ -19,13 +19,12 @@ EXPAND_XFAIL = {
     "pf103": "rules of a `load anchor` nobody calls: printed by pfctl -nv",
     "pf113": "pfctl turns inline { } host lists into __automatic_ tables",
     "pf25": "antispoof is skipped (needs interface networks)",
-    "pf4": "port lists with the same name twice: pfctl order not modelled",
     "pf47": "0/0 prints as any yet fixes the address family",
     "pf65": "queue definitions decide which rules load; not modelled",
     "pf84": "max-src-nodes with bare source-track: pfctl's choice not modelled",
 }
 NUMBER_XFAIL = {k: v for k, v in EXPAND_XFAIL.items()
-                if k in ("pf25", "pf4", "pf47", "pf65", "pf84")}
+                if k in ("pf25", "pf47", "pf65", "pf84")}
 NUMBER_XFAIL["pf35"] = "pf35.loaded lists another ruleset than pf35.in (stale)"
 
 
