@@ -9,6 +9,7 @@ build_strict() maps a grammar.RECORD match (old formats, FreeBSD/pfSense
 extra lines, oddities) onto the same tuple, so both paths build alike.
 """
 
+from itertools import chain
 from typing import NamedTuple
 
 from . import grammar as g
@@ -93,10 +94,11 @@ class State:
 
 _new_host = tuple.__new__
 
-# "%.2u" hours -> seconds, any digit count; "%.2u:%.2u" minutes:seconds -> seconds.
-_HOURS = t_.Memo(lambda h: int(h) * 3600)
-_HOURS.update({f"{h:02d}": h * 3600 for h in range(100)})
-_MMSS = {f"{m:02d}:{s:02d}": m * 60 + s for m in range(100) for s in range(100)}
+# "%.2u" hours -> seconds, any digit count; "%.2u:%.2u" minutes:seconds -> seconds
+# (pfctl prints both below 60; the 3600 it prints are one compact table).
+_HOURS = t_.Memo(lambda h: int(h) * 3600, {f"{h:02d}": h * 3600 for h in range(100)})
+_MMSS = t_.Memo(lambda ms: int(ms[:2]) * 60 + int(ms[3:]),
+                {f"{m:02d}:{s:02d}": m * 60 + s for m in range(60) for s in range(60)})
 
 
 def _rd_host(text, port):
@@ -132,15 +134,70 @@ def _host_parts(text):
 def build_into(records, line, base, append):
     """append() a State per grammar.FAST_FIELDS tuple (absent groups "" or
     None); return the line number after them. Each record has base lines
-    besides its tcp and origif ones. The hot loop: inlined on purpose."""
-    new_host, protocols, pflow_of = _new_host, t_.PROTOCOLS, t_.PFLOW
-    hours, mmss, shared, number = _HOURS, _MMSS, t_.SHARED, t_.NUMBER
-    for (ifname, proto_t, La, Lp4, Lp6, LXa, LXp4, LXp6, gw1, arrow, Ra, Rp4, Rp6,
+    besides its tcp and origif ones. The hot loop: inlined on purpose, and its
+    words looked up in the memos' plain caches; a word missing there is
+    learnt (_learn) and the record built again."""
+    records = iter(records)
+    failed, tries = None, 0
+    while True:
+        try:
+            return _build(records, line, base, append)
+        except _Missing as exc:
+            rec, line = exc.args
+            tries = tries + 1 if rec is failed else 1
+            if tries > 2:   # learning may evict one word of the record: twice at most
+                raise KeyError(rec) from exc
+            failed = rec
+            _learn(*rec)
+            records = chain((rec,), records)
+
+
+class _Missing(Exception):
+    """A record's word is not in a memo's cache yet: (record, its line)."""
+
+
+def _learn(ifname, proto_t, La, Lp4, Lp6, LXa, LXp4, LXp6, gw1, arrow, Ra, Rp4, Rp6,
+           RXa, RXp4, RXp6, gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1,
+           b0, b1, anchor, rule, opts, id_, creatorid, idx, origif):
+    """Put the record's words into the caches _build() reads (ValueError if
+    pfctl would not print them)."""
+    t_.SHARED[ifname]
+    t_.PROTOCOLS[proto_t][2][state_text]
+    if age_h:
+        _HOURS[age_h], _HOURS[exp_h], _MMSS[age_ms], _MMSS[exp_ms]
+    if anchor:
+        t_.NUMBER[anchor]
+    if rule:
+        t_.NUMBER[rule]
+    if opts:
+        t_.PFLOW[opts]
+    if creatorid:
+        t_.SHARED[creatorid]
+
+
+def _build(records, line, base, append):
+    new_host, protocols, pflow_of = _new_host, t_.PROTOCOLS.cache, t_.PFLOW.cache
+    hours, mmss, shared, number = _HOURS.cache, _MMSS.cache, t_.SHARED.cache, t_.NUMBER.cache
+    for rec in records:
+        (ifname, proto_t, La, Lp4, Lp6, LXa, LXp4, LXp6, gw1, arrow, Ra, Rp4, Rp6,
          RXa, RXp4, RXp6, gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1,
-         b0, b1, anchor, rule, opts, id_, creatorid, idx, origif) in records:
+         b0, b1, anchor, rule, opts, id_, creatorid, idx, origif) = rec
+        try:
+            ifname = shared[ifname]
+            proto, proto_name, levels = protocols[proto_t]
+            lv, rv, state_text = levels.cache[state_text]
+            if age_h:
+                age = hours[age_h] + mmss[age_ms]
+                expires = hours[exp_h] + mmss[exp_ms]
+            anchor = number[anchor] if anchor else None
+            rule = number[rule] if rule else None
+            pflow, opts = pflow_of[opts] if opts else (False, "")
+            creatorid = shared[creatorid] if creatorid else None
+        except KeyError:
+            raise _Missing(rec, line) from None
         st = State()
-        st.ifname = ifname = shared[ifname]
-        st.proto, st.proto_name, levels = protocols[proto_t]
+        st.ifname = ifname
+        st.proto, st.proto_name, st.state_text = proto, proto_name, state_text
         p = Lp4 or Lp6
         left = new_host(Host, (La, int(p) if p else 0, 0) if La[0] != "(" else _rd_host(La, p))
         p = Rp4 or Rp6
@@ -163,7 +220,6 @@ def build_into(records, line, base, append):
         else:
             right_x = right
         st.nat = nat
-        lv, rv, state_text = levels[state_text]
         if arrow == "<-":
             st.direction = "in"
             st.stack_dst, st.wire_dst, st.stack_src, st.wire_src = left, left_x, right, right_x
@@ -181,7 +237,6 @@ def build_into(records, line, base, append):
             st.wire_src, st.stack_src, st.wire_dst, st.stack_dst = left, left_x, right, right_x
             st.af = st.stack_af = "inet6" if l6 else "inet"
             st.src_state, st.dst_state = lv, rv
-        st.state_text = state_text
         nl = base
         if seq:
             st._tcp = seq
@@ -189,23 +244,19 @@ def build_into(records, line, base, append):
         else:
             st._tcp = None
         if age_h:
-            st.age_s = hours[age_h] + mmss[age_ms]
-            st.expires_in_s = hours[exp_h] + mmss[exp_ms]
+            st.age_s = age
+            st.expires_in_s = expires
             st.packets = (int(p0), int(p1))
             st.bytes = (int(b0), int(b1))
         else:
             st.age_s = st.expires_in_s = None
             st.packets = st.bytes = (0, 0)
-        st.anchor = number[anchor] if anchor else None
-        st.rule = number[rule] if rule else None
-        if opts:
-            st.pflow = pflow_of[opts]
-            st._flags = opts
-        else:
-            st.pflow = False
-            st._flags = ""
+        st.anchor = anchor
+        st.rule = rule
+        st.pflow = pflow
+        st._flags = opts
         st.id = id_ or None
-        st.creatorid = shared[creatorid] if creatorid else None
+        st.creatorid = creatorid
         if origif:
             st.orig_ifname = origif
             nl += 1

@@ -9,22 +9,29 @@ the bulk parser pays one dict lookup per field. Sources as in grammar.py.
 
 from . import grammar as g
 
-# Memo dicts stop growing here; beyond it values are computed, not stored.
+# A memo's cache starts over when it reaches this size.
 _MEMO_MAX = 1 << 16
 
 
-class Memo(dict):
-    """text -> compute(text), computed on first lookup."""
-    __slots__ = ("compute",)
+class Memo:
+    """text -> compute(text), computed on first lookup and kept in .cache: a
+    plain dict, which the bulk parser indexes directly (a dict subclass with
+    __missing__ costs a slow __getitem__ call per lookup), learning a missing
+    key here on KeyError."""
+    __slots__ = ("cache", "compute")
 
-    def __init__(self, compute):
-        super().__init__()
+    def __init__(self, compute, cache=()):
+        self.cache = dict(cache)
         self.compute = compute
 
-    def __missing__(self, key):
+    def __getitem__(self, key):
+        cache = self.cache
+        if key in cache:
+            return cache[key]
         v = self.compute(key)
-        if len(self) < _MEMO_MAX:
-            self[key] = v
+        if len(cache) >= _MEMO_MAX:
+            cache.clear()
+        cache[key] = v
         return v
 
 
@@ -114,8 +121,9 @@ SHARED = Memo(str)
 # Numbers many states print alike (rule, anchor) -> int.
 NUMBER = Memo(int)
 
-# The text after `rule N` (", tok, tok") -> whether a token is "pflow".
-PFLOW = Memo(lambda opts: "pflow" in opts[2:].split(g.OPT_SEP))
+# The text after `rule N` (", tok, tok") -> (whether a token is "pflow", the
+# text shared by all states that print it).
+PFLOW = Memo(lambda opts: ("pflow" in opts[2:].split(g.OPT_SEP), opts))
 
 
 # ---- the id line's extras ---------------------------------------------------
@@ -201,37 +209,13 @@ def _named_level(proto, name):
     return table.get(name)      # "?" (FreeBSD sctp_state_name default) -> None
 
 
-class _Protocol(dict):
-    """Memo of levels() for one protocol: state text -> (left, right, the
-    text), the text shared by all states that print it."""
-    __slots__ = ("num",)
-
-    def __init__(self, num):
-        super().__init__()
-        self.num = num
-
-    def __missing__(self, text):
-        v = (*levels(self.num, text), text)
-        if len(self) < _MEMO_MAX:
-            self[text] = v
-        return v
+def _protocol(word):
+    """p_name (or "%u") as printed -> (number, p_name or None, levels memo:
+    state text -> (left, right, the text shared by all states that print it))."""
+    num = g.PROTOCOLS.get(word)
+    if num is None:
+        num, word = (int(word), None) if word.isdigit() else (-1, word)
+    return num, word, Memo(lambda text: (*levels(num, text), text))
 
 
-class _Protocols(dict):
-    """p_name (or "%u") as printed -> (number, p_name or None, _Protocol)."""
-    __slots__ = ()
-
-    def __missing__(self, word):
-        num = g.PROTOCOLS.get(word)
-        if num is not None:
-            v = (num, word, _Protocol(num))
-        elif word.isdigit():
-            v = (int(word), None, _Protocol(int(word)))
-        else:
-            v = (-1, word, _Protocol(-1))
-        if len(self) < 1024:
-            self[word] = v
-        return v
-
-
-PROTOCOLS = _Protocols()
+PROTOCOLS = Memo(_protocol)
