@@ -81,6 +81,7 @@ RECORD = re.compile(
 # instead of "?": cheaper in sre). Every sre group costs time per record, so
 # groups are few: print_host() is ("(rd) addr", ":port", "[port]") with the
 # address form checked here (inet: never followed by "["; inet6: two colons);
+# the arrow is "<" or "" (a one-character str costs sre no allocation);
 # the tcp line is captured whole and split only when State.tcp is read
 # (SEQ_BODY). Shorter verbosities end in empty groups so that all three give
 # FAST_FIELDS. Whatever this does not take goes through RECORD.
@@ -88,7 +89,7 @@ _FAST_ADDR = r"(?:\d++\.\d++\.\d++\.\d++(?!\[)|[0-9a-f]*+:[0-9a-f.]*+:[0-9a-f:.]
 _FAST_HOST = r"((?:\(\d++\) |)" + _FAST_ADDR + r")(?::(\d++)|\[(\d++)\]|)"
 _FAST_HEAD = (
     r"^([^ \n]+) ([^ \n]+) " + _FAST_HOST + r"(?: \(" + _FAST_HOST + r"\)|)"
-    r"(?: \{([^}\n]+)\}|) (->|<-) " + _FAST_HOST + r"(?: \(" + _FAST_HOST + r"\)|)"
+    r"(?: \{([^}\n]+)\}|) (?:->|(<)-) " + _FAST_HOST + r"(?: \(" + _FAST_HOST + r"\)|)"
     r"(?: \{([^}\n]+)\}|) {7}([^\n]+)\n")
 _SEQ_PEER = r"\[\d++ \+ \d++\](?:\(\+\d++\)|)(?: wscale \d++|)"
 _FAST_SEQ = r"(?:   (" + _SEQ_PEER + "  " + _SEQ_PEER + r")\n|)"

@@ -220,7 +220,7 @@ def _build(records, line, base, append):
         else:
             right_x = right
         st.nat = nat
-        if arrow == "<-":
+        if arrow:   # "<": printed "<-"
             st.direction = "in"
             st.stack_dst, st.wire_dst, st.stack_src, st.wire_src = left, left_x, right, right_x
             st.af = "inet6" if ":" in right_x[0] else "inet"
@@ -313,7 +313,8 @@ def build_strict(m, line):
     age_h, _, age_ms = (m["age"] or "").partition(":")
     exp_h, _, exp_ms = (m["exp"] or "").partition(":")
     gr = (m["ifname"], m["proto"], *_host_parts(left), *_host_parts(left_x), m["gw1"],
-          m["arrow"], *_host_parts(host("R")), *_host_parts(host("RX")), m["gw2"],
+          "<" if m["arrow"] == "<-" else "",
+          *_host_parts(host("R")), *_host_parts(host("RX")), m["gw2"],
           m["state"], seq, age_h, age_ms, exp_h, exp_ms,
           *m.group("p0", "p1", "b0", "b1"), anchor, rule, opts,
           *m.group("id", "creatorid", "idx", "origif"))
