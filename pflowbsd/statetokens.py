@@ -3,8 +3,8 @@
 Strategy: every word pfctl prints from a fixed table (state level names, the
 `, token`s after the counters, the extras of the id line, `%.2u:%.2u:%.2u`
 durations) is looked up, not re-parsed: dispatch dicts for tokens, and
-bounded memo dicts (text -> value) for what repeats from state to state, so
-the bulk parser pays one dict lookup per field. Sources as in grammar.py.
+bounded memos (text -> value, kept in a plain dict) for what repeats from
+state to state, so the bulk parser pays one dict lookup per field. Sources as in grammar.py.
 """
 
 from . import grammar as g

@@ -431,3 +431,21 @@ def test_parse_record_fast_and_strict_agree():
     assert parse_record(text, 0, end1, 1) == a
     assert parse_record(text, end1, len(text), 5) == b
     assert b.route["addr"] == "192.0.2.9" and b.nlines == 5
+
+
+def test_memo_caches_that_start_over_still_build_every_state(monkeypatch):
+    """The hot loop reads the memos' plain caches and learns a missing word;
+    with caches of two entries, learning one word evicts the others."""
+    from pflowbsd import statetokens
+    text = "".join(REC.format(n=n).replace("all tcp", f"em{n} tcp")
+                   .replace("rule 0", f"rule {n}, pflow" if n % 2 else f"rule {n}")
+                   .replace("1a2b3c4d", f"{n:08x}") for n in range(40))
+    expected = parse_states(text).states
+    monkeypatch.setattr(statetokens, "_MEMO_MAX", 2)
+    for memo in (statetokens.SHARED, statetokens.NUMBER, statetokens.PFLOW):
+        memo.cache.clear()
+    states = parse_states(text).states
+    assert states == expected and len(states) == 40
+    assert [s.ifname for s in states] == [f"em{n}" for n in range(40)]
+    assert [s.pflow for s in states] == [n % 2 == 1 for n in range(40)]
+    assert len(statetokens.SHARED.cache) <= 2
