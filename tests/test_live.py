@@ -90,11 +90,12 @@ def decode_v5(datagrams):
     return sorted(out)
 
 
-def run_live(script: str, until: int, words=(), path: str | None = None
+def run_live(script: str, until: int, words=(), path: str | None = None, before_term=None
              ) -> tuple[int, list[bytes], list[bytes], str]:
     """Run the daemon until the stand-in has served `until` snapshots, then SIGTERM it:
     (exit status, datagrams before the signal, datagrams after it, stderr).  `words`
-    are more PARAMs; `path` goes before PATH (stand-in ifconfig and the like)."""
+    are more PARAMs; `path` goes before PATH (stand-in ifconfig and the like);
+    before_term(proc) runs just before the SIGTERM."""
     with rd.listener() as s:
         env = {**os.environ, "PYTHONPATH": str(rd.ROOT)}
         if path:
@@ -107,6 +108,8 @@ def run_live(script: str, until: int, words=(), path: str | None = None
                 if polls(script) >= until or proc.poll() is not None:
                     break
                 time.sleep(0.05)
+            if before_term:
+                before_term(proc)
             before = rd.drain(s)
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=10)
@@ -176,23 +179,10 @@ def test_check_mode_reads_the_rules_and_exits(tmp_path):
 
 def test_siginfo_or_usr1_logs_the_statistics(tmp_path):
     script = standin(tmp_path, [a() + b()], last=a())
-    with rd.listener() as s:
-        proc = subprocess.Popen([sys.executable, "-m", "pflowbsd", "-d", "-t", "0.3", "--pfctl", script,
-                                 "flowdst", f"127.0.0.1:{s.getsockname()[1]}"],
-                                stderr=subprocess.PIPE, text=True, cwd=rd.ROOT,
-                                env={**os.environ, "PYTHONPATH": str(rd.ROOT)})  # fmt: skip
-        try:
-            for _ in range(200):  # bounded: 10 s
-                if polls(script) >= 2:
-                    break
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGUSR1)
-            time.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, err
+
+    def usr1(proc):
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+    status, _before, _after, err = run_live(script, until=2, before_term=usr1)
+    assert status == 0, err
     assert "statistics: polls=" in err and "expired=1" in err.split("statistics:")[1], err
