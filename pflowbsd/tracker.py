@@ -37,7 +37,6 @@ NAT_PORTS = struct.Struct("<HH")
 NATTED, INET6 = 0x01, 0x02
 _FIRST = 6  # first, then last
 _TIMES = struct.Struct("<qq")
-_COUNTERS = struct.Struct("<QQQQ")
 
 
 def _pflow_keys(st):
@@ -158,7 +157,7 @@ class Tracker:
                 pos = text.find(t, pos)
                 spans.append((t, *_record_at(text, pos)))
         else:
-            up, cur, spans = self._slow(text, complete)
+            up, cur, spans = self._slow(text, complete, tails, cur)
         if not spans and len(cur) == len(self.entries):
             old = {}  # nothing new and nothing missing: the usual quiet poll
         else:
@@ -197,16 +196,15 @@ class Tracker:
         self.stats["exported"] += len(up.expired)
         return up
 
-    def _slow(self, text: str, complete: bool):
+    def _slow(self, text: str, complete: bool, tails: list[str], distinct: set[str]):
         """A table the counts do not vouch for.  The validating scan names what is wrong
         (logged and counted); the snapshot is still whole, and may expire states, when
         every state line in it came with its counters and id, i.e. only lines that are
         not states were skipped.  Otherwise it updates what it can and expires nothing."""
         sc = pfstates.scan(text)
         up = Update(errors=list(sc.errors), states=len(sc.records))
-        tails = TAIL.findall(text)
         up.partial = (not complete or sc.truncated or not text.endswith("\n")
-                      or len(tails) != _state_lines(text) or len(set(tails)) != len(tails))
+                      or len(tails) != _state_lines(text) or len(distinct) != len(tails))
         cur, spans = set(), []
         for _key, _head, _counters, start, end in sc.records:
             m = TAIL.search(text, start, end)
@@ -220,7 +218,7 @@ class Tracker:
             cur.add(t)
             if t not in self.entries:
                 spans.append((t, start, end))
-        if len(cur) != len(set(tails)):
+        if len(cur) != len(distinct):
             up.partial = True  # a tail outside the records the scan accepted
         return up, cur, spans
 
@@ -228,13 +226,13 @@ class Tracker:
         if old is None:
             self.entries[t] = None  # tracked, not selected: nothing to keep
             return
-        first = ENTRY.unpack_from(old)[4]
+        *_, first, _last, p0, p1, b0, b1 = ENTRY.unpack_from(old)
         rule = self.rules.get(t[-KEY:]) if st.rule is None else None
         last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        entry = pack_entry(st, first, max(first, int(last)))
-        p = _COUNTERS.unpack_from(old, 22)
-        q = (st.packets[0], st.packets[1], st.bytes[0], st.bytes[1])
-        if _key_part(entry) != _key_part(old) or any(b < a for a, b in zip(p, q)):
+        entry = pack_entry(st, first, int(last))
+        went_down = (st.packets[0] < p0 or st.packets[1] < p1
+                     or st.bytes[0] < b0 or st.bytes[1] < b1)
+        if _key_part(entry) != _key_part(old) or went_down:
             # Same (creatorid, id), another connection: the old one ended.
             self.stats["restarted"] += 1
             up.expired.append(self._final(old, poll))
@@ -250,7 +248,7 @@ class Tracker:
             self.rules[t[-KEY:]] = rule
         first = int(poll) - (st.age_s or 0)
         last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        return pack_entry(st, first, max(first, int(last)))
+        return pack_entry(st, first, int(last))  # _final() clamps it into [First, gone]
 
     @staticmethod
     def _final(entry: bytes, seen_gone: float) -> tuple[Flow, Flow]:
