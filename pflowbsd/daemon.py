@@ -73,17 +73,16 @@ class Pfctl:
         return self.run("-a", "*", "-sr", "-vv")
 
 
-def boottime() -> tuple[int, str]:
+def boottime() -> int:
     """The kernel's boot time, whole epoch seconds, so that uptimes match pf's."""
     try:
         out = str(sh.sysctl("-n", "kern.boottime", _tty_out=False, _timeout=5))
         bt = timeouts.parse_boottime(out)
         if bt:
-            return bt, out
+            return bt
     except Exception:  # not a BSD: no such sysctl, or no sysctl at all
         pass
-    now = int(time.time())
-    return now, f"{now}\n"
+    return int(time.time())
 
 
 class Sender:
@@ -150,13 +149,24 @@ class Sender:
             s.close()
 
 
+EXPORTER_WORDS = ("pflowproto", "mtu", "domain", "tmpl_interval", "nat")
+
+
+def exporter_for(cfg: Config) -> Exporter:
+    return Exporter(proto=cfg.pflowproto, mtu=cfg.mtu, domain=cfg.domain,
+                    tmpl_interval=cfg.tmpl_interval, nat=cfg.nat)
+
+
+def pfctl_for(cfg: Config) -> Pfctl:
+    return Pfctl(cfg.pfctl, timeout=max(30.0, cfg.interval * 3))
+
+
 class Pipeline:
     """tracker -> exporter -> sender, clocked by the caller."""
 
     def __init__(self, cfg: Config, tracker: Tracker, sender: Sender, boot: int):
         self.cfg, self.tracker, self.sender, self.boot = cfg, tracker, sender, boot
-        self.exporter = Exporter(proto=cfg.pflowproto, mtu=cfg.mtu, domain=cfg.domain,
-                                 tmpl_interval=cfg.tmpl_interval, nat=cfg.nat)
+        self.exporter = exporter_for(cfg)
         self.skipped_polls = 0
         self.not_master = 0  # expired states a CARP backup tracked but did not export
         self._last_complaint: tuple = ()
@@ -299,12 +309,11 @@ def replay(cfg: Config, folder: str) -> int:
 class Daemon:
     def __init__(self, cfg: Config, record: str | None = None, reload=None):
         self.cfg, self.reload = cfg, reload  # reload() -> a fresh Config (SIGHUP)
-        self.pf = Pfctl(cfg.pfctl, timeout=max(30.0, cfg.interval * 3))
+        self.pf = pfctl_for(cfg)
         self.record = Path(record) if record else None
         self.side = PfSide(cfg)
         self.pf_error: str | None = None  # the failure last logged
         self.carp_status: str | None = None
-        self.checksum: str | None = None
 
     def _pf(self, what: str) -> str | None:
         """One pfctl call; failures are logged once per change of state."""
@@ -320,10 +329,11 @@ class Daemon:
             self.pf_error = None
         return text
 
-    def load_side(self) -> None:
-        t, r, i = self._pf("timeouts"), self._pf("rules"), self._pf("info")
+    def load_side(self, info: str | None = None) -> None:
+        """Timeouts, rules and `-si -v` (unless the caller just read it) from pfctl."""
+        t, r = self._pf("timeouts"), self._pf("rules")
+        i = info if info is not None else self._pf("info")
         self.side.load(t, r, i)
-        self.checksum = self.side.info.checksum
         self.pipe.tracker.policy = self.side.policy()
         if self.record:
             for name, text in (("timeouts", t), ("rules", r), ("info", i)):
@@ -341,7 +351,7 @@ class Daemon:
             log.error("configuration not reloaded: %s", e)
             return
         old, self.cfg = self.cfg, cfg
-        self.pf = Pfctl(cfg.pfctl, timeout=max(30.0, cfg.interval * 3))
+        self.pf = pfctl_for(cfg)
         self.side = PfSide(cfg)
         self.pipe.tracker.select = self.side.select
         self.pipe.cfg = cfg
@@ -351,19 +361,17 @@ class Daemon:
             self.pipe.sender.close()
             self.pipe.sender = Sender(cfg.flowdst, cfg.flowsrc)
         self.pipe.sender.send(pending)
-        words = ("pflowproto", "mtu", "domain", "tmpl_interval", "nat")
-        if any(getattr(cfg, w) != getattr(old, w) for w in words):
-            self.pipe.exporter = Exporter(proto=cfg.pflowproto, mtu=cfg.mtu, domain=cfg.domain,
-                                          tmpl_interval=cfg.tmpl_interval, nat=cfg.nat)
+        if any(getattr(cfg, w) != getattr(old, w) for w in EXPORTER_WORDS):
+            self.pipe.exporter = exporter_for(cfg)
             self.pipe.start(wall)
 
     def poll(self) -> None:
         info = self._pf("info")
         if info is not None:
-            checksum = timeouts.parse_info(info).checksum
-            if checksum and self.checksum and checksum != self.checksum:
+            checksum, known = timeouts.parse_info(info).checksum, self.side.info.checksum
+            if checksum and known and checksum != known:
                 log.info("ruleset checksum changed: re-reading the rules")
-                self.load_side()
+                self.load_side(info)
         text = self._pf("states")
         wall = time.time()
         if text is None:
@@ -390,7 +398,7 @@ class Daemon:
         return status not in ("BACKUP", "INIT")
 
     def run(self) -> int:
-        boot, boot_text = boottime()
+        boot = boottime()
         if self.record:
             self.record.mkdir(parents=True, exist_ok=True)
             (self.record / "boottime").write_text(f"{boot}\n")

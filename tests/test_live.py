@@ -21,16 +21,18 @@ V5_RECORD = struct.Struct("!4s4s4sHHIIIIHHBBBBHHBBH")
 
 STANDIN = r"""#!/bin/sh
 # A stand-in pfctl: `-ss -vv` serves snap<N>.txt (N counts -ss calls; `last` when there
-# is no such file); `failN` makes every call of poll N fail as pfctl does.
+# is no such file), `-si -v` infoN or info; `failN` makes every call of poll N fail
+# as pfctl does; every call is logged to `calls` as "N args".
 D="$(dirname "$0")"
 echo "ALTQ related functions disabled" >&2
 n=$(cat "$D/n")
+echo "$n $*" >> "$D/calls"
 if [ "$*" = "-ss -vv" ]; then echo $((n + 1)) > "$D/n"; fi
 if [ -e "$D/fail$n" ]; then echo "pfctl: /dev/pf: Permission denied" >&2; exit 1; fi
 case "$*" in
   "-ss -vv") if [ -e "$D/snap$n.txt" ]; then cat "$D/snap$n.txt"; else cat "$D/last"; fi ;;
   "-st") cat "$D/timeouts" ;;
-  "-si -v") cat "$D/info" ;;
+  "-si -v") if [ -e "$D/info$n" ]; then cat "$D/info$n"; else cat "$D/info"; fi ;;
   "-a * -sr -vv") cat "$D/rules" ;;
   *) echo "pfctl: unexpected arguments: $*" >&2; exit 2 ;;
 esac
@@ -186,3 +188,18 @@ def test_siginfo_or_usr1_logs_the_statistics(tmp_path):
     status, _before, _after, err = run_live(script, until=2, before_term=usr1)
     assert status == 0, err
     assert "statistics: polls=" in err and "expired=1" in err.split("statistics:")[1], err
+
+
+def test_a_new_ruleset_checksum_rereads_the_rules_once(tmp_path):
+    script = standin(tmp_path, [a()], last=a())
+    pf = tmp_path / "pf"
+    (pf / "info2").write_text(rd.INFO.replace("3bd1e0f5", "0badc0de"))
+    for n in range(3, 12):  # the new checksum stays
+        (pf / f"info{n}").write_text(rd.INFO.replace("3bd1e0f5", "0badc0de"))
+    status, _before, _after, err = run_live(script, until=5)
+    assert status == 0, err
+    assert err.count("ruleset checksum changed") == 1, err
+    calls = (pf / "calls").read_text().splitlines()
+    # start: -st, -sr, -si; the reload at poll 2 reads -st and -sr, not -si again
+    assert [c for c in calls if c.startswith("2 ")] == ["2 -si -v", "2 -st", "2 -a * -sr -vv", "2 -ss -vv"]
+    assert sum(c.endswith("-sr -vv") for c in calls) == 2
