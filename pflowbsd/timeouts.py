@@ -29,7 +29,7 @@ DEFAULTS: dict[str, int] = {
 }
 
 # tcp_fsm.h levels, as pf keeps them per peer.
-CLOSED, LISTEN, SYN_SENT, SYN_RCVD, ESTABLISHED = 0, 1, 2, 3, 4
+CLOSED, SYN_SENT, ESTABLISHED = 0, 2, 4
 CLOSING, FIN_WAIT_2, TIME_WAIT = 7, 9, 10
 # PFUDPS_* / PFOTHERS_*
 NO_TRAFFIC, SINGLE, MULTIPLE = 0, 1, 2
@@ -133,6 +133,11 @@ def _other_or_sctp(st):
     return _udp_like("other")(st)
 
 
+# Where the text cannot tell two classes apart, the one the counters suggest, and the
+# one to take when `expires in` shows more time than the first allows: an ICMP error
+# charged to a state counts as a packet but does not move icmp.first to icmp.error.
+LONGER_ALTERNATIVE = {"icmp.error": "icmp.first"}
+
 CLASS_BY_PROTO = {6: _tcp_class, 17: _udp_like("udp"), 1: _icmp_class, 58: _icmp_class}
 
 
@@ -176,16 +181,17 @@ class Policy:
         else:
             start, end = self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]
             count = nstates
-        base = own.get(klass, self.timeouts.get(klass, DEFAULTS.get(klass, 0)))
-        t_eff = effective(base, count, start, end)
-        if klass == "icmp.error" and st.expires_in_s > t_eff:
-            # 1:k with more time left than icmp.error allows: still icmp.first (errors
-            # charged to a state do not move its timeout).
-            t_eff = effective(own.get("icmp.first", self.timeouts["icmp.first"]),
-                              count, start, end)
+        def t_eff(name: str) -> int:
+            base = own.get(name, self.timeouts.get(name, DEFAULTS.get(name, 0)))
+            return effective(base, count, start, end)
+
+        t = t_eff(klass)
+        if st.expires_in_s > t and klass in LONGER_ALTERNATIVE:
+            # Never a class whose timeout is below what `expires in` still shows.
+            t = t_eff(LONGER_ALTERNATIVE[klass])
         remaining = st.expires_in_s
-        if remaining > t_eff:
+        if remaining > t:
             # FreeBSD's netlink export sends the absolute uptime for a state past its
             # expiry but not yet purged (pf_nl.c dump_state): read it as 0.
             remaining = 0
-        return poll - (t_eff - remaining), True
+        return poll - (t - remaining), True
