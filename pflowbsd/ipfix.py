@@ -145,6 +145,8 @@ def _pack_plain(layout: struct.Struct) -> Callable[[Flow, Clock], bytes]:
 
 
 def _pack_nat(layout: struct.Struct) -> Callable[[Flow, Clock], bytes]:
+    # _pack_plain() with the four post-NAT values after the eighth, where _nat_fields()
+    # puts them; kept apart on purpose, as one packer splicing them costs ~7 % of IPFIX.
     pack = layout.pack
 
     def pack_flow(flow: Flow, now: Clock) -> bytes:
