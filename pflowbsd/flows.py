@@ -46,8 +46,4 @@ class Flow:
         return self.nat_src is not None
 
 
-def _pack(af: int, addr: str) -> bytes:
-    return socket.inet_pton(af, addr)
-
-
 AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}

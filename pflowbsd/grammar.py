@@ -156,8 +156,6 @@ SCTP_STATES = {"CLOSED": 0, "BOUND": 0x1000, "LISTEN": 0x2000, "COOKIE_WAIT": 2,
                "COOKIE_ECHOED": 4, "ESTABLISHED": 8, "SHUTDOWN_SENT": 0x10,
                "SHUTDOWN_RECEIVED": 0x20, "SHUTDOWN_ACK_SENT": 0x40,
                "SHUTDOWN_PENDING": 0x80}
-PF_TCPS_PROXY_SRC = 11
-PF_TCPS_PROXY_DST = 12
 BAD_STATE = re.compile(r"<BAD STATE LEVELS (\d+):(\d+)>")
 
 # getprotobynumber(): first name per number in the BSD /etc/protocols

@@ -33,7 +33,7 @@ ST_ORDER = ("tcp.first", "tcp.opening", "tcp.established", "tcp.closing", "tcp.f
             "icmp.first", "icmp.error", "other.first", "other.single", "other.multiple",
             "frag", "interval", "adaptive.start", "adaptive.end", "src.track")
 MASK32 = 0xFFFFFFFF
-NAT_ADDR, NAT_ADDR6 = "203.0.113.1", "2001:db8:1::1"
+NAT_ADDR = "203.0.113.1"
 
 
 @dataclass(slots=True)
