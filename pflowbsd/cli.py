@@ -143,18 +143,13 @@ def _number(args, opt: str, kind):
 
 def cmd_check(cfg: Config, args) -> int:
     """-n: the configuration, and the rules the selection will use."""
-    from pflowbsd.daemon import PfSide, Pfctl, PfctlError
+    from pathlib import Path
+
+    from pflowbsd.daemon import PfSide, pfctl_for, read_optional
 
     side = PfSide(cfg)
     replay = args["--replay"]
-    try:
-        if replay:
-            rules = _read_opt(os.path.join(replay, "rules"))
-        else:
-            rules = Pfctl(cfg.pfctl).rules()
-    except PfctlError as e:
-        print(f"pflowbsd: {e}", file=sys.stderr)
-        return 1
+    rules = read_optional(Path(replay) / "rules") if replay else pfctl_for(cfg).rules()
     side.load(None, rules, None)
     n = len(side.ruleset.rules) if side.ruleset else 0
     chosen = [r for r in side.ruleset.rules if side.selector.decide_rule(r)[0]] if n else []
@@ -162,14 +157,6 @@ def cmd_check(cfg: Config, args) -> int:
     print(f"pflowbsd: configuration OK: {cfg.instance} flowdst {dsts} pflowproto "
           f"{cfg.pflowproto}; {n} rules, {len(chosen)} select their states for export")
     return 0
-
-
-def _read_opt(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
 
 
 def cmd_daemon(args) -> int:

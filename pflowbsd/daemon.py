@@ -57,8 +57,10 @@ class Pfctl:
         except sh.TimeoutException:
             raise PfctlError(f"{self.path} {' '.join(args)}",
                              f"timed out after {self.timeout:g} s") from None
-        except (sh.CommandNotFound, OSError) as e:
-            raise PfctlError(self.path, str(e)) from None
+        except sh.CommandNotFound:
+            raise PfctlError(self.path, "command not found") from None
+        except OSError as e:
+            raise PfctlError(self.path, e.strerror or str(e)) from None
 
     def states(self) -> str:
         return self.run("-ss", "-vv")
@@ -268,7 +270,7 @@ def make_tracker(side: PfSide) -> Tracker:
 
 # --- replay --------------------------------------------------------------------------
 
-def _read(path: Path) -> str | None:
+def read_optional(path: Path) -> str | None:
     try:
         return path.read_text(errors="replace")
     except FileNotFoundError:
@@ -285,8 +287,8 @@ def replay(cfg: Config, folder: str) -> int:
         log.error("%s: no <unix-seconds>.states snapshots", folder)
         return 1
     side = PfSide(cfg)
-    side.load(_read(d / "timeouts"), _read(d / "rules"), _read(d / "info"))
-    boot = timeouts.parse_boottime(_read(d / "boottime") or "")
+    side.load(read_optional(d / "timeouts"), read_optional(d / "rules"), read_optional(d / "info"))
+    boot = timeouts.parse_boottime(read_optional(d / "boottime") or "")
     if boot is None:
         first = parse_states(snaps[0][1].read_text(errors="replace")).states
         boot = snaps[0][0] - max((s.age_s or 0 for s in first), default=0)
