@@ -118,7 +118,8 @@ class Exporter:
     stats: flows (records added, split chunks included: pflowstats.pflow_flows),
     datagrams (every datagram returned, templates included: pflow_packets), templates,
     skipped_v6 (IPv6 states a v5 exporter dropped), split_records (extra v5 records made
-    by splitting counters above 0xffffffff).  An mtu below 72 is refused as SIOCSIFMTU
+    by splitting counters above 0xffffffff), split_clamped (states whose counters
+    passed SPLIT_CAP and were cut to it).  An mtu below 72 is refused as SIOCSIFMTU
     refuses it; above 2048 it is clamped.
     """
 
