@@ -137,6 +137,11 @@ IGNORED = {"up": False, "down": False, "create": False, "destroy": False,
 SELECT_ARGS = {"all": 0, "label": 1, "interface": 1, "rule": 1}
 
 
+def _quoted(word: str) -> str:
+    """Double quotes that shlex (POSIX) reads back as the same word."""
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _select(tokens: list[str], i: int) -> tuple[str, int]:
     """`select all | label PAT | interface IF | rule N | rule ANCHOR N` -> (line, next i)."""
     if i >= len(tokens) or tokens[i] not in SELECT_ARGS:
@@ -148,7 +153,7 @@ def _select(tokens: list[str], i: int) -> tuple[str, int]:
     args = tokens[i + 1:i + 1 + n]
     if len(args) < n or (kind == "rule" and not args[-1].isdigit()):
         raise ConfigError(f"select {kind}: missing or bad argument")
-    quoted = [f'"{a}"' if kind in ("label", "rule") and not a.isdigit() else a for a in args]
+    quoted = [_quoted(a) if kind in ("label", "rule") and not a.isdigit() else a for a in args]
     return " ".join([kind, *quoted]), i + 1 + n
 
 

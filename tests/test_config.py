@@ -101,3 +101,15 @@ def test_removal_words():
     cfg = words("flowsrc", "10.0.0.1", "flowdst", "10.0.0.2:1", "-flowsrc", "-flowdst",
                 "flowdst", "10.0.0.3:2")
     assert cfg.flowsrc is None and cfg.flowdst == [("10.0.0.3", 2)]
+
+
+def test_select_words_reach_the_selector_as_written():
+    from pflowbsd.selection import Selector
+
+    text = """select label 'say "hi"*'
+select label 'back\\slash'
+select rule "relayd/www" 4
+"""
+    cfg = apply_file(Config(), text, "f")
+    assert Selector.from_config(cfg.select).tests == [
+        ("label", 'say "hi"*'), ("label", "back\\slash"), ("rule", ("relayd/www", 4))]
