@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pflowbsd.export import Exporter  # noqa: E402
+from pflowbsd.export.exporter import Exporter  # noqa: E402
 from pflowbsd.flows import Clock, Flow  # noqa: E402
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pflowbsd import states  # noqa: E402
-from pflowbsd.export import Exporter  # noqa: E402
+from pflowbsd.export.exporter import Exporter  # noqa: E402
 from pflowbsd.flows import Clock  # noqa: E402
 from pflowbsd.tracker import Tracker  # noqa: E402
 

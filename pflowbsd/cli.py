@@ -73,7 +73,7 @@ def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
         if data[:2] == b"\x1f\x8b":  # a saved table, gzipped
             data = gzip.decompress(data)
         return data.decode(errors="replace")
-    from pflowbsd.daemon import Pfctl
+    from pflowbsd.shell.daemon import Pfctl
 
     return Pfctl(pfctl).run(*pfctl_args)
 
@@ -99,14 +99,14 @@ def load_config(args) -> Config:
 
 
 def cmd_states(args) -> int:
-    from pflowbsd.states import cmd_states as body
+    from pflowbsd.pf.states import cmd_states as body
 
     text = _input(args["FILE"], args["--pfctl"] or "pfctl", "-ss", "-vv")
     return body(text, args["--json"], sys.stdout, sys.stderr)
 
 
 def cmd_rules(args) -> int:
-    from pflowbsd.selection import cmd_rules as body
+    from pflowbsd.rules.select import cmd_rules as body
 
     name = args["FILE"] or "pfctl -sr"
     text = _input(args["FILE"], args["--pfctl"] or "pfctl", "-a", "*", "-sr", "-vv")
@@ -120,14 +120,14 @@ def cmd_rules(args) -> int:
 
 
 def cmd_dump(args) -> int:
-    from pflowbsd.dump import cmd_dump as body
+    from pflowbsd.collector.dump import cmd_dump as body
 
     count = _number(args, "-c", int) if args["-c"] else None
     return body(args["-l"], args["--json"], args["-r"], count, sys.stdout, sys.stderr)
 
 
 def cmd_demo(args) -> int:
-    from pflowbsd.demo import cmd_demo as body
+    from pflowbsd.sim.demo import cmd_demo as body
 
     return body(rate=_number(args, "--rate", float), duration=_number(args, "--duration", float),
                 proto=_number(args, "--proto", int), port=_number(args, "--port", int),
@@ -145,7 +145,7 @@ def cmd_check(cfg: Config, args) -> int:
     """-n: the configuration, and the rules the selection will use."""
     from pathlib import Path
 
-    from pflowbsd.daemon import PfSide, pfctl_for, read_optional
+    from pflowbsd.shell.daemon import PfSide, pfctl_for, read_optional
 
     side = PfSide(cfg)
     replay = args["--replay"]
@@ -160,7 +160,7 @@ def cmd_check(cfg: Config, args) -> int:
 
 
 def cmd_daemon(args) -> int:
-    from pflowbsd import daemon
+    from pflowbsd.shell import daemon
 
     cfg = load_config(args)
     check(cfg)
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:  # a pfctl that fails, an unreadable FILE: one line, not a trace
-        from pflowbsd.daemon import PfctlError
+        from pflowbsd.shell.daemon import PfctlError
 
         if isinstance(e, (PfctlError, OSError)):
             print(f"pflowbsd: {e}", file=sys.stderr)

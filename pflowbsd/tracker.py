@@ -21,10 +21,10 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from pflowbsd import grammar
-from pflowbsd import states as pfstates
+from pflowbsd.pf import grammar
+from pflowbsd.pf import states as pfstates
 from pflowbsd.flows import AF, Flow
-from pflowbsd.timeouts import DEFAULTS, Policy
+from pflowbsd.pf.timeouts import DEFAULTS, Policy
 
 # The packed per-state entry:
 #   0 flags B (NATTED, INET6)   1 proto B

@@ -2,8 +2,8 @@
 import re
 from pathlib import Path
 
-from pflowbsd.pfconf import parse_pfconf
-from pflowbsd.rules import RuleSyntaxError, parse_listing
+from pflowbsd.rules.pfconf import parse_pfconf
+from pflowbsd.rules.model import RuleSyntaxError, parse_listing
 
 REGRESS = Path(__file__).parent / "fixtures" / "pfctl-regress"
 

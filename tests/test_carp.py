@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pflowbsd.carp import parse_status
+from pflowbsd.pf.carp import parse_status
 from pflowbsd.config import Config, ConfigError, apply_words
 from test_live import a, b, c, decode_v5, flows_of, run_live, standin
 

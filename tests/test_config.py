@@ -104,7 +104,7 @@ def test_removal_words():
 
 
 def test_select_words_reach_the_selector_as_written():
-    from pflowbsd.selection import Selector
+    from pflowbsd.rules.select import Selector
 
     text = """select label 'say "hi"*'
 select label 'back\\slash'

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pflowbsd import demo
-from pflowbsd.demo import cmd_demo
-from pflowbsd.simpf import SimPf
+from pflowbsd.sim import demo
+from pflowbsd.sim.demo import cmd_demo
+from pflowbsd.sim.simpf import SimPf
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\+\d\d:\d\d  (\S+) +(\S+) -> (\S+) +(\d+) +(\d+) +(\d+:\d\d:\d\d)(?:  (.*))?$")

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pflowbsd.dump import Decoder, Malformed, _Sink, cmd_dump, format_flow, read_pcap, serve
+from pflowbsd.collector.dump import Decoder, Malformed, _Sink, cmd_dump, format_flow, read_pcap, serve
 from tests.peers import free_udp_port, require, tshark_fields, udp_packet, write_pcap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -466,7 +466,7 @@ def test_human_line_and_json_keys():
 # --- the listener, as a process ------------------------------------------------------------
 
 def _spawn(listen):
-    code = ("import sys; from pflowbsd.dump import cmd_dump; "
+    code = ("import sys; from pflowbsd.collector.dump import cmd_dump; "
             f"sys.exit(cmd_dump({listen!r}, True, None, None, sys.stdout, sys.stderr))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -12,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pflowbsd import ipfix, v5
-from pflowbsd.export import Exporter
+from pflowbsd.export import ipfix
+
+from pflowbsd.export import v5
+from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, Flow
 
 from peers import nfcapd, require, tshark_fields, write_pcap

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from pflowbsd import ipfix
+from pflowbsd.export import ipfix
 from pflowbsd.flows import Clock, Flow
 
 A4, B4 = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 7])

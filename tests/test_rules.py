@@ -2,8 +2,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from pflowbsd.rulegrammar import Host, Port
-from pflowbsd.rules import RuleSyntaxError, load_ruleset, parse_listing
+from pflowbsd.rules.grammar import Host, Port
+from pflowbsd.rules.model import RuleSyntaxError, load_ruleset, parse_listing
 
 OPENBSD = """\
 @0 match in all scrub (no-df)

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pflowbsd.rules import parse_listing
-from pflowbsd.selection import Selector, cmd_rules
+from pflowbsd.rules.model import parse_listing
+from pflowbsd.rules.select import Selector, cmd_rules
 
 LISTING = """\
 @0 block return all

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pflowbsd import simpf
-from pflowbsd.simpf import Peer, SimPf, SimState, print_state, write_record
-from pflowbsd.states import parse_states
-from pflowbsd.timeouts import (DEFAULTS, ESTABLISHED, MULTIPLE, NO_TRAFFIC, SINGLE, Policy,
+from pflowbsd.sim import simpf
+from pflowbsd.sim.simpf import Peer, SimPf, SimState, print_state, write_record
+from pflowbsd.pf.states import parse_states
+from pflowbsd.pf.timeouts import (DEFAULTS, ESTABLISHED, MULTIPLE, NO_TRAFFIC, SINGLE, Policy,
                                parse_boottime, parse_info, parse_timeouts, timeout_class)
 from pflowbsd.tracker import Tracker
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pflowbsd.states import (Host, ParseError, cmd_states, parse_record,
+from pflowbsd.pf.states import (Host, ParseError, cmd_states, parse_record,
                              parse_states, scan)
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -382,8 +382,8 @@ def test_parse_record_rejects_non_record():
 def test_fast_and_strict_paths_build_the_same_states(name):
     """A junk line at the end sends the table through the checked path, and
     every record through the strict grammar as well: all three must agree."""
-    from pflowbsd import grammar
-    from pflowbsd.staterecord import build_strict
+    from pflowbsd.pf import grammar
+    from pflowbsd.pf.record import build_strict
     text, _ = load(name)
     fast = parse_states(text).states
     checked = parse_states(text + "junk\n")
@@ -436,7 +436,7 @@ def test_parse_record_fast_and_strict_agree():
 def test_memo_caches_that_start_over_still_build_every_state(monkeypatch):
     """The hot loop reads the memos' plain caches and learns a missing word;
     with caches of two entries, learning one word evicts the others."""
-    from pflowbsd import statetokens
+    from pflowbsd.pf import tokens as statetokens
     text = "".join(REC.format(n=n).replace("all tcp", f"em{n} tcp")
                    .replace("rule 0", f"rule {n}, pflow" if n % 2 else f"rule {n}")
                    .replace("1a2b3c4d", f"{n:08x}") for n in range(40))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pflowbsd.states import parse_states
-from pflowbsd.timeouts import (DEFAULTS, Policy, effective, parse_boottime, parse_info,
+from pflowbsd.pf.states import parse_states
+from pflowbsd.pf.timeouts import (DEFAULTS, Policy, effective, parse_boottime, parse_info,
                                parse_timeouts, timeout_class)
 from pftext import record
 

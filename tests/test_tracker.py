@@ -5,7 +5,7 @@ import socket
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from pflowbsd.timeouts import DEFAULTS, Policy
+from pflowbsd.pf.timeouts import DEFAULTS, Policy
 from pflowbsd.tracker import Tracker
 from pftext import record, sid
 
@@ -169,7 +169,7 @@ def test_exported_exactly_once_when_gone_from_a_complete_snapshot(polls):
 
 
 def test_a_corrupt_2_64_counter_is_clamped_not_looped_on():
-    from pflowbsd.export import SPLIT_CAP, Exporter
+    from pflowbsd.export.exporter import SPLIT_CAP, Exporter
     from pflowbsd.flows import Clock
 
     t = tracker()

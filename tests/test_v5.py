@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pflowbsd import v5
+from pflowbsd.export import v5
 from pflowbsd.flows import Clock, Flow
 
 A = bytes([192, 0, 2, 1])

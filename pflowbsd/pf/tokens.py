@@ -7,7 +7,7 @@ bounded memos (text -> value, kept in a plain dict) for what repeats from
 state to state, so the bulk parser pays one dict lookup per field. Sources as in grammar.py.
 """
 
-from . import grammar as g
+from pflowbsd.pf import grammar as g
 
 # A memo's cache starts over when it reaches this size.
 _MEMO_MAX = 1 << 16

@@ -22,8 +22,8 @@ import json
 import re
 from typing import NamedTuple
 
-from . import grammar as g
-from .staterecord import Host, State, build_into, build_strict, summary
+from pflowbsd.pf import grammar as g
+from pflowbsd.pf.record import Host, State, build_into, build_strict, summary
 
 __all__ = ["Host", "ParseError", "State", "Table", "Scan", "parse_states", "scan",
            "parse_record", "cmd_states", "summary"]

@@ -303,7 +303,7 @@ def _flow(head: dict, tid: int, rec: dict) -> dict:
 DECODERS = {5: Decoder.decode_v5, 9: Decoder.decode_v9, 10: Decoder.decode_ipfix}
 
 
-from pflowbsd.pcap import PcapError, read_pcap  # noqa: E402,F401  (dump -r)
+from pflowbsd.collector.pcap import PcapError, read_pcap  # noqa: E402,F401  (dump -r)
 
 
 # --- output ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pflowbsd.timeouts import (CLOSING, DEFAULTS, ESTABLISHED, FIN_WAIT_2, MULTIPLE,
+from pflowbsd.pf.timeouts import (CLOSING, DEFAULTS, ESTABLISHED, FIN_WAIT_2, MULTIPLE,
                                SINGLE, SYN_SENT, TIME_WAIT)
 
 TCP_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT",

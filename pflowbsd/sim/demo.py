@@ -17,9 +17,9 @@ import socket
 import time
 
 from pflowbsd.config import Config
-from pflowbsd.daemon import PfSide, Pipeline, Sender, make_tracker
-from pflowbsd.dump import PROTO, Decoder, Malformed
-from pflowbsd.simpf import SimPf
+from pflowbsd.shell.daemon import PfSide, Pipeline, Sender, make_tracker
+from pflowbsd.collector.dump import PROTO, Decoder, Malformed
+from pflowbsd.sim.simpf import SimPf
 from pflowbsd.tracker import Tracker
 
 SPEED = 10  # simulated seconds per wall second

@@ -12,8 +12,8 @@ extra lines, oddities) onto the same tuple, so both paths build alike.
 from itertools import chain
 from typing import NamedTuple
 
-from . import grammar as g
-from . import statetokens as t_
+from pflowbsd.pf import grammar as g
+from pflowbsd.pf import tokens as t_
 
 
 class Host(NamedTuple):

@@ -12,8 +12,8 @@ import re
 
 import pyparsing as pp
 
-from .rulegrammar import HOSTS, Host, Port
-from .rules import RuleSyntaxError
+from pflowbsd.rules.grammar import HOSTS, Host, Port
+from pflowbsd.rules.model import RuleSyntaxError
 
 TAG_MAX = 63        # PF_TAG_NAME_SIZE - 1
 LABEL_MAX = 63      # PF_RULE_LABEL_SIZE - 1

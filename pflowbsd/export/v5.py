@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from .flows import Clock, Flow
+from pflowbsd.flows import Clock, Flow
 
 VERSION = 5
 ENGINE_TYPE = 42  # PFLOW_ENGINE_TYPE

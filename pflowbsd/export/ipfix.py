@@ -28,7 +28,7 @@ import socket
 import struct
 from typing import Callable, NamedTuple
 
-from .flows import Clock, Flow
+from pflowbsd.flows import Clock, Flow
 
 VERSION = 10
 TMPL_SET_ID = 2  # PFLOW_IPFIX_TMPL_SET_ID

@@ -17,8 +17,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from . import ipfix, v5
-from .flows import Clock, Flow
+from pflowbsd.export import ipfix
+
+from pflowbsd.export import v5
+from pflowbsd.flows import Clock, Flow
 
 TIMEOUT = 30  # PFLOW_TIMEOUT: the longest a record is held
 MINMTU = v5.HEADER.size + v5.RECORD.size  # PFLOW_MINMTU

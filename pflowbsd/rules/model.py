@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pyparsing as pp
 
-from .rulegrammar import ANY, Endpoint, parse_rule_text
+from pflowbsd.rules.grammar import ANY, Endpoint, parse_rule_text
 
 # Rulesets other than the filter one number their rules separately
 # (FreeBSD prints the scrub ruleset first, with its own @0...).
@@ -237,5 +237,5 @@ def load_ruleset(text, name, read_file=None, defines=None):
     """A listing if the text has @N lines, else a pf.conf."""
     if LISTING_MARK.search(text):
         return parse_listing(text, name)
-    from .pfconf import parse_pfconf
+    from pflowbsd.rules.pfconf import parse_pfconf
     return parse_pfconf(text, name, read_file=read_file, defines=defines)

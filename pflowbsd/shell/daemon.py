@@ -18,9 +18,11 @@ from pathlib import Path
 
 import sh
 
-from pflowbsd import carp, timeouts
+from pflowbsd.pf import carp
+
+from pflowbsd.pf import timeouts
 from pflowbsd.config import Config
-from pflowbsd.export import Exporter
+from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock
 from pflowbsd.tracker import Tracker
 
@@ -228,7 +230,7 @@ class PfSide:
     Re-read at start, on SIGHUP, and when `pfctl -si -v` shows a new ruleset Checksum."""
 
     def __init__(self, cfg: Config):
-        from pflowbsd.selection import Selector
+        from pflowbsd.rules.select import Selector
 
         self.cfg = cfg
         self.selector = Selector.from_config(cfg.select + (["all"] if cfg.export_all else []))
@@ -238,7 +240,7 @@ class PfSide:
 
     def load(self, timeouts_text: str | None, rules_text: str | None,
              info_text: str | None) -> None:
-        from pflowbsd.rules import RuleSyntaxError, parse_listing
+        from pflowbsd.rules.model import RuleSyntaxError, parse_listing
 
         if timeouts_text is not None:
             self.timeouts = timeouts.parse_timeouts(timeouts_text)
@@ -279,7 +281,7 @@ def read_optional(path: Path) -> str | None:
 
 def replay(cfg: Config, folder: str) -> int:
     """Run the pipeline over a --record folder, its snapshot names as the clock."""
-    from pflowbsd.states import parse_states
+    from pflowbsd.pf.states import parse_states
 
     d = Path(folder)
     snaps = sorted((int(p.stem), p) for p in d.glob("*.states") if p.stem.isdigit())

@@ -11,7 +11,7 @@ import fnmatch
 import json
 import shlex
 
-from .rules import RuleSyntaxError, load_ruleset
+from pflowbsd.rules.model import RuleSyntaxError, load_ruleset
 
 
 def rule_reason(rule):

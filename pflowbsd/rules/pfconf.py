@@ -10,10 +10,10 @@ Files are read through the `read_file` callable the caller passes in.
 """
 import pyparsing as pp
 
-from . import ruleexpand
-from .rulecheck import check_queue, check_spec, check_table
-from .rulegrammar import (STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text)
-from .rules import RuleSyntaxError, Ruleset
+from pflowbsd.rules import expand as ruleexpand
+from pflowbsd.rules.check import check_queue, check_spec, check_table
+from pflowbsd.rules.grammar import (STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text)
+from pflowbsd.rules.model import RuleSyntaxError, Ruleset
 
 SPECIALS = "(){}<>!=,/"
 STRING_MAX = 8192       # yylex()'s buffer: longer strings are an error
@@ -268,7 +268,7 @@ class Reader:
         if spec["action"] == "anchor":
             if spec.get("anchor_name") is None:
                 self.unnamed += 1
-            from .rules import anchor_path
+            from pflowbsd.rules.model import anchor_path
             child = anchor_path(anchor, spec.get("anchor_name"), self.unnamed)
             for rule in rules:
                 rule.call = child
@@ -312,7 +312,7 @@ class Reader:
             return
         text = self.read_file(words[4])
         stream = Lexer(text, words[4], self.macros).tokens()
-        from .rules import anchor_path
+        from pflowbsd.rules.model import anchor_path
         self.statements(stream, anchor_path(parent, words[2], 0), top=True,
                         name=words[4])
 

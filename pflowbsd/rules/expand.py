@@ -12,9 +12,9 @@ its ruleset: later rules there get nr None, never a guess.
 import ipaddress
 import itertools
 
-from .rulecheck import check_combo
-from .rulegrammar import ANY, Endpoint, Host, norm_address
-from .rules import FILTER_ACTIONS, RuleSyntaxError, rule_from_spec
+from pflowbsd.rules.check import check_combo
+from pflowbsd.rules.grammar import ANY, Endpoint, Host, norm_address
+from pflowbsd.rules.model import FILTER_ACTIONS, RuleSyntaxError, rule_from_spec
 
 # pfctl keywords the grammar does not model: a rule using one is skipped
 # with a warning instead of being rejected as a syntax error.
