@@ -7,7 +7,7 @@ from hypothesis import strategies as hs
 
 from pflowbsd.pf.timeouts import DEFAULTS, Policy
 from pflowbsd.tracker import Tracker
-from pftext import record, sid
+from tests.support.pftext import record, sid
 
 A4 = socket.AF_INET
 

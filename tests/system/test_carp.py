@@ -6,7 +6,7 @@ import pytest
 
 from pflowbsd.pf.carp import parse_status
 from pflowbsd.config import Config, ConfigError, apply_words
-from test_live import a, b, c, decode_v5, flows_of, run_live, standin
+from tests.system.test_live import a, b, c, decode_v5, flows_of, run_live, standin
 
 OPENBSD = """carp0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> mtu 1500
 \tlladdr 00:00:5e:00:01:01

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from peers import require
+from tests.support.peers import require
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT  # noqa: E402
 RCD = ROOT / "rc.d"
 STUBS = ROOT / "tests" / "fixtures" / "rc"
 OPENBSD, FREEBSD = RCD / "pflowbsd.openbsd", RCD / "pflowbsd.freebsd"

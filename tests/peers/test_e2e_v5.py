@@ -4,8 +4,8 @@ worked out here from the numbers written into the snapshots (replaydata.py)."""
 
 import pytest
 
-import replaydata as rd
-from peers import require, tshark_fields, write_pcap
+from tests.support import replaydata as rd
+from tests.support.peers import require, tshark_fields, write_pcap
 
 PROTO = {"TCP": 6, "UDP": 17, "ICMP": 1}
 

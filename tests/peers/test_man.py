@@ -9,13 +9,15 @@ import re
 import subprocess
 from pathlib import Path
 
+from tests.support import ROOT
+
 import pytest
 
 import pflowbsd.cli
 import pflowbsd.config
-from tests.peers import require
+from tests.support.peers import require
 
-MAN = Path(__file__).resolve().parent.parent / "man"
+MAN = ROOT / "man"
 PAGES = [MAN / "pflowbsd.8", MAN / "pflowbsd.conf.5"]
 USAGE = pflowbsd.cli.__doc__
 

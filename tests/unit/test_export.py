@@ -18,7 +18,7 @@ from pflowbsd.export import v5
 from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, Flow
 
-from peers import nfcapd, require, tshark_fields, write_pcap
+from tests.support.peers import nfcapd, require, tshark_fields, write_pcap
 
 M = 0xFFFFFFFF
 WALL = 1_700_000_000.5

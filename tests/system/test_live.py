@@ -10,8 +10,8 @@ import sys
 import time
 
 
-import replaydata as rd
-from pftext import record, sid
+from tests.support import replaydata as rd
+from tests.support.pftext import record, sid
 
 # v5 header: version, count, uptime, secs, nsecs, sequence, engine type, id, sampling
 V5_HEADER = struct.Struct("!HHIIIIBBH")

@@ -5,13 +5,15 @@ import io
 import json
 from pathlib import Path
 
+from tests.support import FIXTURES
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from pflowbsd.pf.states import (Host, ParseError, cmd_states, parse_record,
                              parse_states, scan)
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+GOLDEN = FIXTURES / "golden"
 SETS = [f"{os_}-{kind}-{v}" for os_ in ("openbsd", "freebsd")
         for kind in ("small", "random") for v in ("v", "vv")]
 

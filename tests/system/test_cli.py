@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import FIXTURES
+
 import pytest
 
 from pflowbsd import cli
-from pftext import record, sid
+from tests.support.pftext import record, sid
 
-FIX = Path(__file__).parent / "fixtures"
+FIX = FIXTURES
 TCP = "all tcp 10.0.0.5:50000 -> 93.184.216.34:443       ESTABLISHED:ESTABLISHED"
 
 
@@ -86,7 +88,7 @@ def test_file_then_command_line_last_word_wins(tmp_path):
 
 def test_one_flowsrc_port_serves_every_collector(tmp_path):
     from pflowbsd.shell.daemon import Sender
-    from peers import free_udp_port
+    from tests.support.peers import free_udp_port
 
     src = ("127.0.0.1", free_udp_port())
     sender = Sender([("127.0.0.1", free_udp_port()), ("127.0.0.1", free_udp_port())], src)

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import peers
-from pftext import record, sid
+from tests.support import peers
+from tests.support.pftext import record, sid
 
 T0 = 1_700_000_000  # the first snapshot, epoch seconds
 BOOT = T0 - 100_000  # DIR/boottime
@@ -195,7 +195,7 @@ def records(s: State, split: bool) -> list[tuple]:
 
 # --- running the CLI over a folder, and collecting what it sends --------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT  # noqa: E402
 
 
 def pflowbsd(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-import replaydata as rd
-from peers import free_udp_port, require, tshark_fields, write_pcap
+from tests.support import replaydata as rd
+from tests.support.peers import free_udp_port, require, tshark_fields, write_pcap
 
 NAT_V4 = ("cflow.post_natsource_ipv4_address", "cflow.post_natdestination_ipv4_address")
 NAT_V6 = ("cflow.post_nat_source_ipv6_address", "cflow.post_nat_destination_ipv6_address")

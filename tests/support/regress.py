@@ -2,10 +2,12 @@
 import re
 from pathlib import Path
 
+from tests.support import FIXTURES
+
 from pflowbsd.rules.pfconf import parse_pfconf
 from pflowbsd.rules.model import RuleSyntaxError, parse_listing
 
-REGRESS = Path(__file__).parent / "fixtures" / "pfctl-regress"
+REGRESS = FIXTURES / "pfctl-regress"
 
 
 def read_fixture(name):

@@ -5,7 +5,7 @@ import pytest
 from pflowbsd.pf.states import parse_states
 from pflowbsd.pf.timeouts import (DEFAULTS, Policy, effective, parse_boottime, parse_info,
                                parse_timeouts, timeout_class)
-from pftext import record
+from tests.support.pftext import record
 
 ST_OPENBSD = """tcp.first                   120s
 tcp.opening                  30s

@@ -2,7 +2,7 @@
 against what OpenBSD's pfctl printed (tests/fixtures/pfctl-regress)."""
 import pytest
 
-from regress_support import (REGRESS, cases, diff, expanded, loaded,
+from tests.support.regress import (REGRESS, cases, diff, expanded, loaded,
                              pfctl_messages, printed, reachable, rejected,
                              rejected_line)
 
