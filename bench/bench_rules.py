@@ -1,8 +1,8 @@
 """How long `pfctl -sr -vv` listings and pf.conf files take to read."""
 import time
 
-from pflowbsd.rules.pfconf import parse_pfconf
 from pflowbsd.rules.model import parse_listing
+from pflowbsd.rules.pfconf import parse_pfconf
 
 
 def listing(n):

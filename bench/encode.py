@@ -12,8 +12,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pflowbsd.export.exporter import Exporter  # noqa: E402
-from pflowbsd.flows import Clock, Flow  # noqa: E402
+from pflowbsd.export.exporter import Exporter
+from pflowbsd.flows import Clock, Flow
 
 
 def states(n: int, v6: bool) -> list[tuple[Flow, Flow]]:

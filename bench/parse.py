@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pflowbsd.pf.states import parse_record, parse_states, scan  # noqa: E402
+from pflowbsd.pf.states import parse_record, parse_states, scan
 
 DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                        "fixtures", "golden", "openbsd-big-vv.txt.gz")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pflowbsd import states  # noqa: E402
-from pflowbsd.export.exporter import Exporter  # noqa: E402
-from pflowbsd.flows import Clock  # noqa: E402
-from pflowbsd.tracker import Tracker  # noqa: E402
+from pflowbsd import states
+from pflowbsd.export.exporter import Exporter
+from pflowbsd.flows import Clock
+from pflowbsd.tracker import Tracker
 
 DEFAULT = Path(__file__).resolve().parent.parent / "tests/fixtures/golden/openbsd-big-vv.txt.gz"
 

@@ -174,7 +174,7 @@ def cmd_daemon(args) -> int:
         daemon.daemonize()
     if args["-p"]:
         daemon.write_pidfile(args["-p"])
-    reload = lambda: _checked(load_config(args))  # noqa: E731  (SIGHUP)
+    reload = lambda: _checked(load_config(args))
     try:
         return daemon.Daemon(cfg, record=args["--record"], reload=reload).run()
     finally:

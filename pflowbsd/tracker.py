@@ -21,9 +21,9 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from pflowbsd.flows import AF, Flow
 from pflowbsd.pf import grammar
 from pflowbsd.pf import states as pfstates
-from pflowbsd.flows import AF, Flow
 from pflowbsd.pf.timeouts import DEFAULTS, Policy
 
 # The packed per-state entry:
@@ -147,8 +147,8 @@ class Tracker:
     def update(self, text: str, poll: float, complete: bool = True) -> Update:
         tails = TAIL.findall(text)
         cur = set(tails)
-        if complete and len(cur) == len(tails) == _heads(text) and text.endswith("\n") \
-                or not text.strip() and complete:
+        if (complete and len(cur) == len(tails) == _heads(text) and text.endswith("\n")) \
+                or (not text.strip() and complete):
             up = Update(states=len(tails))
             fresh = cur - self.entries.keys()
             order = [t for t in tails if t in fresh] if fresh else []

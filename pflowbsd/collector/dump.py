@@ -17,8 +17,10 @@ import socket
 import struct
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
+
+from pflowbsd.pf.netdb import proto_name
 
 # NetFlow v5 header, 24 bytes: version 0, count 2, uptime_ms 4, time_sec 8,
 # time_nanosec 12, flow_sequence 16, engine_type 20, engine_id 21, sampling 22.
@@ -42,7 +44,6 @@ OPTIONS_HEADER = struct.Struct("!HHH")  # IPFIX options template: id, fields, sc
 VARLEN = 65535
 TEMPLATE_SET = {9: 0, 10: 2}
 OPTIONS_SET = {9: 1, 10: 3}
-PROTO = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "ipv6-icmp", 132: "sctp"}
 
 
 class Malformed(ValueError):
@@ -303,8 +304,7 @@ def _flow(head: dict, tid: int, rec: dict) -> dict:
 DECODERS = {5: Decoder.decode_v5, 9: Decoder.decode_v9, 10: Decoder.decode_ipfix}
 
 
-from pflowbsd.collector.pcap import PcapError, read_pcap  # noqa: E402,F401  (dump -r)
-
+from pflowbsd.collector.pcap import PcapError, read_pcap  # noqa: E402  (dump -r)
 
 # --- output ---------------------------------------------------------------------------
 
@@ -329,7 +329,7 @@ def format_flow(flow: dict, as_json: bool = False) -> str:
         return json.dumps(flow, separators=(",", ":"))
     exported = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(flow["export_ms"] // 1000))
     line = (f"{exported:<19} v{flow['version']:<2} "
-            f"{PROTO.get(flow['proto'], str(flow['proto'])):<5} "
+            f"{proto_name(flow['proto']):<5} "
             f"{_endpoint(flow['src'], flow['src_port']):>23} -> "
             f"{_endpoint(flow['dst'], flow['dst_port']):<23} {flow['packets']:>10} "
             f"{flow['bytes']:>13} {_clock(flow['start_epoch']):<12} {_clock(flow['end_epoch'])}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def _uint(b: bytes) -> int:

@@ -17,9 +17,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from pflowbsd.export import ipfix
-
-from pflowbsd.export import v5
+from pflowbsd.export import ipfix, v5
 from pflowbsd.flows import Clock, Flow
 
 TIMEOUT = 30  # PFLOW_TIMEOUT: the longest a record is held

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from pflowbsd.flows import Clock, Flow
 

@@ -25,8 +25,18 @@ from typing import NamedTuple
 from pflowbsd.pf import grammar as g
 from pflowbsd.pf.record import Host, State, build_into, build_strict, summary
 
-__all__ = ["Host", "ParseError", "State", "Table", "Scan", "parse_states", "scan",
-           "parse_record", "cmd_states", "summary"]
+__all__ = [
+    "Host",
+    "ParseError",
+    "Scan",
+    "State",
+    "Table",
+    "cmd_states",
+    "parse_record",
+    "parse_states",
+    "scan",
+    "summary",
+]
 
 
 class ParseError(NamedTuple):
@@ -40,7 +50,7 @@ _CONT_KINDS = (("   [", "tcp window line"), ("   age ", "age/counters line"),
 
 
 class Table:
-    __slots__ = ("states", "errors", "lost", "truncated")
+    __slots__ = ("errors", "lost", "states", "truncated")
 
     def __init__(self, states=None, errors=None, lost=0, truncated=False):
         self.states = states if states is not None else []
@@ -54,7 +64,7 @@ class Table:
 
 
 class Scan:
-    __slots__ = ("records", "errors", "truncated")
+    __slots__ = ("errors", "records", "truncated")
 
     def __init__(self, records, errors, truncated):
         self.records = records

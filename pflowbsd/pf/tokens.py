@@ -8,6 +8,7 @@ state to state, so the bulk parser pays one dict lookup per field. Sources as in
 """
 
 from pflowbsd.pf import grammar as g
+from pflowbsd.pf import netdb
 
 # A memo's cache starts over when it reaches this size.
 _MEMO_MAX = 1 << 16
@@ -212,7 +213,7 @@ def _named_level(proto, name):
 def _protocol(word):
     """p_name (or "%u") as printed -> (number, p_name or None, levels memo:
     state text -> (left, right, the text shared by all states that print it))."""
-    num = g.PROTOCOLS.get(word)
+    num = netdb.PROTOCOLS.get(word)
     if num is None:
         num, word = (int(word), None) if word.isdigit() else (-1, word)
     return num, word, Memo(lambda text: (*levels(num, text), text))

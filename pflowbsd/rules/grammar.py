@@ -14,34 +14,10 @@ from typing import NamedTuple
 
 import pyparsing as pp
 
+from pflowbsd.pf.netdb import PROTO_NAMES, PROTOCOLS, SERVICES
+
 # packrat off: it costs more than it saves on one-line rules
 
-# Small offline tables for what pfctl asks the system (getservbyname,
-# getprotobyname, getpwnam): enough for the common names.
-SERVICES = {
-    "ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25,
-    "domain": 53, "bootps": 67, "bootpc": 68, "tftp": 69, "http": 80,
-    "www": 80, "auth": 113, "ident": 113, "pop3": 110, "ntp": 123,
-    "imap": 143, "snmp": 161, "bgp": 179, "ldap": 389, "https": 443,
-    "syslog": 514, "submission": 587, "imaps": 993, "pop3s": 995,
-    "echo": 7, "discard": 9, "daytime": 13, "chargen": 19, "time": 37,
-    "finger": 79, "kerberos": 88, "nntp": 119, "netbios-ns": 137,
-    "netbios-dgm": 138, "netbios-ssn": 139, "irc": 194, "ldaps": 636,
-    "rsync": 873, "socks": 1080, "mysql": 3306, "postgresql": 5432,
-    "isakmp": 500, "ipsec-nat-t": 4500, "openvpn": 1194, "sftp": 115,
-}
-PROTOCOLS = {
-    "ip": 0, "icmp": 1, "igmp": 2, "ipencap": 4, "tcp": 6, "egp": 8,
-    "udp": 17, "ipv6": 41, "gre": 47, "esp": 50, "ah": 51,
-    "ipv6-icmp": 58, "icmp6": 58, "ospf": 89, "pim": 103, "carp": 112,
-    "pfsync": 240, "sctp": 132, "etherip": 97, "ipip": 94, "vrrp": 112,
-    "udplite": 136, "l2tp": 115,
-}
-PROTO_NAMES = {0: "ip", 1: "icmp", 2: "igmp", 4: "ipencap", 6: "tcp",
-               8: "egp", 17: "udp", 41: "ipv6", 47: "gre", 50: "esp",
-               51: "ah", 58: "ipv6-icmp", 89: "ospf", 94: "ipip",
-               97: "etherip", 103: "pim", 112: "carp", 115: "l2tp",
-               132: "sctp", 136: "udplite", 240: "pfsync"}
 GROUPS = {"wheel": 0, "daemon": 1, "kmem": 2, "sys": 3, "tty": 4,
           "operator": 5, "bin": 7, "staff": 20, "www": 67, "nobody": 32767,
           "nogroup": 32766}

@@ -12,8 +12,8 @@ import pyparsing as pp
 
 from pflowbsd.rules import expand as ruleexpand
 from pflowbsd.rules.check import check_queue, check_spec, check_table
-from pflowbsd.rules.grammar import (STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text)
-from pflowbsd.rules.model import RuleSyntaxError, Ruleset
+from pflowbsd.rules.grammar import STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text
+from pflowbsd.rules.model import Ruleset, RuleSyntaxError
 
 SPECIALS = "(){}<>!=,/"
 STRING_MAX = 8192       # yylex()'s buffer: longer strings are an error
@@ -26,7 +26,7 @@ SKIPPED_WORDS = {"altq", "ether", "nat-anchor",
 
 
 class Token:
-    __slots__ = ("kind", "text", "line", "space", "file")
+    __slots__ = ("file", "kind", "line", "space", "text")
 
     def __init__(self, kind, text, line, space, file):
         self.kind, self.text, self.line = kind, text, line

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import sh
 
-from pflowbsd.pf import carp
-
-from pflowbsd.pf import timeouts
 from pflowbsd.config import Config
 from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock
+from pflowbsd.pf import carp, timeouts
 from pflowbsd.tracker import Tracker
 
 log = logging.getLogger("pflowbsd")

@@ -16,9 +16,10 @@ import selectors
 import socket
 import time
 
+from pflowbsd.collector.dump import Decoder, Malformed
 from pflowbsd.config import Config
+from pflowbsd.pf.netdb import proto_name
 from pflowbsd.shell.daemon import PfSide, Pipeline, Sender, make_tracker
-from pflowbsd.collector.dump import PROTO, Decoder, Malformed
 from pflowbsd.sim.simpf import SimPf
 from pflowbsd.tracker import Tracker
 
@@ -43,7 +44,7 @@ def _hms(seconds: float) -> str:
 
 def _row(flow: dict, start: int) -> str:
     at = flow["export_ms"] // 1000 - start
-    line = (f"+{at // 60:02d}:{at % 60:02d}  {PROTO.get(flow['proto'], str(flow['proto'])):<9} "
+    line = (f"+{at // 60:02d}:{at % 60:02d}  {proto_name(flow['proto']):<9} "
             f"{_endpoint(flow['src'], flow['src_port']):>30} -> "
             f"{_endpoint(flow['dst'], flow['dst_port']):<30} {flow['packets']:>7} "
             f"{flow['bytes']:>9} "

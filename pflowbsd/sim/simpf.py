@@ -20,13 +20,21 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pflowbsd.pf.timeouts import (CLOSING, DEFAULTS, ESTABLISHED, FIN_WAIT_2, MULTIPLE,
-                               SINGLE, SYN_SENT, TIME_WAIT)
+from pflowbsd.pf.netdb import proto_name
+from pflowbsd.pf.timeouts import (
+    CLOSING,
+    DEFAULTS,
+    ESTABLISHED,
+    FIN_WAIT_2,
+    MULTIPLE,
+    SINGLE,
+    SYN_SENT,
+    TIME_WAIT,
+)
 
 TCP_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT",
              "FIN_WAIT_1", "CLOSING", "LAST_ACK", "FIN_WAIT_2", "TIME_WAIT")
 UDP_NAMES = ("NO_TRAFFIC", "SINGLE", "MULTIPLE")  # PFUDPS_NAMES
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}  # /etc/protocols
 # `pfctl -st` order on OpenBSD (pf_timeouts[] in pfctl_parser.c); the rest are " states".
 ST_ORDER = ("tcp.first", "tcp.opening", "tcp.established", "tcp.closing", "tcp.finwait",
             "tcp.closed", "tcp.tsdiff", "udp.first", "udp.single", "udp.multiple",
@@ -163,7 +171,7 @@ def print_state(st: SimState, now: int) -> str:
     else:
         left, lalt, arrow, right, ralt = sdst, wdst, "<-", ssrc, wsrc
         order = (1, 0)
-    parts = [st.ifname, PROTO_NAMES[st.proto], _host(st.af, *left)]
+    parts = [st.ifname, proto_name(st.proto), _host(st.af, *left)]
     if lalt != left:
         parts.append(f"({_host(st.af, *lalt)})")
     parts += [arrow, _host(st.af, *right)]
@@ -358,7 +366,7 @@ class SimPf:
               endpoints, services, created=None, ifname="all") -> SimState:
         rng = random.Random(f"{self.seed}/{self.next_id & MASK32}")
         wire, stack = endpoints(rng, proto, rng.choice(services))
-        norm = lambda e: (_ntop(af, e[0]), e[1])  # noqa: E731
+        norm = lambda e: (_ntop(af, e[0]), e[1])
         st = SimState(self.next_id, proto, af, direction, ifname,
                       tuple(map(norm, wire)), tuple(map(norm, stack)), rule, pflow,
                       self.now if created is None else created)

@@ -36,7 +36,7 @@ def expected(nat: bool):
 def epoch_ms(text: str) -> int:
     """tshark's 'Nov 14, 2023 22:11:41.000000000 UTC' -> epoch ms."""
     stamp, frac = text.removesuffix(" UTC").split(".")
-    dt = datetime.datetime.strptime(stamp, "%b %d, %Y %H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    dt = datetime.datetime.strptime(stamp, "%b %d, %Y %H:%M:%S").replace(tzinfo=datetime.UTC)
     return int(dt.timestamp()) * 1000 + int(frac[:3])
 
 

@@ -9,12 +9,11 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.support import ROOT
-
 import pytest
 
 import pflowbsd.cli
 import pflowbsd.config
+from tests.support import ROOT
 from tests.support.peers import require
 
 MAN = ROOT / "man"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
 from tests.support.peers import require
 
-from tests.support import ROOT  # noqa: E402
 RCD = ROOT / "rc.d"
 STUBS = ROOT / "tests" / "fixtures" / "rc"
 OPENBSD, FREEBSD = RCD / "pflowbsd.openbsd", RCD / "pflowbsd.freebsd"

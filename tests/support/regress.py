@@ -2,10 +2,9 @@
 import re
 from pathlib import Path
 
-from tests.support import FIXTURES
-
-from pflowbsd.rules.pfconf import parse_pfconf
 from pflowbsd.rules.model import RuleSyntaxError, parse_listing
+from pflowbsd.rules.pfconf import parse_pfconf
+from tests.support import FIXTURES
 
 REGRESS = FIXTURES / "pfctl-regress"
 

@@ -237,7 +237,7 @@ def capture(folder, *words: str) -> tuple[subprocess.CompletedProcess, list[byte
 
 
 NFDUMP_FMT = "%tsr|%ter|%sa|%sp|%da|%dp|%pr|%pkt|%byt|%eng|%nsa|%nda|%nsp|%ndp"
-NFDUMP_COLS = "ts te sa sp da dp pr pkt byt eng nsa nda nsp ndp".split()
+NFDUMP_COLS = ["ts", "te", "sa", "sp", "da", "dp", "pr", "pkt", "byt", "eng", "nsa", "nda", "nsp", "ndp"]
 
 
 def nfcapd_collect(outdir, send, nfdump: str) -> tuple[list[dict], str, object]:

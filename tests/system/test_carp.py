@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pflowbsd.pf.carp import parse_status
 from pflowbsd.config import Config, ConfigError, apply_words
+from pflowbsd.pf.carp import parse_status
 from tests.system.test_live import a, b, c, decode_v5, flows_of, run_live, standin
 
 OPENBSD = """carp0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> mtu 1500

@@ -4,13 +4,11 @@ import gzip
 import json
 import subprocess
 import sys
-from pathlib import Path
-
-from tests.support import FIXTURES
 
 import pytest
 
 from pflowbsd import cli
+from tests.support import FIXTURES
 from tests.support.pftext import record, sid
 
 FIX = FIXTURES

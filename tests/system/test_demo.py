@@ -9,15 +9,14 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from pflowbsd.sim import demo
 from pflowbsd.sim.demo import cmd_demo
 from pflowbsd.sim.simpf import SimPf
+from tests.support import ROOT
 
-from tests.support import ROOT  # noqa: E402
 ROW = re.compile(r"^\+\d\d:\d\d  (\S+) +(\S+) -> (\S+) +(\d+) +(\d+) +(\d+:\d\d:\d\d)(?:  (.*))?$")
 CHECK = re.compile(r"^check: +collector decoded (\d+) flows in (\d+) datagrams, exporter "
                    r"sent (\d+) in (\d+): (\w+)$", re.M)

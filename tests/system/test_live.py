@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-
 from tests.support import replaydata as rd
 from tests.support.pftext import record, sid
 

@@ -12,16 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pflowbsd.collector.dump import Decoder, Malformed, _Sink, cmd_dump, format_flow, read_pcap, serve
+from tests.support import ROOT
 from tests.support.peers import free_udp_port, require, tshark_fields, udp_packet, write_pcap
-
-from tests.support import ROOT  # noqa: E402
 
 # --- NetFlow v5, packed from the spec (pflow-semantics.md 1.2, 1.3) --------------------
 V5_HEADER = struct.Struct("!HHIIIIBBH")

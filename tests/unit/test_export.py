@@ -12,12 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pflowbsd.export import ipfix
-
-from pflowbsd.export import v5
+from pflowbsd.export import ipfix, v5
 from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, Flow
-
 from tests.support.peers import nfcapd, require, tshark_fields, write_pcap
 
 M = 0xFFFFFFFF
@@ -54,8 +51,7 @@ def state(i=1, b0=1000, b1=2000, p0=10, p1=20, af=socket.AF_INET, proto=6, nat=F
 
 # --- our own decoding of what we sent, for the unit tests ---------------------------------
 
-V5_NAMES = ("src dst nexthop if_in if_out packets octets start finish sport dport pad1 flags "
-            "proto tos src_as dst_as src_mask dst_mask pad2").split()  # fmt: skip
+V5_NAMES = ["src", "dst", "nexthop", "if_in", "if_out", "packets", "octets", "start", "finish", "sport", "dport", "pad1", "flags", "proto", "tos", "src_as", "dst_as", "src_mask", "dst_mask", "pad2"]  # fmt: skip
 
 
 def decode_v5(d: bytes):
@@ -355,7 +351,7 @@ def test_without_nat_translated_states_use_the_plain_templates():
 def _tshark_time(text: str) -> int:
     """'Nov 14, 2023 22:11:41.000000000 UTC' -> epoch ms."""
     stamp, frac = text.removesuffix(" UTC").split(".")
-    dt = datetime.datetime.strptime(stamp, "%b %d, %Y %H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    dt = datetime.datetime.strptime(stamp, "%b %d, %Y %H:%M:%S").replace(tzinfo=datetime.UTC)
     return int(dt.timestamp()) * 1000 + int(frac[:3])
 
 
@@ -500,7 +496,7 @@ def test_nfcapd_collects_v5_and_ipfix(tmp_path):
         got.append((kind, *key, int(r["ipkt"]), int(r["ibyt"]), nat))
     icmp = {w for w in want if w[5] == 1}
     # ICMP "ports" are decoded by nfdump as type/code: compare those rows without ports
-    strip = lambda t: (t[0], t[1], t[2], t[5], t[6], t[7], t[8])  # noqa: E731
+    strip = lambda t: (t[0], t[1], t[2], t[5], t[6], t[7], t[8])
     assert sorted(strip(g) for g in got if g[5] == 1) == sorted(strip(w) for w in icmp)
     assert sorted(g for g in got if g[5] != 1) == sorted(w for w in want if w[5] != 1)
     assert any(g[0] == "ipfix" and g[7] == 7 * M for g in got)  # a 64-bit counter arrived whole

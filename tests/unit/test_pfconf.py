@@ -2,8 +2,8 @@
 options, state-defaults, per-rule timeouts, errors with file:line."""
 import pytest
 
-from pflowbsd.rules.pfconf import parse_pfconf
 from pflowbsd.rules.model import RuleSyntaxError, load_ruleset
+from pflowbsd.rules.pfconf import parse_pfconf
 
 CONF = """\
 ext_if = "em0"

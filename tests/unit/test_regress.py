@@ -2,9 +2,18 @@
 against what OpenBSD's pfctl printed (tests/fixtures/pfctl-regress)."""
 import pytest
 
-from tests.support.regress import (REGRESS, cases, diff, expanded, loaded,
-                             pfctl_messages, printed, reachable, rejected,
-                             rejected_line)
+from tests.support.regress import (
+    REGRESS,
+    cases,
+    diff,
+    expanded,
+    loaded,
+    pfctl_messages,
+    printed,
+    reachable,
+    rejected,
+    rejected_line,
+)
 
 PF = [c for c in cases("pf[0-9]*.in") + cases("pfopt*.in") if "." not in c]
 LOADED = [c for c in PF if (REGRESS / f"{c}.loaded").exists()]

@@ -1,6 +1,7 @@
 """The `pfctl -sr -vv` listing reader, the Rule model and Ruleset.lookup."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pflowbsd.rules.grammar import Host, Port
 from pflowbsd.rules.model import RuleSyntaxError, load_ruleset, parse_listing

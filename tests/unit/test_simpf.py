@@ -10,11 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pflowbsd.pf.states import parse_states
+from pflowbsd.pf.timeouts import (
+    DEFAULTS,
+    ESTABLISHED,
+    MULTIPLE,
+    NO_TRAFFIC,
+    SINGLE,
+    Policy,
+    parse_boottime,
+    parse_info,
+    parse_timeouts,
+    timeout_class,
+)
 from pflowbsd.sim import simpf
 from pflowbsd.sim.simpf import Peer, SimPf, SimState, print_state, write_record
-from pflowbsd.pf.states import parse_states
-from pflowbsd.pf.timeouts import (DEFAULTS, ESTABLISHED, MULTIPLE, NO_TRAFFIC, SINGLE, Policy,
-                               parse_boottime, parse_info, parse_timeouts, timeout_class)
 from pflowbsd.tracker import Tracker
 
 START = 1_700_000_000
@@ -179,7 +189,7 @@ def test_table_has_every_kind_of_state():
 
 def test_udp_and_tcp_levels_follow_pf():
     sim = SimPf(seed=1, rate=0)
-    make = lambda kind: sim._open(kind, *simpf.KINDS[kind][1:])  # noqa: E731
+    make = lambda kind: sim._open(kind, *simpf.KINDS[kind][1:])
     dns = make("dns")  # the query and its answer
     assert (dns.peers[0].level, dns.peers[1].level, dns.klass) == (MULTIPLE, SINGLE,
                                                                    "udp.single")

@@ -3,15 +3,13 @@
 import gzip
 import io
 import json
-from pathlib import Path
-
-from tests.support import FIXTURES
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pflowbsd.pf.states import (Host, ParseError, cmd_states, parse_record,
-                             parse_states, scan)
+from pflowbsd.pf.states import Host, ParseError, cmd_states, parse_record, parse_states, scan
+from tests.support import FIXTURES
 
 GOLDEN = FIXTURES / "golden"
 SETS = [f"{os_}-{kind}-{v}" for os_ in ("openbsd", "freebsd")

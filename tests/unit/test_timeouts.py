@@ -3,8 +3,15 @@
 import pytest
 
 from pflowbsd.pf.states import parse_states
-from pflowbsd.pf.timeouts import (DEFAULTS, Policy, effective, parse_boottime, parse_info,
-                               parse_timeouts, timeout_class)
+from pflowbsd.pf.timeouts import (
+    DEFAULTS,
+    Policy,
+    effective,
+    parse_boottime,
+    parse_info,
+    parse_timeouts,
+    timeout_class,
+)
 from tests.support.pftext import record
 
 ST_OPENBSD = """tcp.first                   120s

@@ -21,9 +21,7 @@ def flow(**kw):
 
 
 def unpack_record(data: bytes) -> dict:
-    names = ("src_ip dest_ip nexthop_ip if_index_in if_index_out flow_packets flow_octets "
-             "flow_start flow_finish src_port dest_port pad1 tcp_flags protocol tos src_as "
-             "dest_as src_mask dest_mask pad2").split()  # fmt: skip
+    names = ["src_ip", "dest_ip", "nexthop_ip", "if_index_in", "if_index_out", "flow_packets", "flow_octets", "flow_start", "flow_finish", "src_port", "dest_port", "pad1", "tcp_flags", "protocol", "tos", "src_as", "dest_as", "src_mask", "dest_mask", "pad2"]  # fmt: skip
     return dict(zip(names, v5.RECORD.unpack(data)))
 
 
