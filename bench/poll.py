@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pflowbsd import states
 from pflowbsd.export.exporter import Exporter
-from pflowbsd.flows import Clock
+from pflowbsd.flows import Clock, flow_pair
 from pflowbsd.tracker import Tracker
 
 DEFAULT = Path(__file__).resolve().parent.parent / "tests/fixtures/golden/openbsd-big-vv.txt.gz"
@@ -54,8 +54,8 @@ def one(records: list[str], n: int, changed: float) -> tuple[float, float, int]:
     t0 = time.process_time()
     up = tracker.update(after, 1010.0)
     now = Clock(1e9, 1010.0)
-    for f1, f2 in up.expired:
-        exporter.export_state(f1, f2, now)
+    for entry in up.expired:
+        exporter.export_state(*flow_pair(entry), now)
     exporter.flush(now)
     cpu = time.process_time() - t0
     assert up.new == step and up.gone == step, (up.new, up.gone)

@@ -73,7 +73,7 @@ def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
         if data[:2] == b"\x1f\x8b":  # a saved table, gzipped
             data = gzip.decompress(data)
         return data.decode(errors="replace")
-    from pflowbsd.shell.daemon import Pfctl
+    from pflowbsd.shell.pfctl import Pfctl
 
     return Pfctl(pfctl).run(*pfctl_args)
 
@@ -145,7 +145,9 @@ def cmd_check(cfg: Config, args) -> int:
     """-n: the configuration, and the rules the selection will use."""
     from pathlib import Path
 
-    from pflowbsd.shell.daemon import PfSide, pfctl_for, read_optional
+    from pflowbsd.pipeline import PfSide
+    from pflowbsd.shell.pfctl import pfctl_for
+    from pflowbsd.shell.record import read_optional
 
     side = PfSide(cfg)
     replay = args["--replay"]
@@ -160,26 +162,28 @@ def cmd_check(cfg: Config, args) -> int:
 
 
 def cmd_daemon(args) -> int:
-    from pflowbsd.shell import daemon
+    from pflowbsd.shell import process
+    from pflowbsd.shell.daemon import Daemon
+    from pflowbsd.shell.record import replay
 
     cfg = load_config(args)
     check(cfg)
     if args["-n"]:
         return cmd_check(cfg, args)
     foreground = args["-d"] or bool(args["--replay"])
-    daemon.setup_logging(foreground, args["-v"], cfg.instance)
+    process.setup_logging(foreground, args["-v"], cfg.instance)
     if args["--replay"]:
-        return daemon.replay(cfg, args["--replay"])
+        return replay(cfg, args["--replay"])
     if not foreground:
-        daemon.daemonize()
+        process.daemonize()
     if args["-p"]:
-        daemon.write_pidfile(args["-p"])
+        process.write_pidfile(args["-p"])
     reload = lambda: _checked(load_config(args))
     try:
-        return daemon.Daemon(cfg, record=args["--record"], reload=reload).run()
+        return Daemon(cfg, record=args["--record"], reload=reload).run()
     finally:
         if args["-p"]:
-            daemon.remove_pidfile(args["-p"])
+            process.remove_pidfile(args["-p"])
 
 
 def _checked(cfg: Config) -> Config:
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:  # a pfctl that fails, an unreadable FILE: one line, not a trace
-        from pflowbsd.shell.daemon import PfctlError
+        from pflowbsd.shell.pfctl import PfctlError
 
         if isinstance(e, (PfctlError, OSError)):
             print(f"pflowbsd: {e}", file=sys.stderr)

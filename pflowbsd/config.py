@@ -19,6 +19,9 @@ class ConfigError(ValueError):
     pass
 
 
+Endpoint = tuple[str, int]  # a numeric address and a UDP port (0: any)
+
+
 @dataclass
 class Config:
     instance: str = "pflow0"

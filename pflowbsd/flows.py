@@ -5,13 +5,22 @@ flow2 its mirror from counters[1].  The key is the one pflow takes,
 `st->key[st->direction == PF_IN ? PF_SK_WIRE : PF_SK_STACK]`: the packet as it first
 reached pf, before any translation.  The other key, when it differs, rides along as the
 post-NAT fields for the IPFIX NAT templates.  Times are kernel uptime in milliseconds.
+
+Between first sight and export a selected state is kept as an Entry: what export
+needs (the pflow key, the other key when translated, counters, First and Last) packed
+in one bytes object, so the tracker holds a few hundred bytes a state, not a parsed
+record.  pack_entry() makes one from a parsed state; flow_pair() makes the flows.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from pflowbsd.pf.record import Host, State
 
 
 class Clock(NamedTuple):
@@ -47,3 +56,76 @@ class Flow:
 
 
 AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
+
+Entry = bytes
+# The packed entry:
+#   0 flags B (NATTED, INET6)   1 proto B
+#   2 src_port H   4 dst_port H   6 first s q   14 last s q
+#   22 packets[0] Q  30 packets[1] Q  38 bytes[0] Q  46 bytes[1] Q
+#   54 src, dst (4 or 16 bytes each), then when NATTED the other key:
+#      nat_src_port H, nat_dst_port H, nat_src, nat_dst
+ENTRY = struct.Struct("<BBHHqqQQQQ")
+NAT_PORTS = struct.Struct("<HH")
+NATTED, INET6 = 0x01, 0x02
+_FIRST = 6  # first, then last
+_TIMES = struct.Struct("<qq")
+
+
+def _pflow_keys(st: State) -> tuple[str, Host, Host, str, Host, Host]:
+    """pflow's key, `key[direction == in ? WIRE : STACK]`, and the other one."""
+    if st.direction == "in":
+        return st.af, st.wire_src, st.wire_dst, st.stack_af, st.stack_src, st.stack_dst
+    return st.stack_af, st.stack_src, st.stack_dst, st.af, st.wire_src, st.wire_dst
+
+
+def pack_entry(st: State, first: int, last: int) -> Entry:
+    af, src, dst, oaf, osrc, odst = _pflow_keys(st)
+    fam = AF[af]
+    natted = oaf == af and (osrc[:2] != src[:2] or odst[:2] != dst[:2])
+    flags = (NATTED if natted else 0) | (INET6 if af == "inet6" else 0)
+    out = ENTRY.pack(flags, st.proto, src.port, dst.port, first, last,
+                     st.packets[0], st.packets[1], st.bytes[0], st.bytes[1])
+    out += socket.inet_pton(fam, src.addr) + socket.inet_pton(fam, dst.addr)
+    if natted:
+        out += (NAT_PORTS.pack(osrc.port, odst.port) + socket.inet_pton(fam, osrc.addr)
+                + socket.inet_pton(fam, odst.addr))
+    return out
+
+
+def entry_counters(entry: Entry) -> tuple[int, int, int, int]:
+    """packets[0], packets[1], bytes[0], bytes[1]."""
+    return ENTRY.unpack_from(entry)[6:]
+
+
+def entry_times(entry: Entry) -> tuple[int, int]:
+    """First and Last, uptime seconds."""
+    return _TIMES.unpack_from(entry, _FIRST)
+
+
+def with_times(entry: Entry, first: int, last: int) -> Entry:
+    return entry[:_FIRST] + _TIMES.pack(first, last) + entry[_FIRST + _TIMES.size:]
+
+
+def entry_key(entry: Entry) -> bytes:
+    """What identifies the connection: everything but times and counters."""
+    return entry[:_FIRST] + entry[ENTRY.size:]
+
+
+def flow_pair(entry: Entry) -> tuple[Flow, Flow]:
+    """flow1 initiator -> responder from counters[0], flow2 the mirror (copy_flow_data)."""
+    flags, proto, sport, dport, first, last, p0, p1, b0, b1 = ENTRY.unpack_from(entry)
+    n = 16 if flags & INET6 else 4
+    fam = socket.AF_INET6 if flags & INET6 else socket.AF_INET
+    o = ENTRY.size
+    src, dst = entry[o:o + n], entry[o + n:o + 2 * n]
+    start, end = first * 1000, last * 1000
+    if not flags & NATTED:
+        return (Flow(fam, src, dst, sport, dport, proto, p0, b0, start, end),
+                Flow(fam, dst, src, dport, sport, proto, p1, b1, start, end))
+    nsport, ndport = NAT_PORTS.unpack_from(entry, o + 2 * n)
+    o += 2 * n + NAT_PORTS.size
+    nsrc, ndst = entry[o:o + n], entry[o + n:o + 2 * n]
+    return (Flow(fam, src, dst, sport, dport, proto, p0, b0, start, end,
+                 nat_src=nsrc, nat_dst=ndst, nat_src_port=nsport, nat_dst_port=ndport),
+            Flow(fam, dst, src, dport, sport, proto, p1, b1, start, end,
+                 nat_src=ndst, nat_dst=nsrc, nat_src_port=ndport, nat_dst_port=nsport))

@@ -1,7 +1,7 @@
 """`pflowbsd demo`: the real pipeline on a simulated pf, with its own collector.
 
 Strategy.  simpf.SimPf plays pf; its `pfctl -ss -vv` text goes through the daemon's own
-Pipeline (tracker, exporter, Sender) exactly as a live poll would, and the datagrams go
+Pipeline (tracker, flows, exporter) and Sender exactly as a live poll would, and the datagrams go
 over UDP to a collector socket on 127.0.0.1 in this process, decoded by dump.Decoder.
 Simulated time runs SPEED times faster than the wall clock and is the only clock the
 pipeline sees (wall = simulated epoch, boot = the simulated pf's boot), so pflow's 30 s
@@ -19,9 +19,9 @@ import time
 from pflowbsd.collector.dump import Decoder, Malformed
 from pflowbsd.config import Config
 from pflowbsd.pf.netdb import proto_name
-from pflowbsd.shell.daemon import PfSide, Pipeline, Sender, make_tracker
+from pflowbsd.pipeline import PfSide, Pipeline
+from pflowbsd.shell.sender import Sender
 from pflowbsd.sim.simpf import SimPf
-from pflowbsd.tracker import Tracker
 
 SPEED = 10  # simulated seconds per wall second
 POLL = 10  # simulated seconds between polls: the daemon's default -t 10
@@ -127,18 +127,18 @@ class _View:
             self.out.flush()
 
 
-def _tracker(cfg: Config, sim: SimPf) -> Tracker:
-    """The daemon's tracker: PfSide over the simulated `pfctl -st` and `-si -v`."""
+def _side(cfg: Config, sim: SimPf) -> PfSide:
+    """The daemon's PfSide over the simulated `pfctl -st` and `-si -v`."""
     side = PfSide(cfg)
     side.load(sim.timeouts_text(), None, sim.info_text())
-    return make_tracker(side)
+    return side
 
 
-def _status(sim: SimPf, pipe: Pipeline, col: _Collector) -> str:
+def _status(sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector) -> str:
     t, x = pipe.tracker.stats, pipe.exporter.stats
     return (f"pf: {len(sim.states)} states, {sim.counters['inserts']} created, "
             f"{len(sim.gone)} removed | pflowbsd: {t['polls']} polls, {t['exported']} "
-            f"exported, {x['flows']} flows, {pipe.sender.stats['datagrams']} datagrams | "
+            f"exported, {x['flows']} flows, {sender.stats['datagrams']} datagrams | "
             f"collector: {col.decoder.stats.flows} flows")
 
 
@@ -155,7 +155,8 @@ def cmd_demo(rate: float, duration: float, proto: int, port: int, seed: int, out
         return 1
     sim = SimPf(seed=seed, rate=rate / SPEED, start=start)
     cfg = Config(flowdst=[("127.0.0.1", col.port)], pflowproto=proto, nat=proto == 10)
-    pipe = Pipeline(cfg, _tracker(cfg, sim), Sender(cfg.flowdst), sim.boot)
+    pipe = Pipeline(cfg, _side(cfg, sim), sim.boot)
+    sender = Sender(cfg.flowdst)
     out.write(f"pflowbsd demo: simulated pf (seed {seed}, {rate:g} new states/s) -> "
               f"pflowbsd, pflowproto {proto}{' with nat' if cfg.nat else ''} -> collector "
               f"127.0.0.1:{col.port}\n"
@@ -165,30 +166,31 @@ def cmd_demo(rate: float, duration: float, proto: int, port: int, seed: int, out
     out.flush()
     end = start + max(1, round(duration * SPEED))
     t0 = time.monotonic()
-    pipe.start(sim.now)
-    pipe.snapshot(sim.states_text(), sim.now)
+    sender.send(pipe.start(sim.now).datagrams)
+    sender.send(pipe.poll(sim.states_text(), sim.now)[1].datagrams)
     while sim.now < end:
         sim.advance(sim.now + 1)
-        pipe.run_due(sim.now)
+        sender.send(pipe.due(sim.now).datagrams)
         if (sim.now - start) % POLL == 0:
-            pipe.snapshot(sim.states_text(), sim.now)
+            sender.send(pipe.poll(sim.states_text(), sim.now)[1].datagrams)
         col.receive_until(t0 + (sim.now - start) / SPEED)
-        view.progress(sim.now, _status(sim, pipe, col))
+        view.progress(sim.now, _status(sim, pipe, sender, col))
     left = sim.flush_states()
-    pipe.snapshot(sim.states_text(), sim.now)
-    pipe.flush(sim.now)
+    sender.send(pipe.poll(sim.states_text(), sim.now)[1].datagrams)
+    sender.send(pipe.flush(sim.now).datagrams)
     wait_until = time.monotonic() + DRAIN
-    sent = pipe.sender.stats["datagrams"]
+    sent = sender.stats["datagrams"]
     while col.decoder.stats.datagrams < sent and time.monotonic() < wait_until:
         col.receive_until(time.monotonic() + 0.05)
-    view.progress(sim.now, _status(sim, pipe, col), final=True)
+    view.progress(sim.now, _status(sim, pipe, sender, col), final=True)
     col.close()
-    pipe.sender.close()
-    return _report(out, sim, pipe, col, left, proto)
+    sender.close()
+    return _report(out, sim, pipe, sender, col, left, proto)
 
 
-def _report(out, sim: SimPf, pipe: Pipeline, col: _Collector, left: int, proto: int) -> int:
-    t, x, s = pipe.tracker.stats, pipe.exporter.stats, pipe.sender.stats
+def _report(out, sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector, left: int,
+            proto: int) -> int:
+    t, x, s = pipe.tracker.stats, pipe.exporter.stats, sender.stats
     d = col.decoder.stats
     no_pflow = sum(1 for sid in sim.gone if sid in sim.unflagged)
     lines = [

@@ -85,7 +85,7 @@ def test_file_then_command_line_last_word_wins(tmp_path):
 
 
 def test_one_flowsrc_port_serves_every_collector(tmp_path):
-    from pflowbsd.shell.daemon import Sender
+    from pflowbsd.shell.sender import Sender
     from tests.support.peers import free_udp_port
 
     src = ("127.0.0.1", free_udp_port())

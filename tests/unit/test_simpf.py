@@ -25,6 +25,7 @@ from pflowbsd.pf.timeouts import (
 )
 from pflowbsd.sim import simpf
 from pflowbsd.sim.simpf import Peer, SimPf, SimState, print_state, write_record
+from pflowbsd.flows import flow_pair
 from pflowbsd.tracker import Tracker
 
 START = 1_700_000_000
@@ -239,7 +240,7 @@ def test_write_record_replays_to_the_simulated_truth(tmp_path):
     for t in names:
         up = tracker.update((tmp_path / f"{t}.states").read_text(), t - sim.boot)
         assert up.errors == [] and not up.partial
-        flows += up.expired
+        flows += [flow_pair(e) for e in up.expired]
     # a state born and purged between two polls is never seen (a limit of polling)
     truth = [s for s in sim.gone.values()
              if s.pflow and any(s.created <= t < s.removed for t in names)]

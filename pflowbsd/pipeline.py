@@ -1,0 +1,176 @@
+"""The pipeline: snapshots in, datagrams per collector out, time a parameter.
+
+It joins the pure stages as pflow(4) joins them in the kernel: pf's side facts
+(timeouts, rules, `-si -v`) decide which states are selected and when their last packet
+was (PfSide); the tracker diffs each snapshot and hands out the states that are gone;
+flows.flow_pair() makes their two flows; the exporter buffers them into datagrams on
+pflow's timers.  Every call returns an Output: the datagrams each flowdst must be sent
+now, and the next deadline, so the shell only sends, sleeps and calls again.  No
+socket, no clock, no pfctl here: the caller passes wall-clock seconds in, and the
+uptime frame comes from the boot time it was given.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pflowbsd.config import Config, Endpoint
+from pflowbsd.export.exporter import Exporter
+from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.pf import timeouts
+from pflowbsd.pf.record import State
+from pflowbsd.rules.model import Rule, Ruleset, RuleSyntaxError, parse_listing
+from pflowbsd.rules.select import Selector
+from pflowbsd.tracker import Tracker, Update
+
+log = logging.getLogger("pflowbsd")
+
+# The configuration words that make a new Exporter (and so start its counters over).
+EXPORTER_WORDS = ("pflowproto", "mtu", "domain", "tmpl_interval", "nat")
+
+
+def exporter_for(cfg: Config) -> Exporter:
+    return Exporter(proto=cfg.pflowproto, mtu=cfg.mtu, domain=cfg.domain,
+                    tmpl_interval=cfg.tmpl_interval, nat=cfg.nat)
+
+
+class PfSide:
+    """What pf tells besides the states: timeouts, the ruleset, hostid and checksum.
+    Loaded at start, on SIGHUP, and when `pfctl -si -v` shows a new ruleset Checksum."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.selector = Selector.from_config(cfg.select + (["all"] if cfg.export_all else []))
+        self.timeouts = dict(timeouts.DEFAULTS)
+        self.ruleset: Ruleset | None = None
+        self.info = timeouts.Info(None, None, None)
+
+    def load(self, timeouts_text: str | None, rules_text: str | None,
+             info_text: str | None) -> None:
+        """Each text that is not None replaces what was known (None: pfctl failed)."""
+        if timeouts_text is not None:
+            self.timeouts = timeouts.parse_timeouts(timeouts_text)
+        if info_text is not None:
+            self.info = timeouts.parse_info(info_text)
+        if rules_text is not None:
+            try:
+                self.ruleset = parse_listing(rules_text)
+                for w in self.ruleset.warnings[:5]:
+                    log.info("rules: %s", w)
+            except RuleSyntaxError as e:
+                log.warning("rules: %s; selecting by the pflow flag only", e)
+                self.ruleset = None
+
+    def rule_of(self, st: State) -> Rule | None:
+        rs = self.ruleset
+        return rs.lookup(st.anchor, st.rule) if rs is not None and st.rule is not None else None
+
+    def select(self, st: State) -> bool:
+        return self.selector.decide(st, self.rule_of(st))[0]
+
+    def policy(self) -> timeouts.Policy:
+        return timeouts.Policy(self.timeouts, self.rule_of)
+
+
+@dataclass(slots=True)
+class Output:
+    """What to send now, per collector (in order), and when to call again."""
+
+    datagrams: dict[Endpoint, list[bytes]] = field(default_factory=dict)
+    next_deadline: float | None = None  # wall-clock seconds; None: nothing is held
+
+    def count(self) -> int:
+        return sum(len(d) for d in self.datagrams.values())
+
+
+class Pipeline:
+    """tracker -> flows -> exporter, for the collectors of one Config."""
+
+    def __init__(self, cfg: Config, side: PfSide, boot: int) -> None:
+        self.cfg, self.side, self.boot = cfg, side, boot
+        self.tracker = Tracker(side.policy(), side.select)
+        self.exporter = exporter_for(cfg)
+        self.skipped_polls = 0
+        self.not_master = 0  # expired states a CARP backup tracked but did not export
+        self._last_complaint: tuple[object, ...] = ()
+
+    def clock(self, wall: float) -> Clock:
+        return Clock(wall, wall - self.boot)
+
+    def _out(self, datagrams: list[bytes]) -> Output:
+        """Every datagram goes to every flowdst, in the order the exporter made them."""
+        d = self.exporter.next_deadline()
+        return Output({dst: datagrams for dst in self.cfg.flowdst},
+                      None if d is None else self.boot + d)
+
+    def start(self, wall: float) -> Output:
+        """The interface comes up: IPFIX sends its templates at once."""
+        return self._out(self.exporter.start(self.clock(wall)))
+
+    def due(self, wall: float) -> Output:
+        """What fell due up to `wall`, each made at its own deadline (exact in replay)."""
+        out: list[bytes] = []
+        while (d := self.exporter.next_deadline()) is not None and d <= wall - self.boot:
+            out += self.exporter.due(Clock(self.boot + d, d))
+        return self._out(out)
+
+    def side_loaded(self) -> None:
+        """PfSide was re-read: the tracker's timeouts follow it."""
+        self.tracker.policy = self.side.policy()
+
+    def failed_poll(self) -> None:
+        """pfctl -ss gave no text this time: nothing can expire."""
+        self.skipped_polls += 1
+
+    def poll(self, snapshot: str, wall: float, complete: bool = True,
+             export: bool = True) -> tuple[Update, Output]:
+        """One `pfctl -ss -vv` snapshot taken at `wall`.  export=False (a CARP backup)
+        tracks but sends nothing."""
+        now = self.clock(wall)
+        up = self.tracker.update(snapshot, now.up, complete)
+        if up.partial:
+            self.skipped_polls += 1
+        self._complain(up)
+        out: list[bytes] = []
+        if not export:
+            self.not_master += len(up.expired)
+        else:
+            for entry in up.expired:
+                out += self.exporter.export_state(*flow_pair(entry), now)
+        return up, self._out(out)
+
+    def _complain(self, up: Update) -> None:
+        """The same bad table poll after poll is said once; counted every time."""
+        complaint = (up.partial, tuple((e.reason, e.text) for e in up.errors[:3]))
+        if complaint == self._last_complaint:
+            return
+        self._last_complaint = complaint
+        for line in up.errors[:3]:
+            log.warning("pfctl -ss line %d: %s: %.80s", line.line, line.reason, line.text)
+        if len(up.errors) > 3:
+            log.warning("pfctl -ss: %d more unparseable lines", len(up.errors) - 3)
+        if up.partial:
+            log.info("partial snapshot (%d states): nothing expires until a whole one",
+                     up.states)
+
+    def flush(self, wall: float) -> Output:
+        """pflow_flush: everything held leaves now."""
+        return self._out(self.exporter.flush(self.clock(wall)))
+
+    def reconfigure(self, cfg: Config, side: PfSide, wall: float) -> Output:
+        """As `ifconfig pflowN flowdst ...` does: what is held is flushed and sent to the
+        new destinations; the exporter is renewed only if its own words changed (and
+        then starts again: IPFIX templates at once)."""
+        old, self.cfg, self.side = self.cfg, cfg, side
+        self.tracker.select = side.select
+        self.tracker.policy = side.policy()
+        pending = self.exporter.flush(self.clock(wall))
+        if any(getattr(cfg, w) != getattr(old, w) for w in EXPORTER_WORDS):
+            self.exporter = exporter_for(cfg)
+            pending += self.exporter.start(self.clock(wall))
+        return self._out(pending)
+
+    def stats(self) -> dict[str, int]:
+        return {**self.tracker.stats, "skipped_polls": self.skipped_polls,
+                "not_master": self.not_master, **self.exporter.stats}

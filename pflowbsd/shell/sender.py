@@ -1,0 +1,77 @@
+"""The UDP side: one connected socket per flowdst, all bound to the one flowsrc.
+
+Each collector gets its own datagrams (the pipeline says which) and never holds up the
+others: a send that fails is counted and logged once per change of error, not per
+datagram.  A connected UDP socket reports a refusal (ICMP port unreachable) on the send
+after the one that caused it, so sends alternate between failing and "working" while a
+collector is down: it is called back only after a quiet spell.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+
+from pflowbsd.config import Endpoint
+
+log = logging.getLogger("pflowbsd")
+
+
+class Sender:
+    RECOVERED_AFTER = 60.0  # seconds without an error before a collector counts as back
+
+    def __init__(self, dsts: list[Endpoint], src: Endpoint | None = None) -> None:
+        self.sockets: list[tuple[Endpoint, socket.socket]] = []
+        self.errors: dict[Endpoint, str | None] = {}
+        self.failed_at: dict[Endpoint, float] = {}
+        self.stats = dict(datagrams=0, bytes=0, send_errors=0)
+        for dst in dsts:
+            fam = socket.AF_INET6 if ":" in dst[0] else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            try:
+                if src and (":" in src[0]) == (fam == socket.AF_INET6):
+                    if src[1]:  # one source port shared by every collector's socket
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        if hasattr(socket, "SO_REUSEPORT"):
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    s.bind((src[0], src[1]))
+                s.connect((dst[0], dst[1]))
+            except OSError as e:
+                s.close()
+                self.close()
+                raise OSError(e.errno, f"flowsrc {src and src[0]} to flowdst {dst[0]}:{dst[1]}: "
+                                       f"{e.strerror}") from None
+            self.sockets.append((dst, s))
+            self.errors[dst] = None
+
+    def send(self, datagrams: dict[Endpoint, list[bytes]]) -> None:
+        """Each flowdst its own datagrams, in order."""
+        for dst, s in self.sockets:
+            for d in datagrams.get(dst, ()):
+                try:
+                    s.send(d)
+                    self.stats["datagrams"] += 1
+                    self.stats["bytes"] += len(d)
+                    self._ok(dst)
+                except OSError as e:
+                    self.stats["send_errors"] += 1
+                    self._fail(dst, e)
+
+    def _ok(self, dst: Endpoint) -> None:
+        if self.errors[dst] and time.monotonic() - self.failed_at[dst] > self.RECOVERED_AFTER:
+            log.warning("flowdst %s:%d: sending again", *dst)
+            self.errors[dst] = None
+
+    def _fail(self, dst: Endpoint, e: OSError) -> None:
+        msg = errno.errorcode.get(e.errno or 0, str(e))
+        self.failed_at[dst] = time.monotonic()
+        if self.errors[dst] != msg:
+            log.warning("flowdst %s:%d: %s", dst[0], dst[1], e.strerror or e)
+            self.errors[dst] = msg
+
+    def close(self) -> None:
+        for _, s in self.sockets:
+            s.close()
