@@ -18,14 +18,10 @@ import socket
 from dataclasses import dataclass, field
 
 from pflowbsd.export import ipfix, v5
+from pflowbsd.export.pflow import MCLBYTES, PFLOW_MAXBYTES, PFLOW_MINMTU, PFLOW_TIMEOUT
 from pflowbsd.flows import Clock, Flow
 
-TIMEOUT = 30  # PFLOW_TIMEOUT: the longest a record is held
-MINMTU = v5.HEADER.size + v5.RECORD.size  # PFLOW_MINMTU
-MCLBYTES = 2048  # the largest MTU SIOCSIFMTU accepts (larger ones are clamped)
-
-
-SPLIT_CAP = v5.MAXBYTES * 65536  # at most 65536 v5 records a direction
+SPLIT_CAP = PFLOW_MAXBYTES * 65536  # at most 65536 v5 records a direction
 
 
 @dataclass(slots=True)
@@ -126,8 +122,8 @@ class Exporter:
     def __init__(self, proto: int = 5, mtu: int = 1500, domain: int = 42, tmpl_interval: int = 30, nat: bool = False):
         if proto not in PROTOCOLS:
             raise ValueError(f"Invalid pflow protocol: {proto}")
-        if mtu < MINMTU:  # SIOCSIFMTU answers EINVAL
-            raise ValueError(f"mtu {mtu} below the minimum {MINMTU}")
+        if mtu < PFLOW_MINMTU:  # SIOCSIFMTU answers EINVAL
+            raise ValueError(f"mtu {mtu} below the minimum {PFLOW_MINMTU}")
         self.proto = proto
         self.mtu = min(mtu, MCLBYTES)
         self.domain = domain
@@ -173,7 +169,7 @@ class Exporter:
     def _add(self, key: int, record: bytes, now: Clock, out: list[bytes]) -> None:
         buf = self._buffers.get(key)
         if buf is None:
-            buf = self._buffers[key] = _Buffer(now.up + TIMEOUT, self._gcounter)
+            buf = self._buffers[key] = _Buffer(now.up + PFLOW_TIMEOUT, self._gcounter)
         buf.records.append(record)
         self._gcounter += 1
         self.stats["flows"] += 1

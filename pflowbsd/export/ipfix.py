@@ -26,17 +26,17 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from pflowbsd.export.pflow import PFLOW_IPFIX_TMPL_IPV4_ID as TMPL_IPV4_ID
+from pflowbsd.export.pflow import PFLOW_IPFIX_TMPL_IPV6_ID as TMPL_IPV6_ID
+from pflowbsd.export.pflow import PFLOW_IPFIX_TMPL_SET_ID as TMPL_SET_ID
+from pflowbsd.export.pflow import PFLOW_MAXFLOWS, U32, U64, UDPIP_HDRLEN
+from pflowbsd.export.pflow import PFLOW_PROTO_10 as VERSION
 from pflowbsd.flows import Clock, Flow
 
-VERSION = 10
-TMPL_SET_ID = 2  # PFLOW_IPFIX_TMPL_SET_ID
-U32 = 0xFFFFFFFF
-U64 = 0xFFFFFFFFFFFFFFFF
-UDPIP_HDRLEN = 28  # sizeof(struct udpiphdr)
-MAXFLOWS = 30  # PFLOW_MAXFLOWS
+TMPL_IPV4_NAT_ID, TMPL_IPV6_NAT_ID = 258, 259  # ours, not the kernel's: see the table above
 
 # struct pflow_v10_header, 16 bytes:
 #  0 version u16 | 2 length u16 | 4 time_sec u32 (export time) | 8 flow_sequence u32
@@ -109,7 +109,9 @@ def _plain_fields(src_ie: int, dst_ie: int, alen: int) -> tuple[tuple[int, int],
     )
 
 
-def _nat_fields(plain, post_src_ie: int, post_dst_ie: int, alen: int):
+def _nat_fields(
+    plain: tuple[tuple[int, int], ...], post_src_ie: int, post_dst_ie: int, alen: int
+) -> tuple[tuple[int, int], ...]:
     return plain[:8] + (
         (post_src_ie, alen),
         (post_dst_ie, alen),
@@ -177,8 +179,6 @@ _V6 = _plain_fields(IE_sourceIPv6Address, IE_destinationIPv6Address, 16)
 _V4_NAT = _nat_fields(_V4, IE_postNATSourceIPv4Address, IE_postNATDestinationIPv4Address, 4)
 _V6_NAT = _nat_fields(_V6, IE_postNATSourceIPv6Address, IE_postNATDestinationIPv6Address, 16)
 
-TMPL_IPV4_ID, TMPL_IPV6_ID, TMPL_IPV4_NAT_ID, TMPL_IPV6_NAT_ID = 256, 257, 258, 259
-
 TEMPLATES: dict[int, Template] = {
     t.id: t
     for t in (
@@ -199,10 +199,10 @@ def maxcount(template_id: int, mtu: int) -> int:
     """pflow_calc_mtu: records per message.  The 4-byte set header is not counted, as in
     the kernel."""
     size = TEMPLATES[template_id].layout.size
-    return min(MAXFLOWS, (mtu - HEADER.size - UDPIP_HDRLEN) // size)
+    return min(PFLOW_MAXFLOWS, (mtu - HEADER.size - UDPIP_HDRLEN) // size)
 
 
-def template_set(template_ids) -> bytes:
+def template_set(template_ids: Iterable[int]) -> bytes:
     """The template set (id 2) announcing `template_ids` in that order."""
     body = b"".join(
         TMPL_HEADER.pack(tid, len(TEMPLATES[tid].fields))

@@ -1,21 +1,22 @@
 """NetFlow v5 wire layout, as pflow(4) fills it (if_pflow.h struct pflow_header/pflow_flow).
 
 Two layouts, each declared once; `pack_header` and `pack_record` are the kernel's
-pflow_get_mbuf/pflow_sendout_v5 header and copy_flow_data, minus the buffering, which
-lives in export.py.  Everything here is pure: time comes in as a Clock.
+pflow_get_mbuf/pflow_sendout_v5 header and copy_flow_data, `split_octets` the >4 GiB loop
+of export_pflow_if.  The buffering is the Exporter's (exporter.py).  Everything here is
+pure: time comes in as a Clock.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
+from pflowbsd.export.pflow import PFLOW_ENGINE_ID as ENGINE_ID
+from pflowbsd.export.pflow import PFLOW_ENGINE_TYPE as ENGINE_TYPE
+from pflowbsd.export.pflow import PFLOW_MAXBYTES as MAXBYTES
+from pflowbsd.export.pflow import PFLOW_MAXFLOWS, PFLOW_MINMTU, U32, UDPIP_HDRLEN
+from pflowbsd.export.pflow import PFLOW_PROTO_5 as VERSION
 from pflowbsd.flows import Clock, Flow
-
-VERSION = 5
-ENGINE_TYPE = 42  # PFLOW_ENGINE_TYPE
-ENGINE_ID = 42  # PFLOW_ENGINE_ID
-MAXBYTES = 0xFFFFFFFF  # PFLOW_MAXBYTES: the split threshold of export_pflow_if
-U32 = 0xFFFFFFFF
 
 # struct pflow_header, 24 bytes:
 #  0 version u16 | 2 count u16 | 4 uptime_ms u32 | 8 time_sec u32 | 12 time_nanosec u32
@@ -30,15 +31,13 @@ HEADER = struct.Struct("!HHIIIIBBH")
 RECORD = struct.Struct("!4s4sIHHIIIIHHBBBBHHBBH")
 
 assert HEADER.size == 24 and RECORD.size == 48
-
-UDPIP_HDRLEN = 28  # sizeof(struct udpiphdr)
-MAXFLOWS = 30  # PFLOW_MAXFLOWS
+assert HEADER.size + RECORD.size == PFLOW_MINMTU
 
 
 def maxcount(mtu: int) -> int:
     """pflow_setmtu: records per datagram.  0 is possible at the minimum MTU; the
     `count >= maxcount` test in copy_flow_to_m then sends every record alone."""
-    return min(MAXFLOWS, (mtu - HEADER.size - UDPIP_HDRLEN) // RECORD.size)
+    return min(PFLOW_MAXFLOWS, (mtu - HEADER.size - UDPIP_HDRLEN) // RECORD.size)
 
 
 def pack_header(count: int, now: Clock, sequence: int) -> bytes:
@@ -93,7 +92,7 @@ def pack_record(flow: Flow, octets: int | None = None) -> bytes:
     )
 
 
-def split_octets(bytes0: int, bytes1: int):
+def split_octets(bytes0: int, bytes1: int) -> Iterator[tuple[int, int]]:
     """export_pflow_if's >PFLOW_MAXBYTES loop: yields (bytes[0], bytes[1]) per pack.
 
     Fast path when both are below the limit; otherwise 0xffffffff chunks of direction 0,
