@@ -1,111 +1,151 @@
 """The exporter: pflow(4)'s buffering, counting and timing, without sockets or clocks.
 
 The caller feeds removed states and the current Clock in and gets datagrams out, to send
-as they are.  It mirrors if_pflow.c: export_state is export_pflow_if, _add is
-copy_flow_to_m / copy_flow_ipfix_{4,6}_to_m, _sendout is pflow_sendout_v5/_ipfix, due()
-is the sc_tmo / sc_tmo6 / sc_tmo_tmpl timeouts firing, flush() is pflow_flush.
+as they are.  It mirrors if_pflow.c: export_state is export_pflow_if and copy_flow_to_m /
+copy_flow_ipfix_{4,6}_to_m, _sendout is pflow_sendout_v5/_ipfix, due() is the sc_tmo /
+sc_tmo6 / sc_tmo_tmpl timeouts firing, flush() is pflow_flush.
+
+What differs by pflowproto is an Encoding, picked from the table PROTOCOLS: it turns a
+state into (buffer key, record) pairs and a buffer into a datagram, and holds nothing
+that changes.  The Exporter owns every buffer, timer and counter and hands an encoding the
+ones it needs as arguments.
 
 Rules kept from the kernel: a buffer's 30 s hold is armed once, when it gets its first
 record; a full buffer (count >= maxcount) leaves at once; v5 flow_sequence is the record
 counter at buffer allocation, IPFIX sequence the data-record counter at send time,
 shared by every data message, and templates carry it without advancing it.  Timers run on
-Clock.up (uptime seconds).  The version-specific parts are a table, PROTOCOLS.
+Clock.up (uptime seconds).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pflowbsd.export import ipfix, v5
-from pflowbsd.export.pflow import MCLBYTES, PFLOW_MAXBYTES, PFLOW_MINMTU, PFLOW_TIMEOUT
+from pflowbsd.export.pflow import (
+    ETHERMTU,
+    MCLBYTES,
+    PFLOW_ENGINE_TYPE,
+    PFLOW_MAXBYTES,
+    PFLOW_MINMTU,
+    PFLOW_PROTO_5,
+    PFLOW_PROTO_10,
+    PFLOW_PROTO_DEFAULT,
+    PFLOW_TIMEOUT,
+    PFLOW_TMPL_TIMEOUT,
+)
 from pflowbsd.flows import Clock, Flow
 
 SPLIT_CAP = PFLOW_MAXBYTES * 65536  # at most 65536 v5 records a direction
 
 
-@dataclass(slots=True)
-class _Buffer:
-    deadline: float  # Clock.up at which the hold expires
-    sequence: int  # sc_gcounter when allocated (v5 header)
-    records: list[bytes] = field(default_factory=list)
+class Encoding(Protocol):
+    """One pflowproto, as the Exporter drives it.  Made once from (mtu, domain, nat).
+
+    order: the buffer keys, in pflow_flush order.  maxcount: records a buffer of that
+    key holds before it leaves (0 is possible: then every record leaves alone).
+    """
+
+    order: tuple[int, ...]
+    maxcount: dict[int, int]
+
+    def records(self, flow1: Flow, flow2: Flow, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
+        """The records one removed state makes, in the order they are added, each with
+        the key of the buffer it goes to.  Adds to `stats` what it drops or splits."""
+        ...
+
+    def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
+        """Buffer `key` as it leaves at `now`.  gcounter: records added before its first
+        one (sc_gcounter at allocation); sequence: data records sent before it
+        (sc_sequence).  Each protocol writes the one its header carries."""
+        ...
+
+    def template(self, now: Clock, sequence: int) -> bytes | None:
+        """The template message at `now`, or None for a protocol without templates."""
+        ...
 
 
 class _V5:
     """pflowproto 5: IPv4 only, one buffer, 32-bit counters split above 4 GiB."""
 
-    order = (0,)  # buffer keys, in pflow_flush order
+    def __init__(self, mtu: int, domain: int, nat: bool):
+        self.order: tuple[int, ...] = (0,)
+        self.maxcount = {0: v5.maxcount(mtu)}
 
-    def __init__(self, exporter: Exporter):
-        self.x = exporter
-        self.maxcount = {0: v5.maxcount(exporter.mtu)}
-
-    def start(self, now: Clock) -> list[bytes]:
-        return []
-
-    def export_state(self, flow1: Flow, flow2: Flow, now: Clock, out: list[bytes]) -> None:
-        x = self.x
+    def records(self, flow1: Flow, flow2: Flow, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
         if flow1.af != socket.AF_INET:
-            x.stats["skipped_v6"] += 1
-            return
+            stats["skipped_v6"] += 1
+            return []
         b0, b1 = flow1.octets, flow2.octets
         if max(b0, b1) > SPLIT_CAP:
             # Past ~281 TB the kernel would still loop; a counter like 2^64-1 is a
             # corrupt line, and 2^32 records of it would stall the daemon.
-            x.stats["split_clamped"] += 1
+            stats["split_clamped"] += 1
             b0, b1 = min(b0, SPLIT_CAP), min(b1, SPLIT_CAP)
         pairs = list(v5.split_octets(b0, b1))
-        x.stats["split_records"] += len(pairs) - 1
-        for bytes0, bytes1 in pairs:
+        stats["split_records"] += len(pairs) - 1
+        out = []
+        for bytes0, bytes1 in pairs:  # pflow_pack_flow: a direction without bytes is no record
             if bytes0:
-                x._add(0, v5.pack_record(flow1, bytes0), now, out)
+                out.append((0, v5.pack_record(flow1, bytes0)))
             if bytes1:
-                x._add(0, v5.pack_record(flow2, bytes1), now, out)
+                out.append((0, v5.pack_record(flow2, bytes1)))
+        return out
 
-    def datagram(self, key: int, buf: _Buffer, now: Clock) -> bytes:
-        return v5.pack_header(len(buf.records), now, buf.sequence) + b"".join(buf.records)
+    def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
+        return v5.pack_header(len(records), now, gcounter) + b"".join(records)
 
-    def template(self, now: Clock) -> bytes | None:
+    def template(self, now: Clock, sequence: int) -> bytes | None:
         return None
 
 
 class _IPFIX:
     """pflowproto 10: a buffer and timer per template, templates every tmpl_interval."""
 
-    def __init__(self, exporter: Exporter):
-        self.x = exporter
+    def __init__(self, mtu: int, domain: int, nat: bool):
         ids = [ipfix.TMPL_IPV4_ID, ipfix.TMPL_IPV6_ID]
-        if exporter.nat:
+        if nat:
             ids += [ipfix.TMPL_IPV4_NAT_ID, ipfix.TMPL_IPV6_NAT_ID]
+        self.domain = domain
+        self.nat = nat
         self.template_set = ipfix.template_set(ids)
-        self.maxcount = {tid: ipfix.maxcount(tid, exporter.mtu) for tid in ids}
+        self.maxcount = {tid: ipfix.maxcount(tid, mtu) for tid in ids}
         # pflow_flush: AF_INET, then AF_INET6
         self.order = tuple(sorted(ids, key=lambda t: (ipfix.TEMPLATES[t].af != socket.AF_INET, t)))
-        self.routes = {k: tid for k, tid in ipfix.TEMPLATE_FOR.items() if tid in ids}
-        self.nat = exporter.nat
+        # (address family, translated) -> (template id, its packer)
+        self.routes = {
+            k: (tid, ipfix.TEMPLATES[tid].pack) for k, tid in ipfix.TEMPLATE_FOR.items() if tid in ids
+        }
 
-    def start(self, now: Clock) -> list[bytes]:
-        return [self.x._sendout_tmpl(now)]
-
-    def export_state(self, flow1: Flow, flow2: Flow, now: Clock, out: list[bytes]) -> None:
+    def records(self, flow1: Flow, flow2: Flow, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
+        out = []
         for flow in (flow1, flow2):
             if not flow.octets:
                 continue
-            tid = self.routes.get((flow.af, self.nat and flow.natted))
-            if tid is not None:
-                self.x._add(tid, ipfix.TEMPLATES[tid].pack(flow, now), now, out)
+            route = self.routes.get((flow.af, self.nat and flow.natted))
+            if route is not None:
+                tid, pack = route
+                out.append((tid, pack(flow, now)))
+        return out
 
-    def datagram(self, key: int, buf: _Buffer, now: Clock) -> bytes:
-        x = self.x
-        msg = ipfix.message(ipfix.data_set(key, buf.records), now, x._sequence, x.domain)
-        x._sequence += len(buf.records)
-        return msg
+    def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
+        return ipfix.message(ipfix.data_set(key, records), now, sequence, self.domain)
 
-    def template(self, now: Clock) -> bytes:
-        return ipfix.message(self.template_set, now, self.x._sequence, self.x.domain)
+    def template(self, now: Clock, sequence: int) -> bytes:
+        return ipfix.message(self.template_set, now, sequence, self.domain)
 
 
-PROTOCOLS = {5: _V5, 10: _IPFIX}
+PROTOCOLS: dict[int, Callable[[int, int, bool], Encoding]] = {PFLOW_PROTO_5: _V5, PFLOW_PROTO_10: _IPFIX}
+
+
+@dataclass(slots=True)
+class _Buffer:
+    deadline: float  # Clock.up at which the hold expires
+    gcounter: int  # sc_gcounter when allocated (v5 header)
+    records: list[bytes] = field(default_factory=list)
 
 
 class Exporter:
@@ -116,35 +156,49 @@ class Exporter:
     skipped_v6 (IPv6 states a v5 exporter dropped), split_records (extra v5 records made
     by splitting counters above 0xffffffff), split_clamped (states whose counters
     passed SPLIT_CAP and were cut to it).  An mtu below 72 is refused as SIOCSIFMTU
-    refuses it; above 2048 it is clamped.
+    refuses it; above 2048 it is clamped.  The defaults are the kernel's (the domain
+    is the PFLOW_ENGINE_TYPE pflow_sendout_ipfix writes).
     """
 
-    def __init__(self, proto: int = 5, mtu: int = 1500, domain: int = 42, tmpl_interval: int = 30, nat: bool = False):
+    def __init__(
+        self,
+        proto: int = PFLOW_PROTO_DEFAULT,
+        mtu: int = ETHERMTU,
+        domain: int = PFLOW_ENGINE_TYPE,
+        tmpl_interval: int = PFLOW_TMPL_TIMEOUT,
+        nat: bool = False,
+    ):
         if proto not in PROTOCOLS:
             raise ValueError(f"Invalid pflow protocol: {proto}")
         if mtu < PFLOW_MINMTU:  # SIOCSIFMTU answers EINVAL
             raise ValueError(f"mtu {mtu} below the minimum {PFLOW_MINMTU}")
-        self.proto = proto
-        self.mtu = min(mtu, MCLBYTES)
-        self.domain = domain
         self.tmpl_interval = tmpl_interval
-        self.nat = nat
         self.stats: dict[str, int] = dict(
             flows=0, datagrams=0, templates=0, skipped_v6=0, split_records=0, split_clamped=0
         )
         self._gcounter = 0  # sc_gcounter: records added
-        self._sequence = 0  # sc_sequence: IPFIX data records sent
+        self._sequence = 0  # sc_sequence: data records sent (only IPFIX headers carry it)
         self._buffers: dict[int, _Buffer] = {}
         self._tmpl_deadline: float | None = None
-        self._p = PROTOCOLS[proto](self)
+        self._encoding = PROTOCOLS[proto](min(mtu, MCLBYTES), domain, nat)
 
     def start(self, now: Clock) -> list[bytes]:
         """The interface becomes running: IPFIX templates go out at once."""
-        return self._p.start(now)
+        return self._sendout_tmpl(now)
 
     def export_state(self, flow1: Flow, flow2: Flow, now: Clock) -> list[bytes]:
+        records = self._encoding.records(flow1, flow2, now, self.stats)
         out: list[bytes] = []
-        self._p.export_state(flow1, flow2, now, out)
+        buffers, maxcount = self._buffers, self._encoding.maxcount
+        for key, record in records:  # copy_flow_to_m, inlined: this is the hot path
+            buf = buffers.get(key)
+            if buf is None:
+                buf = buffers[key] = _Buffer(now.up + PFLOW_TIMEOUT, self._gcounter)
+            buf.records.append(record)
+            self._gcounter += 1
+            if len(buf.records) >= maxcount[key]:
+                out.append(self._sendout(key, now))
+        self.stats["flows"] += len(records)
         return out
 
     def due(self, now: Clock) -> list[bytes]:
@@ -154,11 +208,14 @@ class Exporter:
             fired.append((self._tmpl_deadline, 0, -1))
         out = []
         for _, is_data, key in sorted(fired):
-            out.append(self._sendout(key, now) if is_data else self._sendout_tmpl(now))
+            if is_data:
+                out.append(self._sendout(key, now))
+            else:
+                out += self._sendout_tmpl(now)
         return out
 
     def flush(self, now: Clock) -> list[bytes]:
-        return [self._sendout(key, now) for key in self._p.order if key in self._buffers]
+        return [self._sendout(key, now) for key in self._encoding.order if key in self._buffers]
 
     def next_deadline(self) -> float | None:
         deadlines = [b.deadline for b in self._buffers.values()]
@@ -166,23 +223,19 @@ class Exporter:
             deadlines.append(self._tmpl_deadline)
         return min(deadlines, default=None)
 
-    def _add(self, key: int, record: bytes, now: Clock, out: list[bytes]) -> None:
-        buf = self._buffers.get(key)
-        if buf is None:
-            buf = self._buffers[key] = _Buffer(now.up + PFLOW_TIMEOUT, self._gcounter)
-        buf.records.append(record)
-        self._gcounter += 1
-        self.stats["flows"] += 1
-        if len(buf.records) >= self._p.maxcount[key]:
-            out.append(self._sendout(key, now))
-
     def _sendout(self, key: int, now: Clock) -> bytes:
+        buf = self._buffers.pop(key)
         self.stats["datagrams"] += 1
-        return self._p.datagram(key, self._buffers.pop(key), now)
+        msg = self._encoding.datagram(key, buf.records, now, buf.gcounter, self._sequence)
+        self._sequence += len(buf.records)
+        return msg
 
-    def _sendout_tmpl(self, now: Clock) -> bytes:
+    def _sendout_tmpl(self, now: Clock) -> list[bytes]:
         """pflow_sendout_ipfix_tmpl re-arms its own timer, from the moment it runs."""
+        msg = self._encoding.template(now, self._sequence)
+        if msg is None:
+            return []
         self.stats["datagrams"] += 1
         self.stats["templates"] += 1
         self._tmpl_deadline = now.up + self.tmpl_interval
-        return self._p.template(now)
+        return [msg]
