@@ -1,13 +1,18 @@
 """pcap: classic libpcap capture files, read down to their UDP payloads, so that
 `pflowbsd dump -r` can decode what tcpdump or tshark saved on a collector host.
 pcapng is refused with a clear error (write captures with `-F pcap`).
+
+Strategy.  Pure: the file's bytes in, one (time, src, src port, dst, dst port, payload)
+per UDP datagram out.  Each link type is a function from a frame to the IP packet in it
+(LINK_LAYERS); the packet is walked to an unfragmented UDP segment; a frame that does not
+parse is skipped, a file that is not a classic capture raises PcapError.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 def _uint(b: bytes) -> int:
@@ -16,6 +21,7 @@ def _uint(b: bytes) -> int:
 
 def _addr(b: bytes) -> str:
     return str(ipaddress.ip_address(b))
+
 
 class PcapError(ValueError):
     """The file is not a classic libpcap capture we can read."""
@@ -60,7 +66,8 @@ def _sll2(frame: bytes, order: str) -> bytes | None:
     return frame[20:] if _uint(frame[0:2]) in ETHERTYPE_IP else None
 
 
-LINK_LAYERS = {  # LINKTYPE_* -> the IP packet inside a frame
+# LINKTYPE_* -> the IP packet inside a frame (given the file's byte order)
+LINK_LAYERS: dict[int, Callable[[bytes, str], bytes | None]] = {
     0: _null, 1: _ether, 12: lambda f, o: f, 14: lambda f, o: f, 101: lambda f, o: f,
     108: _loop, 113: _sll, 228: lambda f, o: f, 229: lambda f, o: f, 276: _sll2,
 }

@@ -17,7 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pflowbsd.collector.dump import Decoder, Malformed, _Sink, cmd_dump, format_flow, read_pcap, serve
+from pflowbsd.collector.decode import Decoder, Malformed
+from pflowbsd.collector.dump import _Sink, cmd_dump, format_flow, serve
+from pflowbsd.collector.pcap import read_pcap
 from tests.support import ROOT
 from tests.support.peers import free_udp_port, require, tshark_fields, udp_packet, write_pcap
 
