@@ -17,7 +17,7 @@ from pflowbsd.flows import Clock, Flow
 
 
 def states(n: int, v6: bool) -> list[tuple[Flow, Flow]]:
-    out = []
+    out: list[tuple[Flow, Flow]] = []
     for i in range(n):
         af = socket.AF_INET6 if v6 and i % 2 else socket.AF_INET
         size = 4 if af == socket.AF_INET else 16
@@ -31,7 +31,7 @@ def states(n: int, v6: bool) -> list[tuple[Flow, Flow]]:
     return out
 
 
-def rate(proto: int, pairs) -> float:
+def rate(proto: int, pairs: list[tuple[Flow, Flow]]) -> float:
     best = float("inf")
     records = 0
     for _ in range(3):

@@ -1,4 +1,4 @@
-"""pflowbsd.export: pflow(4)'s buffering, counting and timing, checked on our own decode
+"""pflowbsd.export.exporter: pflow(4)'s buffering, counting and timing, checked on our own decode
 and then against real decoders (tshark offline, nfcapd/nfdump over loopback)."""
 
 import csv

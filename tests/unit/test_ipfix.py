@@ -1,4 +1,4 @@
-"""pflowbsd.ipfix: templates in the kernel's order, record layouts, times, sizing."""
+"""pflowbsd.export.ipfix: templates in the kernel's order, record layouts, times, sizing."""
 
 import socket
 import struct

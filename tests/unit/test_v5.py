@@ -1,4 +1,4 @@
-"""pflowbsd.v5: the NetFlow v5 layouts and copy_flow_data's field rules."""
+"""pflowbsd.export.v5: the NetFlow v5 layouts and copy_flow_data's field rules."""
 
 import socket
 
