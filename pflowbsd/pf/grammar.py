@@ -1,30 +1,34 @@
 """The text grammar of `pfctl -ss [-v [-v]]`, transcribed from print_state().
 
-Strategy: a state is a record of 1-5 lines (pf_print_state.c print_state():
+Strategy: a state is a record of 1-6 lines (pf_print_state.c print_state():
 the state line, the TCP `print_seq()` line, the `age`/`expires in`/counters
-line, the `id:`/`creatorid:` line, FreeBSD's `origif:` line). Each line is a
-regex fragment named after the printf() that writes it, and RECORD joins them
-into one strict multi-line regex with named groups. FAST_RECORD is the same
-grammar for one table's verbosity, with few plain groups (FAST_FIELDS), run
-with findall() over the whole text: one C-level match and one tuple per state.
+line, the `id:`/`creatorid:` line, FreeBSD's `origif:` line, pfSense's
+`gateway:` line). Each line is a regex fragment named after the printf() that
+writes it, and RECORD joins them into one strict multi-line regex with named
+groups. FAST_RECORD is the same grammar for one table's verbosity, with few
+plain groups (FAST_FIELDS, typed as FastRecord), run with findall() over the
+text: one C-level match and one tuple per state.
 SCAN_RECORD is the lean -vv variant of scan(): it only captures the key, the
 state line and the counters. TRACK_TAIL is leaner still, the tracker's poll loop
-over tables it has seen before. Optional `, token`s of the
+over tables it has seen before (pf/snapshot.py). Optional `, token`s of the
 counters line and extras of the id line are left as text and split only when
-read (statetokens.py).
+read (pf/tokens.py); the words they hold are named at the end of this module.
 
 Sources: OpenBSD sbin/pfctl/pf_print_state.c 1.69 and FreeBSD 14/15
 sbin/pfctl/pf_print_state.c, as summarised in pfctl-formats.md §1-§2.
 """
 
+from __future__ import annotations
+
 import re
+from typing import TypeAlias
 
 
 # print_host(): inet_ntop() address, then ":%u" (AF_INET) or "[%u]" (AF_INET6)
 # when the port is non-zero; OpenBSD prefixes "(%d) " when rdomain != 0.
 # An inet address is four dotted decimals; anything with a colon is inet6
 # (which may embed a dotted quad: ::ffff:192.0.2.33).
-def _host(p):
+def _host(p: str) -> str:
     return (rf"(?:\((?P<{p}rd>\d+)\) )?(?P<{p}h>"
             rf"(?P<{p}a>\d+\.\d+\.\d+\.\d+|[0-9a-f]*:[0-9a-f:.]*)"
             rf"(?::(?P<{p}p4>\d+)|\[(?P<{p}p6>\d+)\])?)")
@@ -104,6 +108,19 @@ FAST_FIELDS = (
     "seq", "age_h", "age_ms", "exp_h", "exp_ms", "p0", "p1", "b0", "b1", "anchor", "rule",
     "opts",
     "id", "creatorid", "idx", "origif")
+# One FAST_FIELDS tuple, as findall() or match.groups() gives it and record.build_strict()
+# makes it: "" or None where pfctl printed nothing, except the age fields (always str).
+FastRecord: TypeAlias = tuple[
+    str, str,                                           # ifname proto
+    str, str | None, str | None,                        # La Lp4 Lp6
+    str | None, str | None, str | None, str | None,     # LXa LXp4 LXp6 gw1
+    str | None,                                         # arrow: "<" for "<-"
+    str, str | None, str | None,                        # Ra Rp4 Rp6
+    str | None, str | None, str | None, str | None,     # RXa RXp4 RXp6 gw2
+    str, str | None,                                    # state seq
+    str, str, str, str, str, str, str, str,             # age_h age_ms exp_h exp_ms p0 p1 b0 b1
+    str | None, str | None, str,                        # anchor rule opts
+    str | None, str | None, str | None, str | None]     # id creatorid idx origif
 # re.ASCII: \d as [0-9] is cheaper per character than Unicode
 # \d; pfctl prints ASCII digits only, so a record it rejects goes to RECORD.
 FAST_RECORD = {
