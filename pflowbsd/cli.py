@@ -55,11 +55,16 @@ from __future__ import annotations
 import gzip
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from docopt import DocoptExit, docopt
 
 from pflowbsd import __version__
 from pflowbsd.config import Config, ConfigError, apply_file, apply_words, check
+
+Args = dict[str, Any]  # docopt's answer: option or argument -> its value
+N = TypeVar("N", int, float)
 
 
 def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
@@ -78,7 +83,7 @@ def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
     return Pfctl(pfctl).run(*pfctl_args)
 
 
-def load_config(args) -> Config:
+def load_config(args: Args) -> Config:
     """Defaults, then the file, then the command line: the last word wins."""
     cfg = Config(instance=args["-i"])
     path = args["-f"] or f"/etc/pflowbsd.{cfg.instance}.conf"
@@ -98,15 +103,15 @@ def load_config(args) -> Config:
     return cfg
 
 
-def cmd_states(args) -> int:
+def cmd_states(args: Args) -> int:
     from pflowbsd.pf.states import cmd_states as body
 
     text = _input(args["FILE"], args["--pfctl"] or "pfctl", "-ss", "-vv")
     return body(text, args["--json"], sys.stdout, sys.stderr)
 
 
-def cmd_rules(args) -> int:
-    from pflowbsd.rules.select import cmd_rules as body
+def cmd_rules(args: Args) -> int:
+    from pflowbsd.rules.show import cmd_rules as body
 
     name = args["FILE"] or "pfctl -sr"
     text = _input(args["FILE"], args["--pfctl"] or "pfctl", "-a", "*", "-sr", "-vv")
@@ -119,14 +124,14 @@ def cmd_rules(args) -> int:
     return body(text, name, args["--json"], sys.stdout, sys.stderr, read_file=read_file)
 
 
-def cmd_dump(args) -> int:
+def cmd_dump(args: Args) -> int:
     from pflowbsd.collector.dump import cmd_dump as body
 
     count = _number(args, "-c", int) if args["-c"] else None
     return body(args["-l"], args["--json"], args["-r"], count, sys.stdout, sys.stderr)
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: Args) -> int:
     from pflowbsd.sim.demo import cmd_demo as body
 
     return body(rate=_number(args, "--rate", float), duration=_number(args, "--duration", float),
@@ -134,14 +139,14 @@ def cmd_demo(args) -> int:
                 seed=_number(args, "--seed", int), out=sys.stdout)
 
 
-def _number(args, opt: str, kind):
+def _number(args: Args, opt: str, kind: Callable[[str], N]) -> N:
     try:
         return kind(args[opt])
     except ValueError:
         raise ConfigError(f"{opt} {args[opt]!r}: not a number") from None
 
 
-def cmd_check(cfg: Config, args) -> int:
+def cmd_check(cfg: Config, args: Args) -> int:
     """-n: the configuration, and the rules the selection will use."""
     from pathlib import Path
 
@@ -153,15 +158,16 @@ def cmd_check(cfg: Config, args) -> int:
     replay = args["--replay"]
     rules = read_optional(Path(replay) / "rules") if replay else pfctl_for(cfg).rules()
     side.load(None, rules, None)
-    n = len(side.ruleset.rules) if side.ruleset else 0
-    chosen = [r for r in side.ruleset.rules if side.selector.decide_rule(r)[0]] if n else []
+    listed = side.ruleset.rules if side.ruleset else []
+    n = len(listed)
+    chosen = [r for r in listed if side.selector.decide_rule(r)[0]]
     dsts = ", ".join(f"{a}:{p}" for a, p in cfg.flowdst)
     print(f"pflowbsd: configuration OK: {cfg.instance} flowdst {dsts} pflowproto "
           f"{cfg.pflowproto}; {n} rules, {len(chosen)} select their states for export")
     return 0
 
 
-def cmd_daemon(args) -> int:
+def cmd_daemon(args: Args) -> int:
     from pflowbsd.shell import process
     from pflowbsd.shell.daemon import Daemon
     from pflowbsd.shell.record import replay

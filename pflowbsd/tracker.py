@@ -158,7 +158,8 @@ class Tracker:
             self.stats["restarted"] += 1
             up.expired.append(self._final(old, poll))
             self.rules.pop(t[-KEY:], None)
-            entry = self._admit(t, st, poll, nstates)
+            self.entries[t] = self._admit(t, st, poll, nstates)
+            return
         self.entries[t] = entry
 
     def _admit(self, t: str, st: State, poll: float, nstates: int) -> Entry | None:

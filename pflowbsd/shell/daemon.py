@@ -36,6 +36,8 @@ class Daemon:
         self.side = PfSide(cfg)
         self.pf_error: str | None = None  # the failure last logged
         self.carp_status: str | None = None
+        self.sender: Sender  # made by run(), with the pipeline
+        self.pipe: Pipeline
 
     def _pf(self, what: str) -> str | None:
         """One pfctl call; failures are logged once per change of state."""

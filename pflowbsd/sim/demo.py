@@ -15,6 +15,7 @@ from __future__ import annotations
 import selectors
 import socket
 import time
+from typing import TextIO
 
 from pflowbsd.collector.dump import Decoder, Malformed
 from pflowbsd.config import Config
@@ -32,7 +33,7 @@ COLUMNS = (f"{'time':>6}  {'proto':<9} {'src':>30}    {'dst':<30} {'pkts':>7} "
            f"{'bytes':>9} {'duration':>9}  nat (IPFIX)")
 
 
-def _endpoint(addr, port: int) -> str:
+def _endpoint(addr: str | None, port: int) -> str:
     addr = addr or "?"
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
@@ -102,7 +103,7 @@ class _View:
     """Rows as they come, and a progress line: redrawn with \\r on a terminal, printed
     every PLAIN_PROGRESS simulated seconds otherwise."""
 
-    def __init__(self, out, start: int):
+    def __init__(self, out: TextIO, start: int) -> None:
         self.out, self.start = out, start
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         self.status = ""
@@ -142,7 +143,8 @@ def _status(sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector) -> str:
             f"collector: {col.decoder.stats.flows} flows")
 
 
-def cmd_demo(rate: float, duration: float, proto: int, port: int, seed: int, out) -> int:
+def cmd_demo(rate: float, duration: float, proto: int, port: int, seed: int,
+             out: TextIO) -> int:
     if proto not in (5, 10) or rate < 0 or duration <= 0:
         out.write("pflowbsd demo: want --proto 5 or 10, --rate >= 0, --duration > 0\n")
         return 2
@@ -188,7 +190,7 @@ def cmd_demo(rate: float, duration: float, proto: int, port: int, seed: int, out
     return _report(out, sim, pipe, sender, col, left, proto)
 
 
-def _report(out, sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector, left: int,
+def _report(out: TextIO, sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector, left: int,
             proto: int) -> int:
     t, x, s = pipe.tracker.stats, pipe.exporter.stats, sender.stats
     d = col.decoder.stats

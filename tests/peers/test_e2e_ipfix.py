@@ -41,10 +41,8 @@ def epoch_ms(text: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rec")
-    rd.write(d)
-    return d
+def folder(recording):
+    return recording
 
 
 def decode(datagrams, port, path):

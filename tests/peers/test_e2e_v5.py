@@ -10,15 +10,7 @@ from tests.support.peers import require, tshark_fields, write_pcap
 PROTO = {"TCP": 6, "UDP": 17, "ICMP": 1}
 
 
-def expected_v5():
-    """(src, sport, dst, dport, proto, packets, bytes, first, last) of every v5 record:
-    IPv4 states flagged pflow and removed during the replay, bytes split at 2^32 - 1."""
-    want = []
-    for s in rd.states():
-        if s.exported and s.af == rd.A4:
-            for src, sp, dst, dp, pkts, nbytes, _nat in rd.records(s, split=True):
-                want.append((src, sp, dst, dp, s.proto, pkts % 2**32, nbytes, s.first, s.last))
-    return want
+expected_v5 = rd.expected_v5
 
 
 def no_icmp_ports(rows):
@@ -28,10 +20,8 @@ def no_icmp_ports(rows):
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rec")
-    rd.write(d)
-    return d
+def folder(recording):
+    return recording
 
 
 @pytest.fixture(scope="module")
