@@ -2,18 +2,26 @@
 strict grammar's groups become one.
 
 Strategy: build_into() is the bulk parser's inner loop. It takes tuples laid
-out as grammar.FAST_FIELDS (straight from findall() or match.groups()) and
-does the least Python per state: ints and hosts now, the tcp and flags dicts
-on first read, repeated words shared through statetokens' memo dicts.
-build_strict() maps a grammar.RECORD match (old formats, FreeBSD/pfSense
-extra lines, oddities) onto the same tuple, so both paths build alike.
+out as grammar.FAST_FIELDS (grammar.FastRecord, straight from findall() or
+match.groups()) and does the least Python per state: ints and hosts now, the
+tcp and flags dicts on first read, repeated words shared through the memo
+dicts of pf/tokens.py (a word not there yet is learnt and the record built
+again). build_strict() maps a grammar.RECORD match (old formats,
+FreeBSD/pfSense extra lines, oddities) onto the same tuple, so both paths
+build alike. (Some 400 lines: State, its typed attributes and the builders that
+fill them in one pass are one concern; the hot loop is inlined on purpose.)
 """
 
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pflowbsd.pf import grammar as g
 from pflowbsd.pf import tokens as t_
+from pflowbsd.pf.grammar import FastRecord
 
 
 class Host(NamedTuple):
@@ -36,29 +44,61 @@ class State:
     # text after the counters until flags is read.
     __slots__ = tuple(f for f in FIELDS if f not in ("tcp", "flags")) + ("_tcp", "_flags")
 
+    ifname: str
+    proto: int                  # -1 for a name outside netdb.PROTOCOLS
+    proto_name: str | None      # None when pfctl printed the number
+    af: str                     # "inet" | "inet6", on the wire
+    stack_af: str               # on the stack side (differs under af-to)
+    direction: str              # "in" | "out"
+    wire_src: Host
+    wire_dst: Host
+    stack_src: Host
+    stack_dst: Host
+    nat: bool
+    src_state: int | None
+    dst_state: int | None
+    state_text: str
+    age_s: int | None
+    expires_in_s: int | None
+    packets: tuple[int, int]
+    bytes: tuple[int, int]
+    rule: int | None
+    anchor: int | None
+    id: str | None
+    creatorid: str | None
+    pflow: bool
+    route_addr: str | None
+    route: t_.Route | None
+    rtableid: int | None
+    orig_ifname: str | None
+    line: int
+    nlines: int
+    _tcp: str | t_.Tcp | None
+    _flags: str | t_.Flags
+
     @property
-    def key(self):
+    def key(self) -> tuple[str | None, str | None]:
         return (self.creatorid, self.id)
 
     @property
-    def afto(self):
+    def afto(self) -> bool:
         return self.af != self.stack_af
 
     @property
-    def tcp(self):
+    def tcp(self) -> t_.Tcp | None:
         t = self._tcp
         if t.__class__ is str:
             t = self._tcp = t_.parse_seq(t, self.direction == "in")
-        return t
+        return t  # type: ignore[return-value]  # no longer a str
 
     @property
-    def flags(self):
+    def flags(self) -> t_.Flags:
         f = self._flags
         if f.__class__ is str:
             f = self._flags = t_.parse_opts(f)
-        return f
+        return f  # type: ignore[return-value]  # no longer a str
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         d = {s: getattr(self, s) for s in FIELDS}
         for k in ("wire_src", "wire_dst", "stack_src", "stack_dst"):
             d[k] = {"addr": d[k].addr, "port": d[k].port}
@@ -76,7 +116,7 @@ class State:
         del d["pflow"]
         return d
 
-    def _state_names(self):
+    def _state_names(self) -> tuple[str, str] | tuple[None, None]:
         """(src, dst) names, as the printer's table gives them, else None."""
         t = self.state_text
         if t.startswith(("<", "PROXY")) or t[:1].isdigit():
@@ -84,83 +124,92 @@ class State:
         left, _, right = t.partition(":")
         return (right, left) if self.direction == "in" else (left, right)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, State) and all(
             getattr(self, s) == getattr(other, s) for s in FIELDS)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<State {self.line}: {summary(self)}>"
 
 
-_new_host = tuple.__new__
+_new_host: Callable[[type[Host], tuple[str, int, int]], Host] = tuple.__new__
 
 # "%.2u" hours -> seconds, any digit count; "%.2u:%.2u" minutes:seconds -> seconds
 # (pfctl prints both below 60; the 3600 it prints are one compact table).
-_HOURS = t_.Memo(lambda h: int(h) * 3600, {f"{h:02d}": h * 3600 for h in range(100)})
-_MMSS = t_.Memo(lambda ms: int(ms[:2]) * 60 + int(ms[3:]),
-                {f"{m:02d}:{s:02d}": m * 60 + s for m in range(60) for s in range(60)})
+_HOURS: t_.Memo[str, int] = t_.Memo(
+    lambda h: int(h) * 3600, {f"{h:02d}": h * 3600 for h in range(100)})
+_MMSS: t_.Memo[str, int] = t_.Memo(
+    lambda ms: int(ms[:2]) * 60 + int(ms[3:]),
+    {f"{m:02d}:{s:02d}": m * 60 + s for m in range(60) for s in range(60)})
 
 
-def _rd_host(text, port):
+def _rd_host(text: str, port: str | None) -> tuple[str, int, int]:
     """Host fields of "(rdomain) addr" (OpenBSD print_host() with rdomain != 0)."""
     rd, _, addr = text[1:].partition(") ")
     return addr, int(port) if port else 0, int(rd)
 
 
-_NO_HOST = (None,) * 3
+HostParts = tuple[str, str | None, str | None]
+_NO_HOST: tuple[None, None, None] = (None,) * 3
 
 
-def _host_parts(text):
+def _host_parts(text: str) -> HostParts:
     """print_host() text -> ("(rdomain) addr", ":port", "[port]") as the fast
     regex splits it; ValueError if pfctl would not print it."""
-    if not text:
-        return _NO_HOST
     rd = ""
     if text[0] == "(":
         rd, _, text = text.partition(") ")
         rd += ") "
     if text[-1] == "]":
-        addr, _, port = text[:-1].partition("[")
+        addr, _, port6 = text[:-1].partition("[")
         if ":" not in addr:
             raise ValueError(f"bad host {text!r}")
-        return rd + addr, None, port
+        return rd + addr, None, port6
     colons = text.count(":")
+    port: str | None
     addr, port = text.split(":") if colons == 1 else (text, None)
     if colons < 2 and (addr.count(".") != 3 or not addr.replace(".", "").isdigit()):
         raise ValueError(f"bad host {text!r}")
     return rd + addr, port, None
 
 
-def build_into(records, line, base, append):
+def _maybe_host_parts(text: str) -> HostParts | tuple[None, None, None]:
+    """_host_parts() of a host the line may lack ("")."""
+    return _host_parts(text) if text else _NO_HOST
+
+
+def build_into(records: Iterable[FastRecord], line: int, base: int,
+               append: Callable[[State], object]) -> int:
     """append() a State per grammar.FAST_FIELDS tuple (absent groups "" or
     None); return the line number after them. Each record has base lines
     besides its tcp and origif ones. The hot loop: inlined on purpose, and its
     words looked up in the memos' plain caches; a word missing there is
     learnt (_learn) and the record built again."""
-    records = iter(records)
+    todo: Iterator[FastRecord] = iter(records)
     failed, tries = None, 0
     while True:
         try:
-            return _build(records, line, base, append)
+            return _build(todo, line, base, append)
         except _Missing as exc:
             rec, line = exc.args
             tries = tries + 1 if rec is failed else 1
             if tries > 2:   # learning may evict one word of the record: twice at most
                 raise KeyError(rec) from exc
             failed = rec
-            _learn(*rec)
-            records = chain((rec,), records)
+            _learn(rec)
+            todo = chain((rec,), todo)
 
 
 class _Missing(Exception):
     """A record's word is not in a memo's cache yet: (record, its line)."""
 
 
-def _learn(ifname, proto_t, La, Lp4, Lp6, LXa, LXp4, LXp6, gw1, arrow, Ra, Rp4, Rp6,
-           RXa, RXp4, RXp6, gw2, state_text, seq, age_h, age_ms, exp_h, exp_ms, p0, p1,
-           b0, b1, anchor, rule, opts, id_, creatorid, idx, origif):
+def _learn(rec: FastRecord) -> None:
     """Put the record's words into the caches _build() reads (ValueError if
     pfctl would not print them)."""
+    (ifname, proto_t, _La, _Lp4, _Lp6, _LXa, _LXp4, _LXp6, _gw1, _arrow, _Ra, _Rp4, _Rp6,
+     _RXa, _RXp4, _RXp6, _gw2, state_text, _seq, age_h, age_ms, exp_h, exp_ms, _p0, _p1,
+     _b0, _b1, anchor, rule, opts, _id, creatorid, _idx, _origif) = rec
     t_.SHARED[ifname]
     t_.PROTOCOLS[proto_t][2][state_text]
     if age_h:
@@ -175,7 +224,8 @@ def _learn(ifname, proto_t, La, Lp4, Lp6, LXa, LXp4, LXp6, gw1, arrow, Ra, Rp4, 
         t_.SHARED[creatorid]
 
 
-def _build(records, line, base, append):
+def _build(records: Iterable[FastRecord], line: int, base: int,
+           append: Callable[[State], object]) -> int:
     new_host, protocols, pflow_of = _new_host, t_.PROTOCOLS.cache, t_.PFLOW.cache
     hours, mmss, shared, number = _HOURS.cache, _MMSS.cache, t_.SHARED.cache, t_.NUMBER.cache
     for rec in records:
@@ -189,8 +239,8 @@ def _build(records, line, base, append):
             if age_h:
                 age = hours[age_h] + mmss[age_ms]
                 expires = hours[exp_h] + mmss[exp_ms]
-            anchor = number[anchor] if anchor else None
-            rule = number[rule] if rule else None
+            anchor_nr = number[anchor] if anchor else None
+            rule_nr = number[rule] if rule else None
             pflow, opts = pflow_of[opts] if opts else (False, "")
             creatorid = shared[creatorid] if creatorid else None
         except KeyError:
@@ -251,8 +301,8 @@ def _build(records, line, base, append):
         else:
             st.age_s = st.expires_in_s = None
             st.packets = st.bytes = (0, 0)
-        st.anchor = anchor
-        st.rule = rule
+        st.anchor = anchor_nr
+        st.rule = rule_nr
         st.pflow = pflow
         st._flags = opts
         st.id = id_ or None
@@ -274,9 +324,10 @@ def _build(records, line, base, append):
     return line
 
 
-def _route(st, route_addr, idx, pfsgw):
+def _route(st: State, route_addr: str | None, idx: str | None, pfsgw: str | None) -> None:
     """route, rtableid, route_addr from the id line's extras and pfSense's line."""
-    route = rtableid = None
+    route: t_.Route | None = None
+    rtableid: int | None = None
     if idx:
         route, rtableid, rt_addr = t_.parse_id_extras(idx)
         route_addr = route_addr or rt_addr
@@ -285,12 +336,16 @@ def _route(st, route_addr, idx, pfsgw):
     st.route_addr, st.route, st.rtableid = route_addr, route, rtableid
 
 
-def build_strict(m, line):
+def build_strict(m: re.Match[str], line: int) -> State:
     """A State from a grammar.RECORD match (slow path); ValueError if the
     record holds what pfctl does not print."""
-    def host(p):
+    def host(p: str) -> str:
+        """The print_host() text of group set p, "" where the line has none."""
         rd, h = m[p + "rd"], m[p + "h"]
-        return h and (f"({rd}) {h}" if rd else h)
+        if not h:
+            return ""
+        return f"({rd}) {h}" if rd else h
+
     if m["Mh"]:     # old "lan -> gwy -> ext" == "gwy (lan) -> ext"; "lan (gwy) <- ext"
         if m["arrow"] != m["arrow2"]:
             raise ValueError("mixed arrows in a three-host state line")
@@ -301,7 +356,8 @@ def build_strict(m, line):
     if m["sseq"] is not None:
         s0 = m.start("sseq") - 1
         seq = m.string[s0:m.string.index("\n", s0)]
-    anchor = rule = None
+    anchor: str | None = None
+    rule: str | None = None
     opts = ""
     if m["tail"]:
         toks = m["tail"][2:].split(g.OPT_SEP)
@@ -312,13 +368,15 @@ def build_strict(m, line):
         opts = g.OPT_SEP + g.OPT_SEP.join(toks) if toks else ""
     age_h, _, age_ms = (m["age"] or "").partition(":")
     exp_h, _, exp_ms = (m["exp"] or "").partition(":")
-    gr = (m["ifname"], m["proto"], *_host_parts(left), *_host_parts(left_x), m["gw1"],
-          "<" if m["arrow"] == "<-" else "",
-          *_host_parts(host("R")), *_host_parts(host("RX")), m["gw2"],
-          m["state"], seq, age_h, age_ms, exp_h, exp_ms,
-          *m.group("p0", "p1", "b0", "b1"), anchor, rule, opts,
-          *m.group("id", "creatorid", "idx", "origif"))
-    out = []
+    counters = m.group("p0", "p1", "b0", "b1") if m["age"] else ("", "", "", "")
+    gr: FastRecord = (
+        m["ifname"], m["proto"], *_host_parts(left), *_maybe_host_parts(left_x), m["gw1"],
+        "<" if m["arrow"] == "<-" else "",
+        *_host_parts(host("R")), *_maybe_host_parts(host("RX")), m["gw2"],
+        m["state"], seq, age_h, age_ms, exp_h, exp_ms,
+        *counters, anchor, rule, opts,
+        *m.group("id", "creatorid", "idx", "origif"))
+    out: list[State] = []
     build_into((gr,), line, 0, out.append)
     st = out[0]
     st.nlines = m.string.count("\n", m.start(), m.end())
@@ -327,8 +385,9 @@ def build_strict(m, line):
     return st
 
 
-def summary(st):
-    def host(h, alt):
+def summary(st: State) -> str:
+    """One line per state for `pflowbsd states`: who, what, how much."""
+    def host(h: Host, alt: Host) -> str:
         s = _fmt_host(h)
         return s if alt == h else f"{s} ({_fmt_host(alt)})"
     src = host(st.wire_src, st.stack_src)
@@ -348,7 +407,7 @@ def summary(st):
     return " ".join(out)
 
 
-def _fmt_host(h):
+def _fmt_host(h: Host) -> str:
     rd = f"({h.rdomain}) " if h.rdomain else ""
     if not h.port:
         return rd + h.addr
