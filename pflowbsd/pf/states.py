@@ -1,26 +1,37 @@
 """Parse `pfctl -ss [-v [-v]]` text into states, exactly and fast.
 
-Strategy: three tiers. A clean table (the usual case) goes through
-grammar.FAST_RECORD with findall() in 16 KB chunks, and is accepted when its
-records' line counts add up to the text's (they are whole lines, so they then
-cover it). Otherwise the checked path runs the same regex with finditer() and
-hands whatever lies between its matches to grammar.RECORD, the strict
-grammar. A record is accepted only when it is complete for the table's
-verbosity (-v tables need the age line and, for tcp, the window line; -vv
-tables need the id line) and no stray continuation line follows it. Anything
-else is reported once per record (a state line and its continuation lines) as
-a ParseError, never raised, and parsing goes on at the next state line.
-States are built in staterecord.py. scan() is the tracker's fast path: the
-key, state line and counters of every -vv record, no State objects.
+Strategy: three paths, all over pf/grammar.py's regexes. The fast path takes a
+text that ends in a newline (the usual case) through the table's
+grammar.FAST_RECORD (its verbosity told by whether an age or id line occurs)
+with findall(), in chunks of ~16 KB cut before a state line, and accepts it
+when its records' line counts add up to the text's (they are whole lines, so
+they then cover it). Otherwise (a truncated text, a line the fast regex did not
+take, a word pfctl would not print) the checked path runs the same regex with
+finditer() and hands whatever lies between or inside its matches to the strict
+path: grammar.RECORD, which knows every format. A record is accepted only when
+it is complete for the table's verbosity (-v tables need the age line and, for
+tcp, the window line; -vv tables need the id line) and no stray continuation
+line follows it. Anything else is reported once per record (a state line and
+its continuation lines) as a ParseError, never raised, and parsing goes on at
+the next state line. States are built by pf/record.py, which shares repeated
+words through pf/tokens.py's memo caches; the garbage collector is off while a
+table is built (only acyclic objects are made).
+
+scan() is the tracker's path for a -vv table: key, state line, counters text
+and span of every record, no State objects; parse_record() then parses one
+record of it in full.
 
 Input is str: decode pfctl's bytes with errors='replace' (or
 'surrogateescape'; unparseable lines are then echoed with backslash escapes).
 """
 
+from __future__ import annotations
+
 import gc
 import json
 import re
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TextIO
 
 from pflowbsd.pf import grammar as g
 from pflowbsd.pf.record import Host, State, build_into, build_strict, summary
@@ -50,34 +61,43 @@ _CONT_KINDS = (("   [", "tcp window line"), ("   age ", "age/counters line"),
 
 
 class Table:
+    """parse_states(): the states, one ParseError per record it could not take (lost
+    counts them), and whether the text ended inside a record."""
     __slots__ = ("errors", "lost", "states", "truncated")
 
-    def __init__(self, states=None, errors=None, lost=0, truncated=False):
-        self.states = states if states is not None else []
+    def __init__(self, states: list[State], errors: list[ParseError] | None = None,
+                 lost: int = 0, truncated: bool = False) -> None:
+        self.states = states
         self.errors = errors if errors is not None else []
         self.lost = lost
         self.truncated = truncated
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<Table {len(self.states)} states, {len(self.errors)} errors,"
                 f" lost={self.lost} truncated={self.truncated}>")
 
 
+# scan(): ((creatorid, id), state line, "P0:P1 pkts, B0:B1 bytes", start, end) per record.
+ScanRecord = tuple[tuple[str, str], str, str, int, int]
+
+
 class Scan:
+    """scan(): a ScanRecord per -vv record, and ParseErrors as in Table."""
     __slots__ = ("errors", "records", "truncated")
 
-    def __init__(self, records, errors, truncated):
+    def __init__(self, records: list[ScanRecord], errors: list[ParseError],
+                 truncated: bool) -> None:
         self.records = records
         self.errors = errors
         self.truncated = truncated
 
 
-def _line_at(text, pos):
+def _line_at(text: str, pos: int) -> str:
     end = text.find("\n", pos)
     return text[pos:end if end >= 0 else len(text)]
 
 
-def _skip_continuations(text, pos):
+def _skip_continuations(text: str, pos: int) -> int:
     """Offset of the next state line at or after pos (or len(text))."""
     while text.startswith("   ", pos):
         nl = text.find("\n", pos)
@@ -87,14 +107,20 @@ def _skip_continuations(text, pos):
     return pos
 
 
+# Why a line that opens a gap is not a record, when it can be told (None: it cannot).
+HeadReason = Callable[[int], str | None]
+
+
 class _Errors:
     """Collects the ParseErrors of one table; knows how to explain a gap."""
 
-    def __init__(self, text, cut):
+    def __init__(self, text: str, cut: bool) -> None:
         self.text, self.cut = text, cut
-        self.errors, self.lost, self.truncated = [], 0, cut
+        self.errors: list[ParseError] = []
+        self.lost = 0
+        self.truncated = cut
 
-    def gap(self, pos, end, line, head_reason):
+    def gap(self, pos: int, end: int, line: int, head_reason: HeadReason) -> int:
         """Report text[pos:end] once per record; return the line number at end."""
         text = self.text
         while pos < end:
@@ -106,20 +132,26 @@ class _Errors:
                 reason = "continuation line outside a record"
             else:
                 reason = head_reason(pos) or "not a pfctl state line"
-            if nxt >= len(text) and (self.cut or reason.startswith("missing")):
-                self.truncated = True
-                reason = "truncated record: " + reason
-            self.add(line, head, reason)
+            self.add_record(line, head, reason, nxt)
             line += text.count("\n", pos, nxt)
             pos = nxt
         return line
 
-    def add(self, line, text, reason):
+    def add(self, line: int, text: str, reason: str) -> None:
         self.errors.append(ParseError(line, text, reason))
         self.lost += 1
 
+    def add_record(self, line: int, text: str, reason: str, end: int) -> None:
+        """add() for a record whose lines end at offset end: a "truncated record" when
+        that is the end of a cut text, or of any text where a line is missing."""
+        if end >= len(self.text) and (self.cut or reason.startswith("missing")):
+            self.truncated = True
+            reason = "truncated record: " + reason
+        self.add(line, text, reason)
+
 
 def parse_states(text: str) -> Table:
+    """Every state of a `pfctl -ss [-v [-v]]` text, and what could not be read."""
     was_enabled = gc.isenabled()
     gc.disable()    # only acyclic objects are made; collections only cost time
     try:
@@ -138,7 +170,7 @@ _RECORD_START = re.compile(r"\n(?! )")
 _CHUNK = 1 << 14
 
 
-def _parse_states(text):
+def _parse_states(text: str) -> Table:
     vv = "   id: " in text
     v = "   age " in text
     cut = bool(text) and not text.endswith("\n")
@@ -155,13 +187,13 @@ def _parse_states(text):
     return _parse_checked(text, cut, v, vv, rx, base)
 
 
-def _parse_clean(text, rx, base):
+def _parse_clean(text: str, rx: re.Pattern[str], base: int) -> list[State] | None:
     """The whole table as the fast regex reads it (findall(): no match
     objects), or None unless its records cover the text: records are whole
     lines, so they do iff their line counts add up to the text's. Line numbers
     assume so, and hold when it does. In chunks of ~75 records: findall()'s
     tuples stay in the CPU cache until built (a third faster than 1 MB)."""
-    states = []
+    states: list[State] = []
     append = states.append
     line = 1
     pos, n = 0, len(text)
@@ -173,10 +205,11 @@ def _parse_clean(text, rx, base):
     return states if line - 1 == text.count("\n") else None
 
 
-def _parse_checked(text, cut, v, vv, rx, base):
+def _parse_checked(text: str, cut: bool, v: bool, vv: bool, rx: re.Pattern[str],
+                   base: int) -> Table:
     """Fast regex where it matches and the strict grammar (with errors) between."""
     errs = _Errors(text, cut)
-    states = []
+    states: list[State] = []
     append = states.append
     startswith = text.startswith
     pos = 0
@@ -191,7 +224,8 @@ def _parse_checked(text, cut, v, vv, rx, base):
             line = _parse_slow(text, s, pos, line, errs, states, v, vv)
             continue
         try:
-            line = build_into((m.groups(),), line, base, append)
+            # groups() is typed as a tuple of any length; rx's groups are FAST_FIELDS
+            line = build_into((m.groups(),), line, base, append)  # type: ignore[arg-type]
         except ValueError:
             line = _parse_slow(text, s, e, line, errs, states, v, vv)
         pos = e
@@ -200,7 +234,8 @@ def _parse_checked(text, cut, v, vv, rx, base):
     return Table(states, errs.errors, errs.lost, errs.truncated)
 
 
-def _parse_slow(text, pos, end, line, errs, states, v, vv):
+def _parse_slow(text: str, pos: int, end: int, line: int, errs: _Errors, states: list[State],
+                v: bool, vv: bool) -> int:
     """The strict grammar over text[pos:end]; returns the line number at end."""
     count = text.count
     for m in g.RECORD.finditer(text, pos, end):
@@ -226,11 +261,12 @@ def _parse_slow(text, pos, end, line, errs, states, v, vv):
     return line
 
 
-def _no_head_reason(pos):
+def _no_head_reason(pos: int) -> str | None:
     return None
 
 
-def _broken(errs, text, m, s, e, line, v, vv):
+def _broken(errs: _Errors, text: str, m: re.Match[str], s: int, e: int, line: int,
+            v: bool, vv: bool) -> int:
     """Report an incomplete record once; return the offset after its lines."""
     end = _skip_continuations(text, e)
     if text.startswith("   ", e):
@@ -248,10 +284,7 @@ def _broken(errs, text, m, s, e, line, v, vv):
             what = "id line"
         reason = f"missing {what}"
         where, shown = line, _line_at(text, s)
-    if end >= len(text) and (errs.cut or reason.startswith("missing")):
-        errs.truncated = True
-        reason = "truncated record: " + reason
-    errs.add(where, shown, reason)
+    errs.add_record(where, shown, reason, end)
     return end
 
 
@@ -263,7 +296,7 @@ def scan(text: str) -> Scan:
     was_enabled = gc.isenabled()
     gc.disable()    # 400k acyclic tuples: collections would only cost time
     try:
-        records = [((m[4], m[3]), m[1], m[2], m.start(), m.end())
+        records: list[ScanRecord] = [((m[4], m[3]), m[1], m[2], m.start(), m.end())
                    for m in g.SCAN_RECORD.finditer(text)]
     finally:
         if was_enabled:
@@ -273,7 +306,7 @@ def scan(text: str) -> Scan:
     errs = _Errors(text, cut)
     pos, line = 0, 1
 
-    def head_reason(p):
+    def head_reason(p: int) -> str | None:
         if g.STATE_LINE_RE.match(text, p):
             return "missing id line"
         return None
@@ -291,9 +324,9 @@ def parse_record(text: str, start: int, end: int, line: int = 0) -> State:
     """Full parse of text[start:end], one record as found by scan()."""
     m = _VV_RECORD.match(text, start, end)
     if m is not None and m.end() == end:
-        out = []
+        out: list[State] = []
         try:
-            build_into((m.groups(),), line, 3, out.append)
+            build_into((m.groups(),), line, 3, out.append)  # type: ignore[arg-type]
             return out[0]
         except ValueError:
             pass
@@ -306,11 +339,13 @@ def parse_record(text: str, start: int, end: int, line: int = 0) -> State:
 _VV_RECORD = g.FAST_RECORD["vv"]
 
 
-def _printable(s):
+def _printable(s: str) -> str:
     return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def cmd_states(text: str, as_json: bool, out, err) -> int:
+def cmd_states(text: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """`pflowbsd states`: a summary line (or a JSON object) per state to out, one line
+    per ParseError to err; 1 when there were errors."""
     table = parse_states(text)
     for st in table.states:
         if as_json:
