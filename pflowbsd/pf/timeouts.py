@@ -6,6 +6,11 @@ prints the timeout class, so it is inferred from the state pair and the counters
 pf.c moves it (reference pfctl-formats.md §4.4), and the effective value comes from the
 rule's own timeouts, else `pfctl -st`, scaled adaptively (pf_state_expires()).
 
+Strategy: the class is a table lookup (CLASS_BY_PROTO: protocol number -> a function of
+the state pair and counters, each transcribing pf.c's transitions for its protocols);
+where the text cannot tell two classes apart, LONGER_ALTERNATIVE says which to take.
+Policy then turns class and `expires in` into the uptime of the last packet.
+
 Also here: readers for `pfctl -st`, `pfctl -si -v` and `kern.boottime`, since they only
 feed this arithmetic and the reload check.
 """
@@ -13,7 +18,15 @@ feed this arithmetic and the reload check.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pflowbsd.pf.record import State
+
+# A timeout class from a state: the PFTM_* name, None when the state cannot tell.
+ClassOf = Callable[["State"], "str | None"]
 
 # PFTM_*_VAL, identical in OpenBSD pfvar.h and FreeBSD pf.h; sctp.* FreeBSD only.
 DEFAULTS: dict[str, int] = {
@@ -74,7 +87,7 @@ def parse_boottime(text: str) -> int | None:
 
 # --- the timeout class -------------------------------------------------------------
 
-def _tcp_class(st) -> str | None:
+def _tcp_class(st: State) -> str | None:
     if st.state_text.startswith("PROXY"):
         return "tcp.first"  # synproxy handshake packets neither count nor refresh
     s, d = st.src_state, st.dst_state
@@ -93,8 +106,9 @@ def _tcp_class(st) -> str | None:
     return "tcp.established"
 
 
-def _udp_like(prefix: str):
-    def klass(st) -> str | None:
+def _udp_like(prefix: str) -> ClassOf:
+    """The class function of a protocol tracked like udp (PFUDPS_*), named prefix.*."""
+    def klass(st: State) -> str | None:
         s, d = st.src_state, st.dst_state
         if s is None or d is None or s > MULTIPLE or d > MULTIPLE:
             return None
@@ -106,11 +120,11 @@ def _udp_like(prefix: str):
     return klass
 
 
-def _icmp_class(st) -> str | None:
+def _icmp_class(st: State) -> str | None:
     return "icmp.first" if st.packets[0] + st.packets[1] <= 1 else "icmp.error"
 
 
-def _sctp_class(st) -> str | None:
+def _sctp_class(st: State) -> str | None:
     # FreeBSD pf_sctp_track(), approximately; levels are netinet/sctp.h's SCTP_* bits.
     s, d = st.src_state, st.dst_state
     if s is None or d is None:
@@ -126,7 +140,7 @@ def _sctp_class(st) -> str | None:
     return "sctp.opening"
 
 
-def _other_or_sctp(st):
+def _other_or_sctp(st: State) -> str | None:
     # OpenBSD prints SCTP as a plain "other" protocol; FreeBSD >= 14 with SCTP names.
     if st.proto == 132 and _SCTP_ONLY.search(st.state_text):
         return _sctp_class(st)
@@ -136,12 +150,13 @@ def _other_or_sctp(st):
 # Where the text cannot tell two classes apart, the one the counters suggest, and the
 # one to take when `expires in` shows more time than the first allows: an ICMP error
 # charged to a state counts as a packet but does not move icmp.first to icmp.error.
-LONGER_ALTERNATIVE = {"icmp.error": "icmp.first"}
+LONGER_ALTERNATIVE: dict[str, str] = {"icmp.error": "icmp.first"}
 
-CLASS_BY_PROTO = {6: _tcp_class, 17: _udp_like("udp"), 1: _icmp_class, 58: _icmp_class}
+CLASS_BY_PROTO: dict[int, ClassOf] = {
+    6: _tcp_class, 17: _udp_like("udp"), 1: _icmp_class, 58: _icmp_class}
 
 
-def timeout_class(st) -> str | None:
+def timeout_class(st: State) -> str | None:
     """The PFTM_* a state runs on, by pf.c's update rules; None when it cannot be told."""
     return CLASS_BY_PROTO.get(st.proto, _other_or_sctp)(st)
 
@@ -160,9 +175,12 @@ class Policy:
     """The timeouts in force: `pfctl -st` values, and per-rule ones through `rule_of`."""
 
     timeouts: dict[str, int]
-    rule_of: object = None  # callable(state) -> Rule | None (Rule.timeouts: name -> s)
+    # state -> its Rule or None; read are a rule's `timeouts` (name -> s) and
+    # `states_cur`, where it has them.
+    rule_of: Callable[[State], object] | None = None
 
-    def last_packet(self, st, poll: float, nstates: int, rule=None) -> tuple[float, bool]:
+    def last_packet(self, st: State, poll: float, nstates: int,
+                    rule: object = None) -> tuple[float, bool]:
         """Uptime of the state's last packet, and whether the timeout class was known.
 
         Falls back to `poll` (the caller passes the poll at which the counters changed).
@@ -174,13 +192,14 @@ class Policy:
             return poll, False
         if rule is None and self.rule_of:
             rule = self.rule_of(st)
-        own = getattr(rule, "timeouts", None) or {}
+        own: dict[str, int] = getattr(rule, "timeouts", None) or {}
         if "adaptive.start" in own or "adaptive.end" in own:
             start, end = own.get("adaptive.start", 0), own.get("adaptive.end", 0)
             count = getattr(rule, "states_cur", None) or nstates
         else:
             start, end = self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]
             count = nstates
+
         def t_eff(name: str) -> int:
             base = own.get(name, self.timeouts.get(name, DEFAULTS.get(name, 0)))
             return effective(base, count, start, end)
