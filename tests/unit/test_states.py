@@ -1,4 +1,9 @@
-"""pflowbsd.states against the golden pfctl output, printed states, and bad input."""
+"""pflowbsd.pf.states against the golden pfctl output, printed states, and bad input.
+
+Also pf/record.py and pf/tokens.py, which it builds states with: every test goes in
+through parse_states() (or scan()/parse_record()), so they share one file over 400 lines,
+in sections: golden data, printed states, malformed input, the fast path against the strict.
+"""
 
 import gzip
 import io
@@ -436,16 +441,16 @@ def test_parse_record_fast_and_strict_agree():
 def test_memo_caches_that_start_over_still_build_every_state(monkeypatch):
     """The hot loop reads the memos' plain caches and learns a missing word;
     with caches of two entries, learning one word evicts the others."""
-    from pflowbsd.pf import tokens as statetokens
+    from pflowbsd.pf import tokens
     text = "".join(REC.format(n=n).replace("all tcp", f"em{n} tcp")
                    .replace("rule 0", f"rule {n}, pflow" if n % 2 else f"rule {n}")
                    .replace("1a2b3c4d", f"{n:08x}") for n in range(40))
     expected = parse_states(text).states
-    monkeypatch.setattr(statetokens, "_MEMO_MAX", 2)
-    for memo in (statetokens.SHARED, statetokens.NUMBER, statetokens.PFLOW):
+    monkeypatch.setattr(tokens, "_MEMO_MAX", 2)
+    for memo in (tokens.SHARED, tokens.NUMBER, tokens.PFLOW):
         memo.cache.clear()
     states = parse_states(text).states
     assert states == expected and len(states) == 40
     assert [s.ifname for s in states] == [f"em{n}" for n in range(40)]
     assert [s.pflow for s in states] == [n % 2 == 1 for n in range(40)]
-    assert len(statetokens.SHARED.cache) <= 2
+    assert len(tokens.SHARED.cache) <= 2
