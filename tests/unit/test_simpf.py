@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pflowbsd.flows import flow_pair
 from pflowbsd.pf.states import parse_states
 from pflowbsd.pf.timeouts import (
     DEFAULTS,
@@ -23,9 +24,9 @@ from pflowbsd.pf.timeouts import (
     parse_timeouts,
     timeout_class,
 )
-from pflowbsd.sim import simpf
-from pflowbsd.sim.simpf import Peer, SimPf, SimState, print_state, write_record
-from pflowbsd.flows import flow_pair
+from pflowbsd.sim import printer, simpf
+from pflowbsd.sim.printer import print_state
+from pflowbsd.sim.simpf import Peer, SimPf, SimState, write_record
 from pflowbsd.tracker import Tracker
 
 START = 1_700_000_000
@@ -206,7 +207,7 @@ def test_udp_and_tcp_levels_follow_pf():
              (1, "RA", "TIME_WAIT:TIME_WAIT", "tcp.closed")]
     for side, flags, pair, klass in steps:
         sim.packet(web, side, flags, 0)
-        names = simpf.TCP_NAMES
+        names = printer.TCP_NAMES
         assert (f"{names[web.peers[0].level]}:{names[web.peers[1].level]}", web.klass) == (
             pair, klass)
 
