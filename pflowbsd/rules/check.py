@@ -1,6 +1,6 @@
 """pfctl's semantic checks: what parse.y refuses after the words parsed.
 
-The grammar (pflowbsd.rulegrammar) accepts any well-formed rule; pfctl
+The grammar (pflowbsd.rules.grammar) accepts any well-formed rule; pfctl
 then refuses some with yyerror(), in the rule's action (check_spec) or
 per expanded combination in expand_rule() and filter_consistent()
 (check_combo).  A refused rule fails the whole load, so each check raises
@@ -9,10 +9,14 @@ that need the running system (interfaces, DNS, queues in the kernel)
 are not here: only what the text itself decides.
 """
 import re
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 import pyparsing as pp
 
-from pflowbsd.rules.grammar import HOSTS, Host, Port
+from pflowbsd.rules.grammar import Spec
+from pflowbsd.rules.hosts import HOSTS, Host, Port
+from pflowbsd.rules.lexer import ReadFile, Token
 from pflowbsd.rules.model import RuleSyntaxError
 
 TAG_MAX = 63        # PF_TAG_NAME_SIZE - 1
@@ -39,31 +43,32 @@ MODIFIERS = {"network", "broadcast", "peer", "0"}
 NUMERIC = re.compile(r"[0-9.]+$")
 
 
-def fail(where, message):
+def fail(where: Token, message: str) -> NoReturn:
     raise RuleSyntaxError(where.file, where.line, message)
 
 
-def hosts_of(spec):
-    """Every Host the rule names, with the option that names it."""
+def hosts_of(spec: Spec) -> Iterator[Host]:
+    """Every Host the rule names."""
     for key in ("from", "to"):
         side = spec.get(key)
         for h in (side[0] or ()) if side else ():
-            yield key, h
+            yield h
     for key in ("nat_to", "rdr_to", "binat_to", "redirect"):
         if isinstance(spec.get(key), tuple):
             for h in spec[key][0]:
-                yield key, h
+                yield h
     route = spec.get("route")
     if isinstance(route, tuple):
         for h in route[1]:
             if isinstance(h, Host):
-                yield "route", h
+                yield h
     divert = spec.get("divert")
     if isinstance(divert, tuple) and isinstance(divert[1], Host):
-        yield "divert", divert[1]
+        yield divert[1]
 
 
-def ports_of(spec):
+def ports_of(spec: Spec) -> Iterator[Port]:
+    """Every Port the rule names."""
     for key in ("from", "to"):
         side = spec.get(key)
         yield from (side[1] or ()) if side else ()
@@ -75,7 +80,7 @@ def ports_of(spec):
         yield divert[-1]
 
 
-def check_host(where, h):
+def check_host(where: Token, h: Host) -> None:
     """host() and dynaddr: what no lookup can ever turn into an address."""
     if h.kind == "dynamic" and not h.value[:1].isalpha():
         fail(where, f"invalid interface name '{h.value.split('/')[0]}'")
@@ -87,7 +92,8 @@ def check_host(where, h):
         fail(where, "could not parse host specification")
 
 
-def check_repeated(spec, where):
+def check_repeated(spec: Spec, where: Token) -> None:
+    """Options parse.y refuses to see twice in one rule."""
     for key in spec.get("repeated", ()):
         if key in REPEATED:
             fail(where, REPEATED[key])
@@ -97,7 +103,8 @@ def check_repeated(spec, where):
             fail(where, f"state timeout {key[8:]} multiple definitions")
 
 
-def check_strings(spec, where):
+def check_strings(spec: Spec, where: Token) -> None:
+    """Tags and labels fit pf's fixed-size buffers."""
     for key in ("tag", "tagged"):
         value = (spec.get(key) or "").removeprefix("! ")
         if len(value) > TAG_MAX:
@@ -106,7 +113,8 @@ def check_strings(spec, where):
         fail(where, f"rule label too long (max {LABEL_MAX} chars)")
 
 
-def check_ranges(spec, where):
+def check_ranges(spec: Spec, where: Token) -> None:
+    """Numbers inside the ranges parse.y allows."""
     for name, top in SCRUB_RANGE.items():
         value = (spec.get("scrub") or {}).get(name)
         if isinstance(value, int) and not 0 <= value <= top:
@@ -121,21 +129,23 @@ def check_ranges(spec, where):
                 fail(where, f"illegal port value {v}")
 
 
-def check_flags(spec, where):
+def check_flags(spec: Spec, where: Token) -> None:
     """A proto list with tcp in it drops the flags of its other members."""
     protos = spec.get("protos")
     if protos and "tcp" not in protos and spec.get("flags", "any") != "any":
         fail(where, "flags only apply to tcp")
 
 
-def check_state(spec, where):
+def check_state(spec: Spec, where: Token) -> None:
+    """State options that exclude each other."""
     opts = spec.get("state_opts") or {}
     if opts.get("source-track") == "global" and "max-src-nodes" in opts:
         fail(where, "'max-src-nodes' is incompatible with "
                     "'source-track global'")
 
 
-def check_divert(spec, where):
+def check_divert(spec: Spec, where: Token) -> None:
+    """divert-to/-reply and af-to: directions and families that fit."""
     divert, direction = spec.get("divert"), spec.get("direction")
     if divert == "reply" and direction == "in":
         fail(where, "divert-reply used with incoming rule")
@@ -149,7 +159,7 @@ def check_divert(spec, where):
                     "reply-to, dup-to")
 
 
-def check_binat(spec, where):
+def check_binat(spec: Spec, where: Token) -> None:
     """parse.y's binat-to checks on the source and the redirect address."""
     if "binat_to" not in spec:
         return
@@ -172,24 +182,23 @@ def check_binat(spec, where):
 
 
 CHECKS = (check_repeated, check_strings, check_ranges, check_flags,
-          check_state,
-          check_divert, check_binat)
+          check_state, check_divert, check_binat)
 
 
-def check_spec(spec, where):
+def check_spec(spec: Spec, where: Token) -> None:
     """The checks parse.y makes once per rule statement, before expanding."""
-    for _, h in hosts_of(spec):
+    for h in hosts_of(spec):
         check_host(where, h)
     for check in CHECKS:
         check(spec, where)
 
 
-ICMP_AF = {("icmp", "inet6"): "proto icmp doesn't match address family inet6",
-           ("ipv6-icmp", "inet"): "proto icmp6 doesn't match address "
-                                  "family inet"}
+ICMP_AF: dict[tuple[str | None, str | None], str] = {
+    ("icmp", "inet6"): "proto icmp doesn't match address family inet6",
+    ("ipv6-icmp", "inet"): "proto icmp6 doesn't match address family inet"}
 
 
-def check_combo(one, where):
+def check_combo(one: Spec, where: Token) -> None:
     """expand_rule() on one expanded combination."""
     proto, af = (one.get("protos") or [None])[0], one.get("af")
     if (proto, af) in ICMP_AF:
@@ -203,7 +212,7 @@ IN_TABLE = {"table": "tables cannot contain tables",
             "urpf-failed": '"urpf-failed" is not permitted inside tables'}
 
 
-def check_table(toks, read_file):
+def check_table(toks: Sequence[Token], read_file: ReadFile | None) -> None:
     """tabledef: `table <name> [persist|const|counters] [file "f"] [{ }]`;
     table files are read as pfctl reads them (when read_file is given)."""
     where = toks[-1]
@@ -242,7 +251,7 @@ def check_table(toks, read_file):
         check_host(where, h)
 
 
-def check_queue(toks):
+def check_queue(toks: Sequence[Token]) -> str:
     """queue: a queue needs a bandwidth or a flows figure."""
     if not {"bandwidth", "flows"} & {t.text for t in toks}:
         fail(toks[-1], "no bandwidth or flow specification")

@@ -1,20 +1,34 @@
 """List expansion and numbering of pf.conf rules, in pfctl's order.
 
-parse.y's expand_rule() nests its loops interface, proto, icmp-type,
-src host, dst host, src port, dst port, uid, gid (pf4.ok shows it); it drops combinations
-whose address families disagree and numbers each kept rule in turn.  The
-rule's address family is first decided from the host lists
-(decide_address_family) and from translation addresses
-(remove_invalid_hosts).  With the optimizer off those numbers are what the
+parse.y's expand_rule() nests its loops interface, proto, icmp-type, src
+host, dst host, src port, dst port, uid, gid (pf4.ok shows it); it drops
+combinations whose address families disagree and numbers each kept rule in
+turn.  The rule's address family is first decided from the host lists
+(decide_address_family) and from translation addresses (remove_invalid_hosts,
+here redirect_hosts).  With the optimizer off those numbers are what the
 kernel reports as `rule N`.  A rule we cannot model stops the numbering of
 its ruleset: later rules there get nr None, never a guess.
 """
 import ipaddress
 import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pflowbsd.rules.check import check_combo
-from pflowbsd.rules.grammar import ANY, Endpoint, Host, norm_address
-from pflowbsd.rules.model import FILTER_ACTIONS, RuleSyntaxError, rule_from_spec
+from pflowbsd.rules.grammar import Spec
+from pflowbsd.rules.hosts import ANY, Endpoint, Host, Port, norm_address
+from pflowbsd.rules.lexer import Token
+from pflowbsd.rules.model import (
+    FILTER_ACTIONS,
+    Rule,
+    Ruleset,
+    RuleSyntaxError,
+    StateOpt,
+    rule_from_spec,
+)
+
+# An interface's addresses, as (address, prefix length) pairs, by name.
+Interfaces = Mapping[str, Sequence[tuple[str, int]]]
 
 # pfctl keywords the grammar does not model: a rule using one is skipped
 # with a warning instead of being rejected as a syntax error.
@@ -28,11 +42,11 @@ KNOWN_NAMES = {"localhost": (("127.0.0.1", "inet"), ("::1", "inet6"))}
 class Numbering:
     """Rule numbers per (anchor, ruleset), as pf->rule_nr counts them."""
 
-    def __init__(self, rs):
+    def __init__(self, rs: Ruleset) -> None:
         self.rs = rs
-        self.next = {}
+        self.next: dict[tuple[str, str], int | None] = {}
 
-    def add(self, rule):
+    def add(self, rule: Rule) -> None:
         key = (rule.anchor, rule.ruleset)
         nr = self.next.get(key, 0)
         if nr is not None:
@@ -40,14 +54,14 @@ class Numbering:
             self.next[key] = nr + 1
         self.rs.rules.append(rule)
 
-    def skip(self, anchor, tok, why):
+    def skip(self, anchor: str, tok: Token, why: str) -> None:
         self.rs.warnings.append(
             f"{tok.file}:{tok.line}: rule skipped ({why}); later rule "
             f"numbers in {anchor or 'the main ruleset'} are unknown")
         self.next[(anchor, "filter")] = None
 
 
-def interface_hosts(h, interfaces):
+def interface_hosts(h: Host, interfaces: Interfaces) -> list[Host]:
     """`em0`, `em0:network`: the addresses pfctl reads off the interface."""
     value, _, mask = h.value.partition("/")
     name, _, modifier = value.partition(":")
@@ -70,9 +84,10 @@ def interface_hosts(h, interfaces):
     return out
 
 
-def resolve_names(hosts, interfaces=None):
+def resolve_names(hosts: Sequence[Host], interfaces: Interfaces | None = None
+                  ) -> list[Host]:
     """Replace known host names by their addresses, as pfctl's host() does."""
-    out = []
+    out: list[Host] = []
     for h in hosts:
         if h.kind == "name" and interfaces and \
                 h.value.partition(":")[0].partition("/")[0] in interfaces:
@@ -88,7 +103,7 @@ def resolve_names(hosts, interfaces=None):
     return out
 
 
-def decide_address_family(hosts, af):
+def decide_address_family(hosts: Sequence[Host], af: str | None) -> str | None:
     """parse.y: a list whose addresses share one family sets the rule's."""
     target = None
     for h in hosts or ():
@@ -100,7 +115,8 @@ def decide_address_family(hosts, af):
     return af or target
 
 
-def redirect_hosts(spec, key, af, tok, interfaces):
+def redirect_hosts(spec: Spec, key: str, af: str | None, tok: Token,
+                   interfaces: Interfaces | None) -> str | None:
     """remove_invalid_hosts(): translation addresses fix or follow the af."""
     if key not in spec or not isinstance(spec[key], tuple):
         return af
@@ -134,19 +150,21 @@ AF_MISMATCH = {"route": "af mismatch in routing spec",
                "binat_to": "af mismatch in translation spec"}
 
 
-def apply_state_defaults(spec, defaults):
+def apply_state_defaults(spec: Spec,
+                         defaults: Mapping[str, StateOpt | dict[str, int]]
+                         ) -> None:
     """`set state-defaults` reaches pass rules with no state clause."""
     if spec["action"] != "pass" or spec.get("keep_state") or not defaults:
         return
     for k, v in defaults.items():
-        if k == "timeouts":
+        if isinstance(v, dict):         # k == "timeouts"
             for name, secs in v.items():
                 spec["timeouts"].setdefault(name, secs)
         else:
             spec["state_opts"].setdefault(k, v)
 
 
-def port_label(p):
+def port_label(p: Port | None) -> str:
     if p is None:
         return ""
     if p.op == "=":
@@ -156,14 +174,17 @@ def port_label(p):
     return f"{p.op}{p.lo}"
 
 
-def addr_label(h):
+def addr_label(h: Host | None) -> str:
     if h is None or h.kind == "any":
         return ("! " if h and h.neg else "") + "any"
     text = {"table": "<{}>", "dynamic": "({})"}.get(h.kind, "{}")
     return ("! " if h.neg else "") + text.format(h.value)
 
 
-def expand_label(label, ifname, src, sport, dst, dport, proto):
+def expand_label(label: str | None, ifname: str | None, src: Host,
+                 sport: Port | None, dst: Host, dport: Port | None,
+                 proto: str | None) -> str | None:
+    """$if, $srcaddr, ... in a label or tag, for one expanded rule."""
     if label is None or "$" not in label:
         return label
     for macro, value in (("$if", ifname or ""), ("$srcaddr", addr_label(src)),
@@ -179,7 +200,7 @@ ICMP_PROTO = {"icmp-type": "icmp", "icmp6-type": "ipv6-icmp",
               "ipv6-icmp-type": "ipv6-icmp"}
 
 
-def implied_options(spec):
+def implied_options(spec: Spec) -> None:
     """What parse.y adds on its own: binat-to is outbound, max-src-* track
     sources per rule, max-src-conn-rate sets src.track, max sets the
     rule's adaptive timeouts (60 % / 120 %), an empty label is none."""
@@ -204,7 +225,9 @@ def implied_options(spec):
             spec[key] = None
 
 
-def expand(spec, rs, anchor, tok, text, interfaces=None, last=None):
+def expand(spec: Spec, rs: Ruleset, anchor: str, tok: Token, text: str,
+           interfaces: Interfaces | None = None, last: Token | None = None
+           ) -> list[Rule]:
     """The rules one pf.conf rule statement stands for, in pfctl's order.
 
     Errors name last, the statement's last token, as yyerror() does."""
@@ -223,10 +246,12 @@ def expand(spec, rs, anchor, tok, text, interfaces=None, last=None):
                 "divert"):
         af = redirect_hosts(spec, key, af, at, interfaces)
     icmp = spec.get("icmp_types")
-    icmp_items = [(ICMP_PROTO[icmp[0]], t) for t in icmp[1]] if icmp \
-        else [None]
-    if icmp and icmp_items[0][0] == "ipv6-icmp" and not af:
-        af = "inet6"
+    icmp_items: Sequence[tuple[str, Any] | None] = [None]
+    if icmp:
+        typed = [(ICMP_PROTO[icmp[0]], t) for t in icmp[1]]
+        icmp_items = typed
+        if typed[0][0] == "ipv6-icmp" and not af:
+            af = "inet6"
     combos = itertools.product(
         spec.get("ifaces") or [None], spec.get("protos") or [None],
         icmp_items, src_hosts, dst_hosts, src_ports or [None],
@@ -273,7 +298,9 @@ def expand(spec, rs, anchor, tok, text, interfaces=None, last=None):
     return rules
 
 
-def binat_reverse(spec, rs, anchor, tok, text, interfaces, last):
+def binat_reverse(spec: Spec, rs: Ruleset, anchor: str, tok: Token,
+                  text: str, interfaces: Interfaces | None,
+                  last: Token | None) -> list[Rule]:
     """binat-to also loads the inbound half: from dst to the binat address,
     rdr-to the source (parse.y builds it after the outbound rule)."""
     back = {k: v for k, v in spec.items() if k != "binat_to"}
@@ -286,7 +313,7 @@ def binat_reverse(spec, rs, anchor, tok, text, interfaces, last):
     return expand(back, rs, anchor, tok, text, interfaces, last)
 
 
-def expand_nr_macros(rs):
+def expand_nr_macros(rs: Ruleset) -> None:
     """`$nr` in labels and tags is the final rule number (after numbering)."""
     for rule in rs.rules:
         for attr in ("label", "tag"):

@@ -3,26 +3,43 @@
 One pyparsing grammar reads a single rule, as written in pf.conf (lists,
 service names, optional words) or as printed by pfctl's print_rule()
 (`pfctl_parser.c`: one rule per line, lists already expanded).  Productions
-carry parse.y's names (`filter_opts`, `state_opt_item`, `redirspec`, ...).
+carry parse.y's names (`filter_opts`, `state_opt_item`, `redirspec`, ...);
+the terms they are made of (hosts, ports, lists) are pflowbsd.rules.hosts.
 Each option yields a small (key, value) pair; `parse_rule_text` folds them
 into a dict, the *spec*, which the callers turn into Rule objects.  Lists
-stay lists here: expanding them is pfconf's job, because the order decides
-rule numbers.
+stay lists here: expanding them is pflowbsd.rules.expand's job, because the
+order decides rule numbers.  Packrat is off: it costs more than it saves on
+one-line rules.
 """
-import ipaddress
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 import pyparsing as pp
 
-from pflowbsd.pf.netdb import PROTO_NAMES, PROTOCOLS, SERVICES
+from pflowbsd.pf.netdb import PROTO_NAMES, PROTOCOLS, proto_name
+from pflowbsd.rules.hosts import (
+    GIDS,
+    HOST,
+    HOSTS,
+    HOSTWORD,
+    NOT,
+    NUMBER,
+    PORT_ITEM,
+    PORTS,
+    QSTRING,
+    STRING,
+    UIDS,
+    WORD,
+    K,
+    S,
+    kw,
+    one_or_list,
+)
 
-# packrat off: it costs more than it saves on one-line rules
-
-GROUPS = {"wheel": 0, "daemon": 1, "kmem": 2, "sys": 3, "tty": 4,
-          "operator": 5, "bin": 7, "staff": 20, "www": 67, "nobody": 32767,
-          "nogroup": 32766}
-USERS = {"root": 0, "daemon": 1, "operator": 2, "bin": 3, "www": 67,
-         "nobody": 32767, "wheel": 0, "kmem": 2, "sys": 3}
+# A parsed rule: option name -> value.  The values are what the parse actions
+# make of pyparsing's results (strings, numbers, Hosts, lists and tuples of
+# them), different per option, so they are not typed any closer.
+Spec = dict[str, Any]
 
 # State timeouts a rule may carry (pf_timeouts[] in pfctl_parser.c).
 TIMEOUT_NAMES = (
@@ -34,227 +51,22 @@ TIMEOUT_NAMES = (
     "adaptive.start", "adaptive.end")
 
 
-class Host(NamedTuple):
-    """One address: kind is any/addr/range/table/dynamic/name/no-route/
-    urpf-failed/self/route; af is 'inet'/'inet6' when the address says so."""
-    neg: bool
-    kind: str
-    value: str
-    af: str | None = None
-
-
-class ScopedHost(Host):
-    """A link-local address: its %scope names the rule's interface."""
-    scope = None
-
-
-class Port(NamedTuple):
-    """A port or uid/gid test: op in = != < <= > >= <> >< : (range)."""
-    op: str
-    lo: int | str
-    hi: int | str | None = None
-
-
-class Endpoint(NamedTuple):
-    host: Host | None
-    port: Port | None
-
-
-ANY = Host(False, "any", "any")
-
-
 class KV:
     """A (key, value) pair a production contributes to the rule spec."""
     __slots__ = ("key", "value")
 
-    def __init__(self, key, value):
+    def __init__(self, key: str, value: Any) -> None:
         self.key, self.value = key, value
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"KV({self.key!r}, {self.value!r})"
 
 
-def kw(word):
-    return pp.Keyword(word, ident_chars=pp.alphanums + "_-.")
+def put(key: str, fn: Callable[[pp.ParseResults], Any] = lambda t: t[0]
+        ) -> Callable[[str, int, pp.ParseResults], KV]:
+    """A parse action making KV(key, fn(tokens))."""
+    return lambda s, loc, t: KV(key, fn(t))
 
-
-def K(word):
-    return pp.Suppress(kw(word))
-
-
-def put(key, fn=lambda t: t[0]):
-    return lambda s, l, t: KV(key, fn(t))
-
-
-S = pp.Suppress
-# pfctl's allowed_in_string(): what a bare word may hold.
-WORD = pp.Regex(r'[^\s(){}<>!=/#,"\']+')
-QSTRING = pp.QuotedString('"', esc_char="\\", multiline=True) | \
-    pp.QuotedString("'", multiline=True)
-STRING = QSTRING | WORD
-NUMBER = pp.Regex(r"0x[0-9a-fA-F]+|\d+").set_parse_action(
-    lambda t: int(t[0], 0))
-NOT = pp.Opt(pp.Literal("!")).set_parse_action(lambda t: bool(t))
-
-RESERVED = {
-    "all", "any", "from", "to", "port", "os", "on", "proto", "inet", "inet6",
-    "flags", "keep", "modulate", "synproxy", "no", "label", "tag", "tagged",
-    "user", "group", "icmp-type", "icmp6-type", "queue", "rtable",
-    "probability", "allow-opts", "fragment", "once", "in", "out", "quick",
-    "log", "nat-to", "rdr-to", "binat-to", "af-to", "route-to", "reply-to",
-    "dup-to", "divert-to", "divert-reply", "divert-packet", "set", "prio",
-    "tos", "max-pkt-rate", "received-on", "scrub", "min-ttl", "max-mss",
-    "no-df", "random-id", "reassemble", "static-port", "sticky-address",
-    "round-robin", "random", "source-hash", "bitmask", "least-states",
-    "rdomain", "self", "no-route", "urpf-failed", "route", "ridentifier",
-    "dnpipe", "dnqueue", "max-src-conn", "crop", "drop-ovl", "state",
-}
-
-
-def comma_list(item):
-    """`{ a, b c }`: commas optional, lists nest (pfctl flattens them)."""
-    lst = pp.Forward()
-    lst <<= S("{") + pp.ZeroOrMore((item | lst) + pp.Opt(S(","))) + S("}")
-    return lst
-
-
-def one_or_list(item):
-    return pp.Group(comma_list(item) | item)
-
-
-# --- hosts (parse.y: host, xhost, dynaddr, tables) ---------------------------
-
-def address_af(text):
-    base = text.split("%")[0]
-    try:
-        return "inet6" if ipaddress.ip_address(base).version == 6 else "inet"
-    except ValueError:
-        return None
-
-
-def short_v4(text):
-    """inet_net_pton() forms: `10.1` is 10.1.0.0."""
-    parts = text.split(".")
-    if 1 < len(parts) < 4 and all(p.isdigit() for p in parts):
-        return ".".join(parts + ["0"] * (4 - len(parts)))
-    return None
-
-
-def norm_address(text, bits=None):
-    """Print an address and mask as print_addr() does: masked, the mask
-    only if short, no scope (pfctl keeps it apart as the ifindex)."""
-    ip = ipaddress.ip_address(text.partition("%")[0])
-    full = 32 if ip.version == 4 else 128
-    if bits is not None and bits > 128:
-        # host() itself gives up: pfctl rejects the rule whatever follows
-        raise pp.ParseFatalException(text, 0,
-                                     "could not parse host specification")
-    if bits is not None and bits > full:
-        raise pp.ParseFatalException(
-            text, 0, f"netmask {bits} invalid for IPv4 address")
-    if bits is None or bits == full:
-        return str(ip)
-    net = ipaddress.ip_network(f"{ip}/{bits}", strict=False)
-    return f"{net.network_address}/{bits}"
-
-
-def _host_word(t):
-    neg, word = t[0], t[1]
-    bits = t[2] if len(t) > 2 else None
-    af = address_af(word)
-    if bits == 0 and (word.isdigit() or af):
-        return Host(neg, "any", "any")
-    if af:
-        if "%" not in word:
-            return Host(neg, "addr", norm_address(word, bits), af)
-        host = ScopedHost(neg, "addr", norm_address(word, bits), af)
-        host.scope = word.partition("%")[2]
-        return host
-    if short_v4(word) and bits is not None:
-        return Host(neg, "addr", norm_address(short_v4(word), bits), "inet")
-    if word.isdigit():
-        # pfctl (host_v4) takes a bare number as an IPv4 network.
-        return Host(neg, "addr", norm_address(
-            str(ipaddress.ip_address(int(word) << 24)), bits or 8), "inet")
-    value = word + (f"/{bits}" if bits is not None else "")
-    return Host(neg, "name", value)
-
-
-def _host_range(t):
-    a, b = t[1], t[2]
-    return Host(t[0], "range", f"{norm_address(a)} - {norm_address(b)}",
-                address_af(a))
-
-
-MASK = S("/") + NUMBER
-HOSTWORD = WORD.copy().add_condition(lambda t: t[0] not in RESERVED)
-ADDRWORD = pp.Regex(r"[0-9a-fA-F:.]+(%[\w.]+)?").add_condition(
-    lambda t: address_af(t[0]) is not None)
-HOST = (
-    (NOT + S("<") + WORD + S(">")).set_parse_action(
-        lambda t: Host(t[0], "table", t[1]))
-    | (NOT + S("(") + WORD + S(")") + pp.Opt(MASK)).set_parse_action(
-        lambda t: Host(t[0], "dynamic", t[1] + (
-            f"/{t[2]}" if len(t) > 2 else "")))
-    | (NOT + K("any")).set_parse_action(lambda t: Host(t[0], "any", "any"))
-    | (NOT + K("no-route")).set_parse_action(
-        lambda t: Host(t[0], "no-route", "no-route"))
-    | (NOT + K("urpf-failed")).set_parse_action(
-        lambda t: Host(t[0], "urpf-failed", "urpf-failed"))
-    | (NOT + K("self")).set_parse_action(lambda t: Host(t[0], "self", "self"))
-    | (NOT + K("route") + STRING).set_parse_action(
-        lambda t: Host(t[0], "route", t[1]))
-    | (NOT + ADDRWORD + S("-") + ADDRWORD).set_parse_action(_host_range)
-    | (NOT + HOSTWORD + pp.Opt(MASK)).set_parse_action(_host_word)
-)
-HOSTS = pp.Group(comma_list(HOST) | HOST)
-
-# --- ports, uids (parse.y: port_item, uid_item) ------------------------------
-UNARY = pp.Regex(r"!=|<=|>=|=|<|>")
-BINARY = pp.Regex(r"<>|><")
-
-
-def _port_value(word):
-    if isinstance(word, int):
-        return word
-    try:
-        return int(word, 0)
-    except ValueError:
-        return SERVICES.get(word, word)
-
-
-def _port_item(t):
-    if len(t) == 3 and t[1] in ("<>", "><"):
-        return Port(t[1], _port_value(t[0]), _port_value(t[2]))
-    if len(t) == 2:
-        return Port(t[0], _port_value(t[1]))
-    word = str(t[0])
-    if ":" in word:
-        lo, hi = word.split(":", 1)
-        if hi == "*":
-            return Port("=", _port_value(lo))
-        return Port(":", _port_value(lo), _port_value(hi))
-    return Port("=", _port_value(t[0]))
-
-
-PORTWORD = HOSTWORD
-PORT_ITEM = (UNARY + PORTWORD | PORTWORD + BINARY + PORTWORD | PORTWORD
-             ).set_parse_action(_port_item)
-PORTS = pp.Group(comma_list(PORT_ITEM) | PORT_ITEM)
-
-
-def id_list(names):
-    def item(t):
-        p = _port_item(t)
-        lo = names.get(p.lo, p.lo) if isinstance(p.lo, str) else p.lo
-        hi = names.get(p.hi, p.hi) if isinstance(p.hi, str) else p.hi
-        return Port(p.op, lo, hi)
-    one = (UNARY + PORTWORD | PORTWORD + BINARY + PORTWORD | PORTWORD
-           ).set_parse_action(item)
-    return pp.Group(comma_list(one) | one)
-
-
-UIDS, GIDS = id_list(USERS), id_list(GROUPS)
 
 # --- rule head: action dir logquick interface af proto fromto --------------
 RETURN_CODE = pp.Opt(S("(") + pp.Regex(r"[^)]*") + S(")"))
@@ -283,25 +95,33 @@ LOG = (K("log") + pp.Opt(S("(") + pp.DelimitedList(
         lambda t: KV("log", [s.strip() for s in t] or True))
 QUICK = K("quick").set_parse_action(lambda t: KV("quick", True))
 IFNAME = (NOT + WORD).set_parse_action(lambda t: (t[0], t[1]))
+
+
+def ifnames(key: str) -> pp.ParserElement:
+    """An interface or a `{ }` list of them, `!` allowed: KV(key, list)."""
+    return one_or_list(IFNAME).set_parse_action(lambda t: KV(key, list(t[0])))
+
+
 ON = (K("on") + (
     (K("rdomain") + NUMBER).set_parse_action(put("on_rdomain"))
-    | pp.Group(comma_list(IFNAME) | IFNAME).set_parse_action(
-        lambda t: KV("ifaces", list(t[0])))))
+    | ifnames("ifaces")))
 AF = (kw("inet6") | kw("inet")).set_parse_action(put("af"))
 
 
-def _proto(word):
+def _proto(word: int | str) -> str:
+    """A protocol as pfctl prints it: the first name of its number."""
     if isinstance(word, int):
-        return PROTO_NAMES.get(word, str(word))
+        return proto_name(word)
     return PROTO_NAMES.get(PROTOCOLS.get(word, -1), word)
 
 
 PROTO_ITEM = (NUMBER | HOSTWORD).set_parse_action(lambda t: _proto(t[0]))
-PROTO = (K("proto") + pp.Group(comma_list(PROTO_ITEM) | PROTO_ITEM)
+PROTO = (K("proto") + one_or_list(PROTO_ITEM)
          ).set_parse_action(lambda t: KV("protos", list(t[0])))
 
 
-def endpoint(word):
+def endpoint(word: str) -> pp.ParserElement:
+    """`from`/`to` hosts, ports and (not kept) os: KV(word, (hosts, ports))."""
     return (K(word) + pp.Opt(HOSTS, default=None)
             + pp.Opt(K("port") + PORTS, default=None)
             + pp.Opt(K("os") + one_or_list(STRING), default=None)
@@ -317,17 +137,16 @@ FROMTO = (K("all").set_parse_action(lambda t: KV("all", True))
 # --- filter_opts --------------------------------------------------------------
 
 
-def _state_opt(t):
+def _state_opt(t: pp.ParseResults) -> KV:
     return KV(t[0], t[1] if len(t) > 1 else True)
 
 
+RATE = pp.Combine(pp.Word(pp.nums) + "/" + pp.Word(pp.nums))   # N/seconds
 TIMEOUT_OPT = (pp.one_of(" ".join(TIMEOUT_NAMES)) + NUMBER
                ).set_parse_action(lambda t: KV("timeout", (t[0], t[1])))
 STATE_OPT_ITEM = (
     TIMEOUT_OPT
-    | (kw("max-src-conn-rate") + pp.Combine(
-        pp.Word(pp.nums) + "/" + pp.Word(pp.nums))).set_parse_action(
-            _state_opt)
+    | (kw("max-src-conn-rate") + RATE).set_parse_action(_state_opt)
     | ((kw("max-src-states") | kw("max-src-conn") | kw("max-src-nodes")
         | kw("max")) + NUMBER).set_parse_action(_state_opt)
     | (kw("source-track") + pp.Opt(kw("rule") | kw("global"))
@@ -356,21 +175,23 @@ POOL_OPT = (
     | pp.Combine(kw("source-hash") + pp.Opt(" " + WORD))
     | kw("sticky-address") | kw("static-port")
 )
-REDIR_HOST = pp.Group(comma_list(HOST) | HOST)
-REDIRSPEC = (REDIR_HOST + pp.Opt(K("port") + PORT_ITEM, default=None)
-             + pp.Group(pp.ZeroOrMore(POOL_OPT)))
+POOL_OPTS = pp.Group(pp.ZeroOrMore(POOL_OPT))
+REDIRSPEC = (HOSTS + pp.Opt(K("port") + PORT_ITEM, default=None) + POOL_OPTS)
 
 
-def redir(word, key):
+def _redirspec(t: pp.ParseResults, i: int = 0) -> tuple[list[Any], Any, list[str]]:
+    """(hosts, port, pool options) of the REDIRSPEC at t[i:]."""
+    return list(t[i]), t[i + 1], list(t[i + 2])
+
+
+def redir(word: str, key: str) -> pp.ParserElement:
     return (K(word) + REDIRSPEC).set_parse_action(
-        lambda t: KV(key, (list(t[0]), t[1], list(t[2]))))
+        lambda t: KV(key, _redirspec(t)))
 
 
-ROUTEHOST = pp.Group(comma_list(
-    (S("(") + WORD + pp.Opt(HOST) + S(")")) | HOST)
-    | (S("(") + WORD + pp.Opt(HOST) + S(")")) | HOST)
+ROUTEHOST = one_or_list((S("(") + WORD + pp.Opt(HOST) + S(")")) | HOST)
 ROUTE = ((kw("route-to") | kw("reply-to") | kw("dup-to"))
-         + ROUTEHOST + pp.Group(pp.ZeroOrMore(POOL_OPT))).set_parse_action(
+         + ROUTEHOST + POOL_OPTS).set_parse_action(
     lambda t: KV("route", (t[0], list(t[1]), list(t[2]))))
 FASTROUTE = kw("fastroute").set_parse_action(lambda t: KV("route", t[0]))
 
@@ -383,13 +204,15 @@ SCRUB_OPT = (
     | K("fragment") + (kw("reassemble") | kw("crop") | kw("drop-ovl"))
 ).set_parse_action(lambda t: KV("scrub:" + str(t[0]),
                                 t[1] if len(t) > 1 else True))
-# pfctl prints `set prio`, `set tos`, `set queue` as one `set ( ... )`.
+QUEUE = (K("queue") + (S("(") + pp.DelimitedList(STRING) + S(")") | STRING)
+         ).set_parse_action(lambda t: KV("queue", tuple(t)))
+# `set prio`, `set queue`, `set tos`, `set delay`; pfctl prints them as one
+# `set ( ... )`.
 SET_ITEM = (
     (K("prio") + (S("(") + NUMBER + pp.Opt(S(",")) + NUMBER + S(")")
                   | NUMBER)).set_parse_action(
         lambda t: KV("set_prio", tuple(t)))
-    | (K("queue") + (S("(") + pp.DelimitedList(STRING) + S(")") | STRING)
-       ).set_parse_action(lambda t: KV("queue", tuple(t)))
+    | QUEUE
     | (K("tos") + (NUMBER | WORD)).set_parse_action(put("set_tos"))
     | (K("delay") + NUMBER).set_parse_action(put("delay"))
 )
@@ -403,35 +226,22 @@ FILTER_OPT = (
     | (kw("group") + GIDS).set_parse_action(lambda t: KV("gids", list(t[1])))
     | (K("flags") + FLAGS).set_parse_action(put("flags"))
     | ((kw("icmp-type") | kw("icmp6-type") | kw("ipv6-icmp-type"))
-       + pp.Group(comma_list(ICMP_ITEM) | ICMP_ITEM)).set_parse_action(
+       + one_or_list(ICMP_ITEM)).set_parse_action(
         lambda t: KV("icmp_types", (t[0], [tuple(i) for i in t[1]])))
     | KEEP
     | (K("label") + NAME).set_parse_action(put("label"))
     | (NOT + K("tagged") + NAME).set_parse_action(
         lambda t: KV("tagged", ("! " if t[0] else "") + t[1]))
     | (K("tag") + NAME).set_parse_action(put("tag"))
-    | (K("queue") + (S("(") + pp.DelimitedList(STRING) + S(")") | STRING)
-       ).set_parse_action(lambda t: KV("queue", tuple(t)))
+    | QUEUE
     | (K("rtable") + NUMBER).set_parse_action(put("rtable"))
     | (K("rdomain") + NUMBER).set_parse_action(put("rdomain"))
     | (K("probability") + pp.Regex(r"[\d.]+%?")).set_parse_action(
         put("probability"))
     | (K("prio") + NUMBER).set_parse_action(put("prio"))
-    | (K("set") + K("prio") + (S("(") + NUMBER + pp.Opt(S(",")) + NUMBER
-                               + S(")")
-                               | NUMBER)).set_parse_action(
-        lambda t: KV("set_prio", tuple(t)))
-    | (K("set") + K("queue") + (S("(") + pp.DelimitedList(STRING) + S(")")
-                                | STRING)).set_parse_action(
-        lambda t: KV("queue", tuple(t)))
-    | (K("set") + S("(") + pp.DelimitedList(SET_ITEM) + S(")"))
-    | (K("set") + K("tos") + (NUMBER | WORD)).set_parse_action(
-        put("set_tos"))
-    | (K("set") + K("delay") + NUMBER).set_parse_action(put("delay"))
+    | (K("set") + (S("(") + pp.DelimitedList(SET_ITEM) + S(")") | SET_ITEM))
     | (K("tos") + (NUMBER | WORD)).set_parse_action(put("tos"))
-    | (K("max-pkt-rate") + pp.Combine(pp.Word(pp.nums) + "/"
-                                      + pp.Word(pp.nums))
-       ).set_parse_action(put("max_pkt_rate"))
+    | (K("max-pkt-rate") + RATE).set_parse_action(put("max_pkt_rate"))
     | kw("allow-opts").set_parse_action(lambda t: KV("allow_opts", True))
     | (kw("fragment") + ~(kw("reassemble") | kw("crop") | kw("drop-ovl"))
        ).set_parse_action(lambda t: KV("fragment", True))
@@ -441,8 +251,7 @@ FILTER_OPT = (
         lambda t: KV("divert", ("to", t[0], t[1])))
     | (K("divert-packet") + K("port") + PORT_ITEM).set_parse_action(
         lambda t: KV("divert", ("packet", t[0])))
-    | (K("received-on") + pp.Group(comma_list(IFNAME) | IFNAME)
-       ).set_parse_action(lambda t: KV("received_on", list(t[0])))
+    | (K("received-on") + ifnames("received_on"))
     | (K("scrub") + S("(") + pp.ZeroOrMore(SCRUB_OPT + pp.Opt(S(",")))
        + S(")"))
     | SCRUB_OPT
@@ -451,17 +260,15 @@ FILTER_OPT = (
     | (K("af-to") + AF + K("from") + REDIRSPEC
        + pp.Opt(K("to") + REDIRSPEC)).set_parse_action(
         lambda t: KV("af_to", (t[0].value,) + tuple(
-            (list(t[i]), t[i + 1], list(t[i + 2]))
-            for i in range(1, len(t), 3))))
+            _redirspec(t, i) for i in range(1, len(t), 3))))
     | (S("->") + REDIRSPEC).set_parse_action(
-        lambda t: KV("redirect", (list(t[0]), t[1], list(t[2]))))
+        lambda t: KV("redirect", _redirspec(t)))
     | ROUTE | FASTROUTE
     | (K("ridentifier") + NUMBER).set_parse_action(put("ridentifier"))
     | ((kw("dnpipe") | kw("dnqueue")) + (
         S("(") + NUMBER + S(",") + NUMBER + S(")") | NUMBER)
        ).set_parse_action(lambda t: KV(t[0], tuple(t[1:])))
-    | (K("for") + pp.Group(comma_list(IFNAME) | IFNAME)).set_parse_action(
-        lambda t: KV("ifaces", list(t[0])))
+    | (K("for") + ifnames("ifaces"))
 )
 
 RULE = (ACTION + pp.Opt(DIRECTION)
@@ -473,12 +280,12 @@ RULE = (ACTION + pp.Opt(DIRECTION)
         + pp.StringEnd())
 
 
-def parse_rule_text(text):
+def parse_rule_text(text: str) -> Spec:
     """Parse one rule; return its spec dict.  Raises pp.ParseException.
 
-    spec["repeated"] names the options given twice (pflowbsd.rulecheck
+    spec["repeated"] names the options given twice (pflowbsd.rules.check
     rejects those pfctl rejects; the last one is kept, as here)."""
-    spec = {"state_opts": {}, "timeouts": {}}
+    spec: Spec = {"state_opts": {}, "timeouts": {}}
     repeated = []
     for item in RULE.parse_string(text, parse_all=True):
         if item.key == "state_opts":

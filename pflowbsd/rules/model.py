@@ -1,28 +1,34 @@
-"""pf rules: the Rule model, the `pfctl -sr -vv` listing reader, Ruleset lookup.
+"""pf rules as the kernel numbers them: Rule, Ruleset and its lookup, and the
+reader of `pfctl [-a '*'] -sr -vv` listings.
 
 A state names the rule that created it as `rule N` or `anchor M, rule N`
-(pf_print_state.c); N is the rule's index in its own ruleset, which only
-the loaded ruleset knows for sure.  So `parse_listing` reads the `@N` numbers
-pfctl prints with -vv; a pf.conf (pflowbsd.pfconf) gives the numbers pfctl
-would give with the optimizer off, and says so in Ruleset.source.  Both go
-through the one grammar in pflowbsd.rulegrammar.  No I/O here.
+(pf_print_state.c); N is the rule's index in its own ruleset, which only the
+loaded ruleset knows for sure.  So `parse_listing` reads the `@N` numbers pfctl
+prints with -vv, one rule a line through the shared grammar
+(pflowbsd.rules.grammar).  A pf.conf (pflowbsd.rules.pfconf) builds the same
+Rules with the numbers pfctl would give with the optimizer off, and says so in
+Ruleset.source; pflowbsd.rules.load tells the two texts apart.  No I/O here.
 """
 import re
 from dataclasses import dataclass, field
 
 import pyparsing as pp
 
-from pflowbsd.rules.grammar import ANY, Endpoint, parse_rule_text
+from pflowbsd.rules.grammar import Spec, parse_rule_text
+from pflowbsd.rules.hosts import ANY, Endpoint, Host, Port
 
 # Rulesets other than the filter one number their rules separately
 # (FreeBSD prints the scrub ruleset first, with its own @0...).
 FILTER_ACTIONS = frozenset(("pass", "block", "match", "anchor"))
 
+# A state option's value: a number, a word, or True for a flag (`pflow`).
+StateOpt = int | str | bool
+
 
 class RuleSyntaxError(Exception):
     """A rule pf would reject, or one we cannot read, at file:line."""
 
-    def __init__(self, file, line, message):
+    def __init__(self, file: str, line: int | str, message: str) -> None:
         super().__init__(f"{file}:{line}: {message}")
         self.file, self.line, self.message = file, line, message
 
@@ -36,32 +42,31 @@ class Rule:
     quick: bool = False
     ifname: str | None = None          # "!em0" when negated
     af: str | None = None
-    proto: tuple | None = None
+    proto: tuple[str, ...] | None = None
     src: Endpoint = Endpoint(ANY, None)
     dst: Endpoint = Endpoint(ANY, None)
     keep_state: str | None = None      # keep/modulate/synproxy/no; None=implicit
-    state_opts: dict = field(default_factory=dict)
+    state_opts: dict[str, StateOpt] = field(default_factory=dict)
     pflow: bool = False
-    timeouts: dict = field(default_factory=dict)
+    timeouts: dict[str, int] = field(default_factory=dict)
     label: str | None = None
     tag: str | None = None
     line: int | None = None
     text: str = ""
-    opts: dict = field(default_factory=dict)   # everything else, by name
     call: str | None = None            # anchor rules: the path they call
 
     @property
-    def ruleset(self):
+    def ruleset(self) -> str:
         """Which numbering sequence the rule belongs to."""
         return "filter" if self.action in FILTER_ACTIONS else self.action
 
-    def effective_state(self):
+    def effective_state(self) -> str | None:
         """The state a rule really keeps: pf passes keep state by default."""
         if self.action != "pass":
             return self.keep_state if self.keep_state != "no" else None
         return self.keep_state or "keep" if self.keep_state != "no" else "no"
 
-    def key(self):
+    def key(self) -> tuple[object, ...]:
         """The fields two readings of one rule must agree on."""
         return (self.anchor, self.action, self.direction, self.quick,
                 self.ifname, self.af, self.proto, self.src, self.dst,
@@ -72,53 +77,62 @@ class Rule:
 
 @dataclass
 class Ruleset:
-    rules: list = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
     source: str = "pfctl"
-    timeouts: dict = field(default_factory=dict)
-    limit_states: int | None = None
-    optimization: str | None = None
-    state_defaults: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
+    timeouts: dict[str, int] = field(default_factory=dict)
+    # `set state-defaults`: state options, and their timeouts under "timeouts"
+    state_defaults: dict[str, StateOpt | dict[str, int]] = field(
+        default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    # Built on the first lookup: (anchor, nr) -> rule, and for each anchor
+    # rule number the anchor paths its rules call, outermost first.
+    _index: dict[tuple[str, int], Rule] | None = field(
+        default=None, init=False, repr=False, compare=False)
+    _calls: dict[int, list[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
-    def __post_init__(self):
-        self._index = None
-        self._callers = None
-
-    def _build_index(self):
+    def _build_index(self) -> dict[tuple[str, int], Rule]:
         """Built once per ruleset: lookups run for every new state of a poll."""
-        self._index, self._callers = {}, {}
+        index: dict[tuple[str, int], Rule] = {}
+        callers: dict[int, list[Rule]] = {}
         for r in self.rules:
             if r.nr is not None and r.ruleset == "filter":
-                self._index.setdefault((r.anchor, r.nr), r)
+                index.setdefault((r.anchor, r.nr), r)
             if r.action == "anchor" and r.nr is not None and r.call is not None:
-                self._callers.setdefault(r.nr, []).append(r)
-        # `anchor M` is the number of the anchor rule that called the ruleset; nested
-        # anchors make it ambiguous, so the main ruleset's callers come first.
-        for callers in self._callers.values():
-            callers.sort(key=lambda r: r.anchor.count("/") + bool(r.anchor))
+                callers.setdefault(r.nr, []).append(r)
+        # `anchor M` is the number of the anchor rule that called the ruleset;
+        # nested anchors make it ambiguous, so the main ruleset's callers come
+        # first.
+        self._calls = {
+            nr: [r.call for r in sorted(
+                rules, key=lambda r: r.anchor.count("/") + bool(r.anchor))
+                 if r.call is not None]
+            for nr, rules in callers.items()}
+        self._index = index
+        return index
 
-    def lookup(self, anchor, nr):
+    def lookup(self, anchor: int | None, nr: int | None) -> Rule | None:
         """The rule a state's `anchor M, rule N` / `rule N` refers to."""
         if nr is None:
             return None
-        if self._index is None:
-            self._build_index()
+        index = self._index if self._index is not None else self._build_index()
         if anchor is None:
-            return self._index.get(("", nr))
-        for caller in self._callers.get(anchor, ()):
-            found = self._index.get((caller.call, nr))
+            return index.get(("", nr))
+        for call in self._calls.get(anchor, ()):
+            found = index.get((call, nr))
             if found is not None:
                 return found
-            if caller.call.endswith("*"):
-                prefix = caller.call[:-1]
-                hits = [r for (a, n), r in self._index.items()
+            if call.endswith("*"):
+                prefix = call[:-1]
+                hits = [r for (a, n), r in index.items()
                         if n == nr and a.startswith(prefix)]
                 if len(hits) == 1:
                     return hits[0]
         return None
 
 
-def endpoint_of(side):
+def endpoint_of(side: tuple[list[Host] | None, list[Port] | None] | None
+                ) -> Endpoint:
     """An Endpoint from a (hosts, ports) pair holding one element each."""
     if side is None:
         return Endpoint(ANY, None)
@@ -127,10 +141,8 @@ def endpoint_of(side):
     return Endpoint(host, ports[0] if ports else None)
 
 
-PLAIN = {"label", "tag", "direction", "af"}
-
-
-def rule_from_spec(spec, anchor="", nr=None, line=None, text=""):
+def rule_from_spec(spec: Spec, anchor: str = "", nr: int | None = None,
+                   line: int | None = None, text: str = "") -> Rule:
     """A Rule from a spec whose lists hold one element (pfctl's print)."""
     ifaces = spec.get("ifaces")
     ifname = None
@@ -150,10 +162,17 @@ def rule_from_spec(spec, anchor="", nr=None, line=None, text=""):
                 label=spec.get("label"), tag=spec.get("tag"),
                 line=line, text=text)
     rule.pflow = bool(rule.state_opts.get("pflow"))
-    skip = PLAIN | {"action", "quick", "ifaces", "protos", "from", "to",
-                    "keep_state", "state_opts", "timeouts", "all", "repeated"}
-    rule.opts = {k: v for k, v in spec.items() if k not in skip}
     return rule
+
+
+def anchor_path(parent: str, name: str | None, unnamed: int) -> str:
+    """The path of the anchor `name` called from `parent` (parse.y: a leading
+    `/` is from the root; an unnamed `anchor { }` is `_N`, N counting them)."""
+    if name is None:
+        return (parent + "/" if parent else "") + f"_{unnamed}"
+    if name.startswith("/"):
+        return name[1:]
+    return (parent + "/" if parent else "") + name
 
 
 # --- the listing: `pfctl [-a '*'] -sr -vv` -----------------------------------
@@ -162,21 +181,12 @@ RULE_LINE = re.compile(r"^@(\d+)(?:\((\d+)\))? (.*)$")
 # -vv prints live counts: <table:N>, (ifname:N); drop them.
 LIVE_TABLE = re.compile(r"<([^<>:\s]+):(?:\d+|\*)>")
 LIVE_DYN = re.compile(r"\(([^()\s]+):(?:\d+|\*)\)")
-
-
-def anchor_path(parent, name, unnamed):
-    if name is None:
-        return (parent + "/" if parent else "") + f"_{unnamed}"
-    if name.startswith("/"):
-        return name[1:]
-    return (parent + "/" if parent else "") + name
-
-
 PRINTED_ACTIONS = ("pass", "block", "match", "anchor", "nat", "no", "rdr",
                    "binat", "scrub")
 
 
-def parse_listing(text, name="pfctl -sr", numbered=True):
+def parse_listing(text: str, name: str = "pfctl -sr",
+                  numbered: bool = True) -> Ruleset:
     """Read `pfctl [-a '*'] -sr -vv` output into a Ruleset (source 'pfctl').
 
     numbered=False reads `pfctl -nvf` output instead: rules without @N,
@@ -185,6 +195,7 @@ def parse_listing(text, name="pfctl -sr", numbered=True):
     rs = Ruleset(source="pfctl")
     stack = [""]
     unnamed = 0
+    lineno = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("["):
@@ -215,8 +226,7 @@ def parse_listing(text, name="pfctl -sr", numbered=True):
                 stack.append(f"?{lineno}")
             continue
         nr = int(m.group(1)) if numbered else None
-        rule = rule_from_spec(spec, stack[-1], nr, lineno,
-                              m.group(3))
+        rule = rule_from_spec(spec, stack[-1], nr, lineno, m.group(3))
         if rule.action == "anchor":
             if spec.get("anchor_name") is None:
                 unnamed += 1
@@ -228,14 +238,3 @@ def parse_listing(text, name="pfctl -sr", numbered=True):
     if len(stack) != 1:
         raise RuleSyntaxError(name, lineno, "missing '}'")
     return rs
-
-
-LISTING_MARK = re.compile(r"^@\d+(\(\d+\))? ", re.M)
-
-
-def load_ruleset(text, name, read_file=None, defines=None):
-    """A listing if the text has @N lines, else a pf.conf."""
-    if LISTING_MARK.search(text):
-        return parse_listing(text, name)
-    from pflowbsd.rules.pfconf import parse_pfconf
-    return parse_pfconf(text, name, read_file=read_file, defines=defines)

@@ -1,163 +1,43 @@
-"""pf.conf front end: lexing, includes, macros, statements → Ruleset.
+"""pf.conf front end: statements, macros, includes, anchors, options → Ruleset.
 
-The lexer follows pfctl's yylex() (parse.y): `#` comments, backslash
-continuations, `$macro` expanded outside quotes by re-reading its value,
-newline ends a statement except inside `{ }` lists.  Each statement is put
-back together as text (macros expanded, comments gone) with a map from
-offsets to source lines, and handed to the shared rule grammar.  Expanding
-the lists and numbering the rules, in pfctl's order, is pflowbsd.ruleexpand.
-Files are read through the `read_file` callable the caller passes in.
+The tokens are pfctl's yylex()'s (pflowbsd.rules.lexer).  A statement ends at
+a newline outside `{ }` lists, or where an `anchor ... {` opens a block of
+statements; each is dispatched on its first word, as parse.y's grammar does:
+macro definitions, `include`, `set` options, `load anchor`, tables and queues
+(checked, not kept), and rules.  A rule statement is put back together as text
+(macros expanded, comments gone), read by the shared rule grammar, checked
+(pflowbsd.rules.check), and expanded and numbered in pfctl's order
+(pflowbsd.rules.expand).  Files are read through the `read_file` callable the
+caller passes in; without it, `include` is an error and `load anchor` a
+warning.
 """
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
 import pyparsing as pp
 
 from pflowbsd.rules import expand as ruleexpand
 from pflowbsd.rules.check import check_queue, check_spec, check_table
 from pflowbsd.rules.grammar import STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text
-from pflowbsd.rules.model import Ruleset, RuleSyntaxError
+from pflowbsd.rules.lexer import Lexer, ReadFile, Token, join, line_at
+from pflowbsd.rules.model import Ruleset, RuleSyntaxError, anchor_path
 
-SPECIALS = "(){}<>!=,/"
-STRING_MAX = 8192       # yylex()'s buffer: longer strings are an error
-TWO_CHAR = ("<>", "><", "!=", "<=", ">=", "->")
 RULE_WORDS = {"pass", "block", "match", "anchor", "nat", "rdr", "binat",
               "no", "scrub", "antispoof"}
 # Statements that carry no rule: tables, queues, ether rules, ...
 SKIPPED_WORDS = {"altq", "ether", "nat-anchor",
                  "rdr-anchor", "binat-anchor", "dummynet"}
-
-
-class Token:
-    __slots__ = ("file", "kind", "line", "space", "text")
-
-    def __init__(self, kind, text, line, space, file):
-        self.kind, self.text, self.line = kind, text, line
-        self.space, self.file = space, file
-
-    def __repr__(self):
-        return f"{self.kind}:{self.text!r}@{self.line}"
-
-
-class Lexer:
-    """Tokens of one file; macros are looked up when `$name` is read."""
-
-    def __init__(self, text, name, macros):
-        self.text, self.name, self.macros = text, name, macros
-        self.pos, self.line = 0, 1
-
-    def error(self, message, line=None):
-        raise RuleSyntaxError(self.name, line or self.line, message)
-
-    def tokens(self):
-        text, n = self.text, len(self.text)
-        space = True
-        while self.pos < n:
-            c = text[self.pos]
-            if c == "\\" and text.startswith("\n", self.pos + 1):
-                self.pos += 2
-                self.line += 1
-                space = True
-                continue
-            if c in " \t\r":
-                self.pos += 1
-                space = True
-                continue
-            if c == "#":
-                # lgetc() joins backslash-newline first: it continues comments
-                while self.pos < n and text[self.pos] != "\n":
-                    if text.startswith("\\\n", self.pos):
-                        self.pos += 1
-                        self.line += 1
-                    self.pos += 1
-                continue
-            if c == "\n":
-                yield Token("nl", "\n", self.line, True, self.name)
-                self.pos += 1
-                self.line += 1
-                space = True
-                continue
-            if c == "$":
-                start = self.pos = self.pos + 1
-                while self.pos < n and (text[self.pos].isalnum()
-                                        or text[self.pos] == "_"):
-                    self.pos += 1
-                word = text[start:self.pos]
-                if word not in self.macros:
-                    self.error(f"macro '{word}' not defined")
-                sub = Lexer(self.macros[word], self.name, {})
-                first = True
-                for tok in sub.tokens():
-                    if tok.kind == "nl":
-                        continue
-                    tok.line, tok.space = self.line, (space if first
-                                                      else tok.space)
-                    first = False
-                    yield tok
-                space = False
-                continue
-            if c in "\"'":
-                line, end = self.line, text.find(c, self.pos + 1)
-                if end < 0:
-                    self.error("unterminated string")
-                body = text[self.pos + 1:end]
-                if len(body) >= STRING_MAX:
-                    self.error("string too long")
-                self.line += body.count("\n")
-                self.pos = end + 1
-                yield Token("qstr", body.replace("\n", ""), line, space,
-                            self.name)
-                space = False
-                continue
-            two = text[self.pos:self.pos + 2]
-            if two in TWO_CHAR:
-                yield Token("punct", two, self.line, space, self.name)
-                self.pos += 2
-            elif c in SPECIALS:
-                yield Token("punct", c, self.line, space, self.name)
-                self.pos += 1
-            else:
-                start = self.pos
-                while self.pos < n and not (text[self.pos].isspace()
-                                            or text[self.pos] in SPECIALS
-                                            or text[self.pos] in "#\"'"):
-                    if text.startswith("->", self.pos):
-                        break
-                    self.pos += 1
-                yield Token("word", text[start:self.pos], self.line, space,
-                            self.name)
-            space = False
-
-
-def token_text(tok):
-    if tok.kind == "qstr":
-        return '"' + tok.text.replace('"', '\\"') + '"'
-    return tok.text
-
-
-def join(tokens):
-    """Statement text for the grammar, plus the token at each offset."""
-    parts, starts = [], []
-    pos = 0
-    for i, tok in enumerate(tokens):
-        if i and tok.space:
-            parts.append(" ")
-            pos += 1
-        starts.append(pos)
-        t = token_text(tok)
-        parts.append(t)
-        pos += len(t)
-    return "".join(parts), starts
-
-
-def line_at(tokens, starts, loc):
-    for tok, start in zip(reversed(tokens), reversed(starts)):
-        if start <= loc:
-            return tok
-    return tokens[0]
+# After these an anchor's `{` opens a list, not a block of rules.
+LIST_OPENERS = ("from", "to", "on", "proto", "port", "user", "group",
+                "icmp-type", "os", "icmp6-type", "nat-to", "rdr-to",
+                "route-to", "reply-to", "dup-to")
 
 
 class Reader:
     """Statement-level parse of pf.conf into the Ruleset being built."""
 
-    def __init__(self, name, read_file, defines, interfaces=None):
+    def __init__(self, name: str, read_file: ReadFile | None,
+                 defines: Mapping[str, str] | None,
+                 interfaces: ruleexpand.Interfaces | None = None) -> None:
         self.name, self.read_file = name, read_file
         self.interfaces = interfaces
         self.macros = dict(defines or {})
@@ -165,30 +45,34 @@ class Reader:
         self.rs = Ruleset(source="pf.conf")
         self.numbers = ruleexpand.Numbering(self.rs)
         self.unnamed = 0
-        self.queues, self.queued = set(), []
+        self.queues: set[str] = set()
+        self.queued: list[tuple[tuple[str, ...], Token]] = []
 
-    def run(self, text, name, anchor=""):
+    def run(self, text: str, name: str) -> None:
         stream = Lexer(text, name, self.macros).tokens()
-        self.statements(stream, anchor, top=True, name=name)
+        self.statements(stream, "", top=True, name=name)
 
-    def statements(self, stream, anchor, top, name):
+    def statements(self, stream: Iterator[Token], anchor: str, top: bool,
+                   name: str) -> None:
         while True:
             toks, opens_block, closed = self.statement(stream)
+            if toks is None:
+                if not top:
+                    raise RuleSyntaxError(name, "EOF", "missing '}'")
+                return
             if closed:
                 if top:
                     raise RuleSyntaxError(toks[0].file, toks[0].line,
                                           "syntax error")
                 return
-            if toks is None:
-                if not top:
-                    raise RuleSyntaxError(name, "EOF", "missing '}'")
-                return
             if toks:
                 self.dispatch(toks, opens_block, stream, anchor)
 
-    def statement(self, stream):
+    def statement(self, stream: Iterator[Token]
+                  ) -> tuple[list[Token] | None, bool, bool]:
         """Tokens up to the end of one statement: (tokens, block, '}')."""
-        toks, depth = [], 0
+        toks: list[Token] = []
+        depth = 0
         for tok in stream:
             if tok.kind == "nl":
                 if depth == 0 and toks:
@@ -212,39 +96,45 @@ class Reader:
         return (toks or None), False, False
 
     @staticmethod
-    def block_follows(toks):
+    def block_follows(toks: Sequence[Token]) -> bool:
         """An anchor's `{` opens a block unless it opens a list."""
         last = toks[-1]
         return not (last.kind == "punct" and last.text in "=!,{<>")\
-            and last.text not in ("from", "to", "on", "proto", "port",
-                                  "user", "group", "icmp-type", "os",
-                                  "icmp6-type", "nat-to", "rdr-to",
-                                  "route-to", "reply-to", "dup-to")
+            and last.text not in LIST_OPENERS
 
-    def dispatch(self, toks, opens_block, stream, anchor):
+    def dispatch(self, toks: list[Token], opens_block: bool,
+                 stream: Iterator[Token], anchor: str) -> None:
         first = toks[0]
         if len(toks) > 1 and toks[1].text == "=" and first.kind == "word":
-            return self.define(toks)
+            self.define(toks)
+            return
         word = first.text if first.kind == "word" else ""
         if word == "include":
-            return self.include(toks)
-        if word == "set":
-            return self.option(toks)
-        if word == "load":
-            return self.load_anchor(toks, anchor)
-        if word == "table":
-            return check_table(toks, self.read_file)
-        if word == "queue":
-            return self.queues.add(check_queue(toks))
-        if word in SKIPPED_WORDS:
-            return None
-        if word not in RULE_WORDS:
+            self.include(toks)
+        elif word == "set":
+            self.option(toks)
+        elif word == "load":
+            self.load_anchor(toks, anchor)
+        elif word == "table":
+            check_table(toks, self.read_file)
+        elif word == "queue":
+            self.queues.add(check_queue(toks))
+        elif word in SKIPPED_WORDS:
+            pass
+        elif word not in RULE_WORDS:
             raise RuleSyntaxError(first.file, first.line, "syntax error")
-        if word == "antispoof":
+        elif word == "antispoof":
             # expands to the interface's own networks: unknowable offline
             self.numbers.skip(anchor, first, "antispoof needs the "
                               "interface addresses")
-            return None
+        else:
+            self.rule(toks, opens_block, stream, anchor)
+
+    def rule(self, toks: list[Token], opens_block: bool,
+             stream: Iterator[Token], anchor: str) -> None:
+        """A rule statement: parsed, checked, expanded and numbered; an
+        anchor's block is read as the anchor's ruleset."""
+        first = toks[0]
         text, starts = join(toks)
         try:
             spec = parse_rule_text(text + (" {" if opens_block else ""))
@@ -255,9 +145,9 @@ class Reader:
                 if opens_block:
                     self.statements(stream, f"?{first.line}", False,
                                     first.file)
-                return None
+                return
             raise RuleSyntaxError(tok.file, tok.line, exc.msg if isinstance(
-                exc, pp.ParseFatalException) else "syntax error")
+                exc, pp.ParseFatalException) else "syntax error") from None
         check_spec(spec, toks[-1])
         if spec.get("queue"):
             self.queued.append((spec["queue"], toks[-1]))
@@ -268,7 +158,6 @@ class Reader:
         if spec["action"] == "anchor":
             if spec.get("anchor_name") is None:
                 self.unnamed += 1
-            from pflowbsd.rules.model import anchor_path
             child = anchor_path(anchor, spec.get("anchor_name"), self.unnamed)
             for rule in rules:
                 rule.call = child
@@ -276,9 +165,8 @@ class Reader:
                 self.statements(stream, child, False, first.file)
         elif opens_block:
             raise RuleSyntaxError(first.file, first.line, "syntax error")
-        return None
 
-    def check_queues(self):
+    def check_queues(self) -> None:
         """Queue names rules assign must be defined, once queues are used."""
         for names, tok in self.queued if self.queues else ():
             for name in names:
@@ -286,13 +174,13 @@ class Reader:
                     raise RuleSyntaxError(tok.file, tok.line,
                                           f"queue {name} is not defined")
 
-    def define(self, toks):
+    def define(self, toks: Sequence[Token]) -> None:
         name = toks[0].text
         value = " ".join(t.text for t in toks[2:])
         if name not in self.persist:
             self.macros[name] = value
 
-    def include(self, toks):
+    def include(self, toks: Sequence[Token]) -> None:
         if len(toks) != 2 or self.read_file is None:
             raise RuleSyntaxError(toks[0].file, toks[0].line,
                                   "syntax error" if len(toks) != 2 else
@@ -302,7 +190,7 @@ class Reader:
         self.statements(Lexer(text, path, self.macros).tokens(), "",
                         top=True, name=path)
 
-    def load_anchor(self, toks, parent):
+    def load_anchor(self, toks: Sequence[Token], parent: str) -> None:
         words = [t.text for t in toks]
         if len(words) != 5 or words[1] != "anchor" or words[3] != "from":
             raise RuleSyntaxError(toks[0].file, toks[0].line, "syntax error")
@@ -312,11 +200,12 @@ class Reader:
             return
         text = self.read_file(words[4])
         stream = Lexer(text, words[4], self.macros).tokens()
-        from pflowbsd.rules.model import anchor_path
         self.statements(stream, anchor_path(parent, words[2], 0), top=True,
                         name=words[4])
 
-    def option(self, toks):
+    def option(self, toks: Sequence[Token]) -> None:
+        """`set ...`: the options that matter offline kept, the others
+        checked as far as parse.y would, or passed over."""
         words = [t.text for t in toks[1:]]
         tok = toks[0]
         try:
@@ -324,49 +213,50 @@ class Reader:
             if handler is not None:
                 handler(self, toks[1:])
         except (ValueError, IndexError, pp.ParseBaseException):
-            raise RuleSyntaxError(tok.file, tok.line, "syntax error")
+            raise RuleSyntaxError(tok.file, tok.line, "syntax error") from None
 
-    def set_timeout(self, toks):
+    def set_timeout(self, toks: Sequence[Token]) -> None:
         for name, value in option_pairs(toks[1:]):
             if name not in TIMEOUT_NAMES:
                 raise ValueError(name)
             self.rs.timeouts[name] = value
 
-    def set_limit(self, toks):
-        for name, value in option_pairs(toks[1:]):
-            if name == "states":
-                self.rs.limit_states = value
+    def set_limit(self, toks: Sequence[Token]) -> None:
+        """Limits do not change rule numbers: only their syntax is checked."""
+        option_pairs(toks[1:])
 
-    def set_hostid(self, toks):
+    def set_hostid(self, toks: Sequence[Token]) -> None:
         if option_number(toks[1:]) == 0:
             raise RuleSyntaxError(toks[-1].file, toks[-1].line,
                                   "hostid must be non-zero")
 
-    def set_optimization(self, toks):
-        self.rs.optimization = toks[1].text
+    def set_optimization(self, toks: Sequence[Token]) -> None:
+        """The numbers are those of `-o none` whatever is asked for: only a
+        value is needed."""
+        if len(toks) < 2:
+            raise ValueError("optimization without a value")
 
-    def set_state_defaults(self, toks):
+    def set_state_defaults(self, toks: Sequence[Token]) -> None:
         text, _ = join(toks[1:])
         opts = STATE_OPT_LIST.parse_string(text, parse_all=True)[0]
         for opt in opts:
             if opt.key == "timeout":
-                self.rs.state_defaults.setdefault("timeouts", {})[
-                    opt.value[0]] = opt.value[1]
+                timeouts = self.rs.state_defaults.get("timeouts")
+                if not isinstance(timeouts, dict):
+                    timeouts = self.rs.state_defaults["timeouts"] = {}
+                timeouts[opt.value[0]] = opt.value[1]
             else:
                 self.rs.state_defaults[opt.key] = opt.value
 
-    def set_block_policy(self, toks):
-        self.rs.state_defaults  # noqa: B018 (printing only; nothing kept)
 
-
-def option_number(toks):
+def option_number(toks: Sequence[Token]) -> int:
     """A lone NUMBER token (decimal or 0x hex, as yylex reads them)."""
     if len(toks) != 1 or toks[0].kind != "word":
         raise ValueError("expected a number")
     return int(toks[0].text, 0)
 
 
-def option_pairs(toks):
+def option_pairs(toks: Sequence[Token]) -> list[tuple[str, int]]:
     """`name value` or `{ name value [,] ... }`: parse.y's timeout_spec and
     limit_spec; a comma outside braces is a syntax error."""
     words = [t for t in toks if t.text != ","]
@@ -382,7 +272,7 @@ def option_pairs(toks):
                                                           words[1::2])]
 
 
-OPTIONS = {
+OPTIONS: dict[str, Callable[[Reader, Sequence[Token]], None]] = {
     "hostid": Reader.set_hostid,
     "timeout": Reader.set_timeout,
     "limit": Reader.set_limit,
@@ -391,8 +281,10 @@ OPTIONS = {
 }
 
 
-def parse_pfconf(text, name="pf.conf", read_file=None, defines=None,
-                 interfaces=None):
+def parse_pfconf(text: str, name: str = "pf.conf",
+                 read_file: ReadFile | None = None,
+                 defines: Mapping[str, str] | None = None,
+                 interfaces: ruleexpand.Interfaces | None = None) -> Ruleset:
     """Parse a pf.conf into a Ruleset numbered as `pfctl -o none` would.
 
     interfaces maps a name to its (address, prefixlen) list, for rules

@@ -5,13 +5,10 @@ copies from the creating pass rule's PFRULE_PFLOW (`keep state (pflow)`,
 or `set state-defaults pflow` on a pass rule with no state clause).  The
 `select` lines of our configuration widen that: by label pattern, rule
 number, interface, or everything; several lines OR together.  Each answer
-carries a short reason, so `pflowbsd rules` can show it.
+carries a short reason, so `pflowbsd rules` (pflowbsd.rules.show) can show it.
 """
 import fnmatch
-import json
 import shlex
-
-from pflowbsd.rules.model import RuleSyntaxError, load_ruleset
 
 
 def rule_reason(rule):
@@ -103,32 +100,3 @@ def _rule(anchor_nr, rule, ifname):
 SELECT_TESTS = {"all": _all, "label": _label, "interface": _interface,
                 "rule": _rule}
 
-
-def cmd_rules(text, name, as_json, out, err, read_file=None, selector=None):
-    """Body of `pflowbsd rules [--json] [FILE]`; returns the exit status."""
-    selector = selector or Selector()
-    try:
-        rs = load_ruleset(text, name, read_file=read_file)
-    except RuleSyntaxError as exc:
-        print(str(exc), file=err)
-        return 1
-    for warning in rs.warnings:
-        print(f"warning: {warning}", file=err)
-    if not as_json:
-        print(f"# rules from {rs.source}"
-              + (" (numbers as pfctl -o none gives them)"
-                 if rs.source == "pf.conf" else ""), file=out)
-    for rule in rs.rules:
-        export, why = selector.decide_rule(rule)
-        if as_json:
-            print(json.dumps({
-                "anchor": rule.anchor, "nr": rule.nr, "action": rule.action,
-                "pflow": rule.pflow, "timeouts": rule.timeouts,
-                "label": rule.label, "export": export, "why": why,
-                "line": rule.line}), file=out)
-        else:
-            where = f"{rule.anchor}:" if rule.anchor else ""
-            nr = "?" if rule.nr is None else rule.nr
-            mark = "export" if export else "-"
-            print(f"{where}@{nr}\t{mark}\t{why}\t{rule.text}", file=out)
-    return 0

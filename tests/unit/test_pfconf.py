@@ -2,7 +2,8 @@
 options, state-defaults, per-rule timeouts, errors with file:line."""
 import pytest
 
-from pflowbsd.rules.model import RuleSyntaxError, load_ruleset
+from pflowbsd.rules.load import load_ruleset
+from pflowbsd.rules.model import RuleSyntaxError
 from pflowbsd.rules.pfconf import parse_pfconf
 
 CONF = """\
@@ -50,7 +51,6 @@ def test_expansion_order_and_numbers():
 def test_options_and_timeouts():
     rs = parse_pfconf(CONF, "pf.conf")
     assert rs.timeouts == {"tcp.established": 3600, "udp.single": 20}
-    assert rs.limit_states == 20000 and rs.optimization == "aggressive"
     assert rs.state_defaults == {"pflow": True, "no-sync": True}
     web = rs.lookup(None, 5)
     assert web.timeouts == {"tcp.established": 600, "adaptive.start": 300,
@@ -136,6 +136,14 @@ def test_freebsd_translation_and_scrub_rules_number_apart():
     assert [(r.action, r.nr) for r in rs.rules] == [
         ("scrub", 0), ("nat", 0), ("rdr", 0), ("pass", 0)]
     assert rs.lookup(None, 0).action == "pass"
+
+
+@pytest.mark.parametrize("text", [
+    "set limit states\n", "set limit states 1 2\n", "set optimization\n"])
+def test_limit_and_optimization_are_checked_not_kept(text):
+    """They change no rule number (CONF's are read above); a bad one is refused."""
+    with pytest.raises(RuleSyntaxError, match=r"^stdin:1: syntax error$"):
+        parse_pfconf(text, "stdin")
 
 
 @pytest.mark.parametrize("text", [

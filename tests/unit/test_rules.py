@@ -3,8 +3,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pflowbsd.rules.grammar import Host, Port
-from pflowbsd.rules.model import RuleSyntaxError, load_ruleset, parse_listing
+from pflowbsd.rules.hosts import Host, Port
+from pflowbsd.rules.load import load_ruleset
+from pflowbsd.rules.model import RuleSyntaxError, parse_listing
 
 OPENBSD = """\
 @0 match in all scrub (no-df)

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from pflowbsd.rules.model import parse_listing
-from pflowbsd.rules.select import Selector, cmd_rules
+from pflowbsd.rules.select import Selector
+from pflowbsd.rules.show import cmd_rules
 
 LISTING = """\
 @0 block return all

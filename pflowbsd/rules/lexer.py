@@ -1,0 +1,157 @@
+"""pf.conf tokens, as pfctl's yylex() (parse.y) reads them.
+
+`#` comments (a backslash-newline continues them too), backslash continuations,
+quoted strings, and `$macro` expanded outside quotes by lexing its value again;
+newlines are tokens, because they end statements.  `join` puts a statement's
+tokens back together as text for the rule grammar, with the offset of each token
+so a parse error can name its source line.  No I/O: files reach the front end
+(pflowbsd.rules.pfconf) through a ReadFile callable its caller passes in.
+"""
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import NoReturn
+
+from pflowbsd.rules.model import RuleSyntaxError
+
+# How the caller reads an included file, a `load anchor` file or a table file.
+ReadFile = Callable[[str], str]
+
+SPECIALS = "(){}<>!=,/"
+STRING_MAX = 8192       # yylex()'s buffer: longer strings are an error
+TWO_CHAR = ("<>", "><", "!=", "<=", ">=", "->")
+
+
+class Token:
+    """One word (`word`), quoted string (`qstr`), punctuation or newline (`nl`);
+    space tells whether white space came before it, for `join`."""
+    __slots__ = ("file", "kind", "line", "space", "text")
+
+    def __init__(self, kind: str, text: str, line: int, space: bool,
+                 file: str) -> None:
+        self.kind, self.text, self.line = kind, text, line
+        self.space, self.file = space, file
+
+    def __repr__(self) -> str:
+        return f"{self.kind}:{self.text!r}@{self.line}"
+
+
+class Lexer:
+    """Tokens of one file; macros are looked up when `$name` is read."""
+
+    def __init__(self, text: str, name: str, macros: Mapping[str, str]) -> None:
+        self.text, self.name, self.macros = text, name, macros
+        self.pos, self.line = 0, 1
+
+    def error(self, message: str) -> NoReturn:
+        raise RuleSyntaxError(self.name, self.line, message)
+
+    def tokens(self) -> Iterator[Token]:
+        text, n = self.text, len(self.text)
+        space = True
+        while self.pos < n:
+            c = text[self.pos]
+            if c == "\\" and text.startswith("\n", self.pos + 1):
+                self.pos += 2
+                self.line += 1
+                space = True
+                continue
+            if c in " \t\r":
+                self.pos += 1
+                space = True
+                continue
+            if c == "#":
+                # lgetc() joins backslash-newline first: it continues comments
+                while self.pos < n and text[self.pos] != "\n":
+                    if text.startswith("\\\n", self.pos):
+                        self.pos += 1
+                        self.line += 1
+                    self.pos += 1
+                continue
+            if c == "\n":
+                yield Token("nl", "\n", self.line, True, self.name)
+                self.pos += 1
+                self.line += 1
+                space = True
+                continue
+            if c == "$":
+                yield from self.macro(space)
+                space = False
+                continue
+            if c in "\"'":
+                line, end = self.line, text.find(c, self.pos + 1)
+                if end < 0:
+                    self.error("unterminated string")
+                body = text[self.pos + 1:end]
+                if len(body) >= STRING_MAX:
+                    self.error("string too long")
+                self.line += body.count("\n")
+                self.pos = end + 1
+                yield Token("qstr", body.replace("\n", ""), line, space,
+                            self.name)
+                space = False
+                continue
+            two = text[self.pos:self.pos + 2]
+            if two in TWO_CHAR:
+                yield Token("punct", two, self.line, space, self.name)
+                self.pos += 2
+            elif c in SPECIALS:
+                yield Token("punct", c, self.line, space, self.name)
+                self.pos += 1
+            else:
+                start = self.pos
+                while self.pos < n and not (text[self.pos].isspace()
+                                            or text[self.pos] in SPECIALS
+                                            or text[self.pos] in "#\"'"):
+                    if text.startswith("->", self.pos):
+                        break
+                    self.pos += 1
+                yield Token("word", text[start:self.pos], self.line, space,
+                            self.name)
+            space = False
+
+    def macro(self, space: bool) -> Iterator[Token]:
+        """`$name`: the tokens of its value, on this line."""
+        text, n = self.text, len(self.text)
+        start = self.pos = self.pos + 1
+        while self.pos < n and (text[self.pos].isalnum()
+                                or text[self.pos] == "_"):
+            self.pos += 1
+        word = text[start:self.pos]
+        if word not in self.macros:
+            self.error(f"macro '{word}' not defined")
+        sub = Lexer(self.macros[word], self.name, {})
+        first = True
+        for tok in sub.tokens():
+            if tok.kind == "nl":
+                continue
+            tok.line, tok.space = self.line, (space if first else tok.space)
+            first = False
+            yield tok
+
+
+def token_text(tok: Token) -> str:
+    if tok.kind == "qstr":
+        return '"' + tok.text.replace('"', '\\"') + '"'
+    return tok.text
+
+
+def join(tokens: Sequence[Token]) -> tuple[str, list[int]]:
+    """Statement text for the grammar, plus the token at each offset."""
+    parts, starts = [], []
+    pos = 0
+    for i, tok in enumerate(tokens):
+        if i and tok.space:
+            parts.append(" ")
+            pos += 1
+        starts.append(pos)
+        t = token_text(tok)
+        parts.append(t)
+        pos += len(t)
+    return "".join(parts), starts
+
+
+def line_at(tokens: Sequence[Token], starts: Sequence[int], loc: int) -> Token:
+    """The token at offset loc of the text `join` made of tokens."""
+    for tok, start in zip(reversed(tokens), reversed(starts)):
+        if start <= loc:
+            return tok
+    return tokens[0]
