@@ -1,10 +1,11 @@
 """Configuration: ifconfig's own words for a pflow interface, on the command line or in
 a file, so an OpenBSD operator can point -f at an existing /etc/hostname.pflowN.
 
-A file holds one or more `word value` pairs per line, `#` starts a comment, and `select`
-takes the rest of its line.  ifconfig words that make no sense here (`up`, `down`,
-`create`, `description ...`) and hostname.if(5) `!command` lines are accepted and
-ignored; anything else unknown is an error naming file and line.
+A file holds one or more `word value` pairs per line, and `#` starts a comment; the
+`select` words are read here, once, into SelectTest tuples (pflowbsd.rules.select).
+ifconfig words that make no sense here (`up`, `down`, `create`, `description ...`) and
+hostname.if(5) `!command` lines are accepted and ignored; anything else unknown is an
+error naming file and line.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pflowbsd.rules.select import SELECT_ARGS as SELECT_ARGS  # the `select` kinds, for the man page test
+from pflowbsd.rules.select import SelectTest, read_select
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -35,11 +43,17 @@ class Config:
     export_all: bool = False
     pfctl: str = "pfctl"
     interval: float = 10.0
-    select: list[str] = field(default_factory=list)
+    select: list[SelectTest] = field(default_factory=list)
     carp: str | None = None  # export only while this carp interface is MASTER
 
 
 _V6_PORT = re.compile(r"^\[([^\]]+)\](?::(\d+))?$")
+
+
+def endpoint_text(addr: str | None, port: int) -> str:
+    """ADDR:PORT as an operator writes it, IPv6 in brackets; `?` for an unknown address."""
+    addr = addr or "?"
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def parse_endpoint(text: str, need_port: bool) -> tuple[str, int]:
@@ -64,7 +78,7 @@ def parse_endpoint(text: str, need_port: bool) -> tuple[str, int]:
     return addr, int(port)
 
 
-def _int(lo: int, hi: int):
+def _int(lo: int, hi: int) -> Callable[[str, str], int]:
     def conv(word: str, value: str) -> int:
         if not re.fullmatch(r"\d+", value) or not lo <= int(value) <= hi:
             raise ConfigError(f"{word} {value!r}: want a whole number from {lo} to {hi}")
@@ -72,8 +86,8 @@ def _int(lo: int, hi: int):
     return conv
 
 
-def _choice(**choices):
-    def conv(word: str, value: str):
+def _choice(**choices: T) -> Callable[[str, str], T]:
+    def conv(word: str, value: str) -> T:
         if value not in choices:
             raise ConfigError(f"{word} {value!r}: want one of {', '.join(choices)}")
         return choices[value]
@@ -90,7 +104,7 @@ def _seconds(word: str, value: str) -> float:
     return v
 
 
-def _set(attr, conv):
+def _set(attr: str, conv: Callable[[str, str], object]) -> Callable[[Config, str, str], None]:
     def apply(cfg: Config, word: str, value: str) -> None:
         setattr(cfg, attr, conv(word, value))
     return apply
@@ -137,27 +151,6 @@ WORDS = {
 }
 IGNORED = {"up": False, "down": False, "create": False, "destroy": False,
            "description": True, "descr": True}
-SELECT_ARGS = {"all": 0, "label": 1, "interface": 1, "rule": 1}
-
-
-def _quoted(word: str) -> str:
-    """Double quotes that shlex (POSIX) reads back as the same word."""
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _select(tokens: list[str], i: int) -> tuple[str, int]:
-    """`select all | label PAT | interface IF | rule N | rule ANCHOR N` -> (line, next i)."""
-    if i >= len(tokens) or tokens[i] not in SELECT_ARGS:
-        raise ConfigError("select: want all, label PATTERN, interface IF or rule [ANCHOR] N")
-    kind = tokens[i]
-    n = SELECT_ARGS[kind]
-    if kind == "rule" and i + 1 < len(tokens) and not tokens[i + 1].isdigit():
-        n = 2
-    args = tokens[i + 1:i + 1 + n]
-    if len(args) < n or (kind == "rule" and not args[-1].isdigit()):
-        raise ConfigError(f"select {kind}: missing or bad argument")
-    quoted = [_quoted(a) if kind in ("label", "rule") and not a.isdigit() else a for a in args]
-    return " ".join([kind, *quoted]), i + 1 + n
 
 
 def apply_words(cfg: Config, tokens: list[str]) -> Config:
@@ -165,8 +158,11 @@ def apply_words(cfg: Config, tokens: list[str]) -> Config:
     while i < len(tokens):
         word = tokens[i]
         if word == "select":
-            line, i = _select(tokens, i + 1)
-            cfg.select.append(line)
+            try:
+                test, i = read_select(tokens, i + 1)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            cfg.select.append(test)
             continue
         if word in IGNORED:
             i += 1 + IGNORED[word]

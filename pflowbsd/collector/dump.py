@@ -20,7 +20,7 @@ from typing import NoReturn, TextIO
 
 from pflowbsd.collector.decode import Decoder, FlowRecord, Malformed
 from pflowbsd.collector.pcap import PcapError, read_pcap
-from pflowbsd.config import ConfigError, parse_endpoint
+from pflowbsd.config import ConfigError, endpoint_text, parse_endpoint
 from pflowbsd.pf.netdb import proto_name
 
 __all__ = ["COLUMNS", "Decoder", "Malformed", "cmd_dump", "format_flow", "listen_endpoint",
@@ -30,11 +30,6 @@ __all__ = ["COLUMNS", "Decoder", "Malformed", "cmd_dump", "format_flow", "listen
 
 COLUMNS = (f"{'exported':<19} {'ver':<3} {'proto':<5} {'src':>23}    {'dst':<23} "
            f"{'pkts':>10} {'bytes':>13} {'start':<12} {'end':<12}")
-
-
-def _endpoint(addr: str | None, port: int) -> str:
-    addr = addr or "?"
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _clock(ms: int | None) -> str:
@@ -50,12 +45,12 @@ def format_flow(flow: FlowRecord, as_json: bool = False) -> str:
     exported = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(flow["export_ms"] // 1000))
     line = (f"{exported:<19} v{flow['version']:<2} "
             f"{proto_name(flow['proto']):<5} "
-            f"{_endpoint(flow['src'], flow['src_port']):>23} -> "
-            f"{_endpoint(flow['dst'], flow['dst_port']):<23} {flow['packets']:>10} "
+            f"{endpoint_text(flow['src'], flow['src_port']):>23} -> "
+            f"{endpoint_text(flow['dst'], flow['dst_port']):<23} {flow['packets']:>10} "
             f"{flow['bytes']:>13} {_clock(flow['start_epoch']):<12} {_clock(flow['end_epoch'])}")
     if "nat_src" in flow or "nat_dst" in flow:
-        line += (f"  nat {_endpoint(flow.get('nat_src'), flow.get('nat_src_port', 0))} -> "
-                 f"{_endpoint(flow.get('nat_dst'), flow.get('nat_dst_port', 0))}")
+        line += (f"  nat {endpoint_text(flow.get('nat_src'), flow.get('nat_src_port', 0))} -> "
+                 f"{endpoint_text(flow.get('nat_dst'), flow.get('nat_dst_port', 0))}")
     return line
 
 
@@ -66,7 +61,7 @@ def format_flow(flow: FlowRecord, as_json: bool = False) -> str:
 BAD_ADDRESS = "illegal IP address string passed to inet_pton"
 
 
-def listen_endpoint(text: str) -> tuple[int, str, int]:
+def listenendpoint_text(text: str) -> tuple[int, str, int]:
     """`ADDR:PORT` or `[V6]:PORT` -> (family, address, port); raises ValueError.
 
     The port is taken off here: a listener may ask for port 0 (any free one), which
@@ -147,13 +142,13 @@ def cmd_dump(listen: str, as_json: bool, pcap: str | None, count: int | None,
             return 1
     else:
         try:
-            family, host, port = listen_endpoint(listen)
+            family, host, port = listenendpoint_text(listen)
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.bind((host, port))
         except (OSError, ValueError) as e:
             err.write(f"pflowbsd dump: cannot listen on {listen}: {e}\n")
             return 1
-        err.write(f"pflowbsd dump: listening on {_endpoint(*sock.getsockname()[:2])}\n")
+        err.write(f"pflowbsd dump: listening on {endpoint_text(*sock.getsockname()[:2])}\n")
         err.flush()
         previous = {}
         try:

@@ -1,67 +1,110 @@
-"""Which states are exported, and why.
+"""Which states are exported, and why: the `select` tests and the Selector.
 
 pflow(4) exports a state when the kernel set PFSTATE_PFLOW on it, which it
 copies from the creating pass rule's PFRULE_PFLOW (`keep state (pflow)`,
 or `set state-defaults pflow` on a pass rule with no state clause).  The
-`select` lines of our configuration widen that: by label pattern, rule
-number, interface, or everything; several lines OR together.  Each answer
-carries a short reason, so `pflowbsd rules` (pflowbsd.rules.show) can show it.
+`select` words of our configuration widen that: by label pattern, rule
+number, interface, or everything; several tests OR together.  `read_select`
+reads those words once, where the configuration is read (pflowbsd.config),
+into SelectTest tuples; the Selector asks them.  Each answer carries a short
+reason, so `pflowbsd rules` can show it.  This module imports nothing heavy
+(no pyparsing): the configuration imports it.
 """
+from __future__ import annotations
+
 import fnmatch
-import shlex
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:   # for annotations only: the rule grammar is not loaded here
+    from pflowbsd.rules.model import Rule
+
+# The test kinds and how many words follow each (`rule` may take an anchor
+# before its number).
+SELECT_ARGS = {"all": 0, "label": 1, "interface": 1, "rule": 1}
 
 
-def rule_reason(rule):
-    if rule is None:
-        return None
-    if rule.action == "pass" and rule.pflow:
-        return "rule has pflow"
+class SelectTest(NamedTuple):
+    """One `select` test: ("all", None), ("label", PATTERN),
+    ("interface", NAME) or ("rule", (ANCHOR, NR)), ANCHOR "" for the main
+    ruleset."""
+    kind: str
+    arg: str | tuple[str, int] | None = None
+
+
+class SelectError(ValueError):
+    """`select` words that name no test."""
+
+
+def read_select(words: Sequence[str], i: int = 0) -> tuple[SelectTest, int]:
+    """`all | label PAT | interface IF | rule [ANCHOR] N` at words[i:]:
+    the test, and the index of the word after it."""
+    if i >= len(words) or words[i] not in SELECT_ARGS:
+        raise SelectError("select: want all, label PATTERN, interface IF or "
+                          "rule [ANCHOR] N")
+    kind = words[i]
+    n = SELECT_ARGS[kind]
+    if kind == "rule" and i + 1 < len(words) and not words[i + 1].isdigit():
+        n = 2
+    args = words[i + 1:i + 1 + n]
+    if len(args) < n or (kind == "rule" and not args[-1].isdigit()):
+        raise SelectError(f"select {kind}: missing or bad argument")
+    end = i + 1 + n
+    if kind == "all":
+        return SelectTest("all"), end
+    if kind == "rule":
+        anchor = args[0].strip("/") if n == 2 else ""
+        try:
+            return SelectTest("rule", (anchor, int(args[-1]))), end
+        except ValueError:      # a digit int() does not read, such as ²
+            raise SelectError(f"select {kind}: missing or bad argument") \
+                from None
+    return SelectTest(kind, args[0]), end
+
+
+def hit(test: SelectTest, rule: Rule | None, ifname: str | None) -> str | None:
+    """Why the test selects the rule (or the state on ifname), or None."""
+    match test:
+        case SelectTest("all", _):
+            return "select all"
+        case SelectTest("label", str(pattern)):
+            if rule is not None and rule.label is not None \
+                    and fnmatch.fnmatchcase(rule.label, pattern):
+                return f"label matches {pattern}"
+        case SelectTest("interface", str(name)):
+            if ifname == name or (rule is not None and rule.ifname == name):
+                return f"interface {name}"
+        case SelectTest("rule", (str(anchor), int(nr))):
+            if rule is not None and rule.nr == nr and rule.anchor == anchor:
+                return f"rule {anchor + '/' if anchor else ''}{nr} selected"
     return None
 
 
 class Selector:
-    """The `select ...` configuration: a list of (kind, args) tests."""
+    """The `select ...` configuration: SelectTests, any of which selects."""
 
-    def __init__(self, tests=()):
+    def __init__(self, tests: Iterable[SelectTest] = ()) -> None:
         self.tests = list(tests)
 
     @classmethod
-    def from_config(cls, lines):
-        tests = []
-        for line in lines:
-            words = shlex.split(line)
-            if words and words[0] in ("select", "export"):
-                words = words[1:]
-            if not words:
-                raise ValueError(f"empty select: {line!r}")
-            kind, args = words[0], words[1:]
-            if kind == "all" and not args:
-                tests.append(("all", None))
-            elif kind == "pflow" and not args:
-                continue
-            elif kind == "label" and len(args) == 1:
-                tests.append(("label", args[0]))
-            elif kind == "interface" and len(args) == 1:
-                tests.append(("interface", args[0]))
-            elif kind == "rule" and len(args) == 1 and args[0].isdigit():
-                tests.append(("rule", ("", int(args[0]))))
-            elif kind == "rule" and len(args) == 2 and args[1].isdigit():
-                tests.append(("rule", (args[0].strip("/"), int(args[1]))))
-            else:
-                raise ValueError(f"cannot read select: {line!r}")
-        return cls(tests)
+    def from_config(cls, tests: Iterable[SelectTest],
+                    export_all: bool = False) -> Selector:
+        """The configuration's select tests; `export all` adds the test all."""
+        return cls([*tests, *([SelectTest("all")] if export_all else [])])
 
-    def decide_rule(self, rule, ifname=None):
-        why = rule_reason(rule)
-        if why:
-            return True, why
-        for kind, arg in self.tests:
-            hit = SELECT_TESTS[kind](arg, rule, ifname)
-            if hit:
-                return True, hit
+    def decide_rule(self, rule: Rule | None,
+                    ifname: str | None = None) -> tuple[bool, str]:
+        if rule is not None and rule.action == "pass" and rule.pflow:
+            return True, "rule has pflow"
+        for test in self.tests:
+            why = hit(test, rule, ifname)
+            if why:
+                return True, why
         return False, "no pflow, not selected"
 
-    def decide(self, state, rule):
+    def decide(self, state: object, rule: Rule | None) -> tuple[bool, str]:
+        """A state (any object: its pflow, ifname and orig_ifname are read if
+        it has them) and the rule that created it, if known."""
         if getattr(state, "pflow", False):
             return True, "state has pflow"
         ifname = getattr(state, "ifname", None)
@@ -71,32 +114,3 @@ class Selector:
         if rule is None and not ok:
             return False, "rule unknown, no pflow"
         return ok, why
-
-
-def _all(arg, rule, ifname):
-    return "select all"
-
-
-def _label(pattern, rule, ifname):
-    if rule is not None and rule.label is not None \
-            and fnmatch.fnmatchcase(rule.label, pattern):
-        return f"label matches {pattern}"
-    return None
-
-
-def _interface(name, rule, ifname):
-    if ifname == name or (rule is not None and rule.ifname == name):
-        return f"interface {name}"
-    return None
-
-
-def _rule(anchor_nr, rule, ifname):
-    anchor, nr = anchor_nr
-    if rule is not None and rule.nr == nr and rule.anchor == anchor:
-        return f"rule {anchor + '/' if anchor else ''}{nr} selected"
-    return None
-
-
-SELECT_TESTS = {"all": _all, "label": _label, "interface": _interface,
-                "rule": _rule}
-

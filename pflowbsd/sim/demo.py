@@ -2,7 +2,8 @@
 
 Strategy.  simpf.SimPf plays pf; its `pfctl -ss -vv` text goes through the daemon's own
 Pipeline (tracker, flows, exporter) and Sender exactly as a live poll would, and the datagrams go
-over UDP to a collector socket on 127.0.0.1 in this process, decoded by dump.Decoder.
+over UDP to a collector socket on 127.0.0.1 in this process, decoded by
+collector.decode.Decoder.
 Simulated time runs SPEED times faster than the wall clock and is the only clock the
 pipeline sees (wall = simulated epoch, boot = the simulated pf's boot), so pflow's 30 s
 hold and pf's timeouts play out within seconds.  At the end pf's states are flushed
@@ -17,8 +18,8 @@ import socket
 import time
 from typing import TextIO
 
-from pflowbsd.collector.dump import Decoder, Malformed
-from pflowbsd.config import Config
+from pflowbsd.collector.decode import Decoder, Malformed
+from pflowbsd.config import Config, endpoint_text
 from pflowbsd.pf.netdb import proto_name
 from pflowbsd.pipeline import PfSide, Pipeline
 from pflowbsd.shell.sender import Sender
@@ -33,11 +34,6 @@ COLUMNS = (f"{'time':>6}  {'proto':<9} {'src':>30}    {'dst':<30} {'pkts':>7} "
            f"{'bytes':>9} {'duration':>9}  nat (IPFIX)")
 
 
-def _endpoint(addr: str | None, port: int) -> str:
-    addr = addr or "?"
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
@@ -46,13 +42,13 @@ def _hms(seconds: float) -> str:
 def _row(flow: dict, start: int) -> str:
     at = flow["export_ms"] // 1000 - start
     line = (f"+{at // 60:02d}:{at % 60:02d}  {proto_name(flow['proto']):<9} "
-            f"{_endpoint(flow['src'], flow['src_port']):>30} -> "
-            f"{_endpoint(flow['dst'], flow['dst_port']):<30} {flow['packets']:>7} "
+            f"{endpoint_text(flow['src'], flow['src_port']):>30} -> "
+            f"{endpoint_text(flow['dst'], flow['dst_port']):<30} {flow['packets']:>7} "
             f"{flow['bytes']:>9} "
             f"{_hms(max(0, flow['end_epoch'] - flow['start_epoch']) / 1000):>9}")
     if "nat_src" in flow:
-        line += (f"  {_endpoint(flow['nat_src'], flow.get('nat_src_port', 0))} -> "
-                 f"{_endpoint(flow.get('nat_dst'), flow.get('nat_dst_port', 0))}")
+        line += (f"  {endpoint_text(flow['nat_src'], flow.get('nat_src_port', 0))} -> "
+                 f"{endpoint_text(flow.get('nat_dst'), flow.get('nat_dst_port', 0))}")
     return line
 
 

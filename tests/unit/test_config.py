@@ -78,8 +78,8 @@ select all
 """
     cfg = apply_file(Config(), text, "f")
     assert cfg.export_all and cfg.pfctl == "/usr/local/sbin/pfctl" and cfg.interval == 2.5
-    assert cfg.select == ['label "netflow*"', 'rule "relayd/www" 4', "rule 7",
-                          "interface em0", "all"]
+    assert cfg.select == [("label", "netflow*"), ("rule", ("relayd/www", 4)), ("rule", ("", 7)),
+                          ("interface", "em0"), ("all", None)]
 
 
 def test_file_error_names_file_and_line():
@@ -111,5 +111,6 @@ select label 'back\\slash'
 select rule "relayd/www" 4
 """
     cfg = apply_file(Config(), text, "f")
-    assert Selector.from_config(cfg.select).tests == [
-        ("label", 'say "hi"*'), ("label", "back\\slash"), ("rule", ("relayd/www", 4))]
+    want = [("label", 'say "hi"*'), ("label", "back\\slash"), ("rule", ("relayd/www", 4))]
+    assert cfg.select == want
+    assert Selector.from_config(cfg.select).tests == want

@@ -1,12 +1,14 @@
 """Which states are exported, and `pflowbsd rules` output."""
 import io
 import json
+import shlex
 from types import SimpleNamespace
 
 import pytest
 
+from pflowbsd.config import Config, apply_words
 from pflowbsd.rules.model import parse_listing
-from pflowbsd.rules.select import Selector
+from pflowbsd.rules.select import Selector, SelectTest
 from pflowbsd.rules.show import cmd_rules
 
 LISTING = """\
@@ -23,6 +25,13 @@ LISTING = """\
 def state(pflow=False, ifname="all", rule=None, anchor=None, orig=None):
     return SimpleNamespace(pflow=pflow, ifname=ifname, rule=rule,
                            anchor=anchor, orig_ifname=orig)
+
+
+def from_lines(lines):
+    """A Selector from `select` lines, read as the configuration reads them."""
+    cfg = apply_words(Config(), [w for line in lines
+                                 for w in ["select", *shlex.split(line)]])
+    return Selector.from_config(cfg.select)
 
 
 @pytest.fixture
@@ -53,20 +62,26 @@ def test_default_exports_pflow_states_and_pflow_pass_rules(rs):
     (["label x*", "rule 0"], (None, 0), {}, True),
 ])
 def test_select_lines_or_together(rs, lines, rule, st, expected):
-    sel = Selector.from_config(lines)
+    sel = from_lines(lines)
     ok, why = sel.decide(state(**st), rs.lookup(*rule))
     assert ok is expected and why
 
 
 def test_bad_select_line():
     with pytest.raises(ValueError):
-        Selector.from_config(["rule x y z"])
+        from_lines(["rule x y z"])
+
+
+def test_export_all_is_the_last_test():
+    sel = Selector.from_config([SelectTest("label", "x*")], export_all=True)
+    assert sel.tests == [("label", "x*"), ("all", None)]
+    assert Selector.from_config([]).tests == []
 
 
 def test_cmd_rules_json():
     out, err = io.StringIO(), io.StringIO()
     assert cmd_rules(LISTING, "saved", True, out, err,
-                     selector=Selector.from_config(['label "netflow*"'])) == 0
+                     selector=from_lines(['label "netflow*"'])) == 0
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(r["anchor"], r["nr"], r["action"], r["export"]) for r in rows] == [
         ("", 0, "block", False), ("", 1, "pass", True), ("", 2, "pass", True),
