@@ -61,7 +61,7 @@ def format_flow(flow: FlowRecord, as_json: bool = False) -> str:
 BAD_ADDRESS = "illegal IP address string passed to inet_pton"
 
 
-def listenendpoint_text(text: str) -> tuple[int, str, int]:
+def listen_endpoint(text: str) -> tuple[int, str, int]:
     """`ADDR:PORT` or `[V6]:PORT` -> (family, address, port); raises ValueError.
 
     The port is taken off here: a listener may ask for port 0 (any free one), which
@@ -142,7 +142,7 @@ def cmd_dump(listen: str, as_json: bool, pcap: str | None, count: int | None,
             return 1
     else:
         try:
-            family, host, port = listenendpoint_text(listen)
+            family, host, port = listen_endpoint(listen)
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.bind((host, port))
         except (OSError, ValueError) as e:
