@@ -41,7 +41,7 @@ class PfSide:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.selector = Selector.from_config(cfg.select + (["all"] if cfg.export_all else []))
+        self.selector = Selector.from_config(cfg.select, cfg.export_all)
         self.timeouts = dict(timeouts.DEFAULTS)
         self.ruleset: Ruleset | None = None
         self.info = timeouts.Info(None, None, None)
