@@ -10,13 +10,10 @@ the simulation calls these from SimPf.states_text() and friends.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 from pflowbsd.pf.netdb import proto_name
 from pflowbsd.pf.timeouts import DEFAULTS, ESTABLISHED
-
-if TYPE_CHECKING:
-    from pflowbsd.sim.simpf import Peer, SimPf, SimState
+from pflowbsd.sim.model import Peer, Sim, SimState
 
 TCP_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT",
              "FIN_WAIT_1", "CLOSING", "LAST_ACK", "FIN_WAIT_2", "TIME_WAIT")
@@ -74,7 +71,7 @@ def print_state(st: SimState, now: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def states_text(sim: SimPf) -> str:
+def states_text(sim: Sim) -> str:
     """`pfctl -ss -vv`, in pf's list order (creation order)."""
     return "".join(print_state(st, sim.now)
                    + f"   id: {st.id:016x} creatorid: {sim.hostid:08x}\n"
@@ -88,7 +85,7 @@ def timeouts_text() -> str:
                    for name in ST_ORDER)
 
 
-def info_text(sim: SimPf) -> str:
+def info_text(sim: Sim) -> str:
     """`pfctl -si -v` (print_status), pf enabled since boot."""
     run = sim.now - sim.boot
     days, rest = divmod(run, 86400)

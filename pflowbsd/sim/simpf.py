@@ -19,13 +19,11 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pflowbsd.pf.timeouts import (
     CLOSING,
-    DEFAULTS,
     ESTABLISHED,
     FIN_WAIT_2,
     MULTIPLE,
@@ -34,46 +32,13 @@ from pflowbsd.pf.timeouts import (
     TIME_WAIT,
 )
 from pflowbsd.sim import printer
+from pflowbsd.sim.model import SimState
 from pflowbsd.sim.traffic import KINDS, LONG_LIVED
 
 if TYPE_CHECKING:
-    from pflowbsd.sim.traffic import Endpoints, Keys, Script
+    from pflowbsd.sim.model import Endpoints, Script
 
 MASK32 = 0xFFFFFFFF
-
-
-@dataclass(slots=True)
-class Peer:
-    """One side of a state: its pf level and, for TCP, what print_seq() shows."""
-    level: int = 0
-    isn: int = 0  # seqlo before any data; 0 with window 1 until the peer is seen
-    sent: int = 0  # sequence space used (payload, SYN, FIN)
-    window: int = 1
-    wscale: int = 0  # the raw byte: 0 = not negotiated
-
-
-@dataclass(slots=True)
-class SimState:
-    id: int
-    proto: int
-    af: str  # inet / inet6
-    direction: str  # in / out
-    ifname: str
-    wire: Keys  # ((src addr, port), (dst addr, port)), initiator -> responder
-    stack: Keys
-    rule: int
-    pflow: bool
-    created: int
-    last: int = 0  # st->expire: the last packet
-    removed: int | None = None
-    klass: str = ""
-    peers: tuple[Peer, Peer] = field(default_factory=lambda: (Peer(), Peer()))  # initiator, responder
-    packets: list[int] = field(default_factory=lambda: [0, 0])
-    bytes: list[int] = field(default_factory=lambda: [0, 0])
-
-    @property
-    def expires(self) -> int:
-        return self.last + DEFAULTS[self.klass]
 
 
 # --- pf.c's state update, per protocol ------------------------------------------------

@@ -11,21 +11,10 @@ given (seeded per state by SimPf), never a global one.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 from pflowbsd.pf.timeouts import ESTABLISHED
-
-if TYPE_CHECKING:
-    from pflowbsd.sim.simpf import SimPf, SimState
-
-    Endpoint = tuple[str, int]  # (address, port)
-    Keys = tuple[Endpoint, Endpoint]  # initiator -> responder
-    Script = Callable[[SimPf, SimState, random.Random, int, int], Iterator[None]]
-    Endpoints = Callable[[random.Random, int, int], tuple[Keys, Keys]]  # (wire, stack)
-    # weight, proto, af, direction, rule, pflow, script, life (max s), down (max B),
-    # endpoints, service ports
-    Kind = tuple[int, int, str, str, int, bool, Script, int, int, Endpoints, tuple[int, ...]]
+from pflowbsd.sim.model import Keys, Kind, Sim, SimState
 
 MSS = 1400
 NAT_ADDR = "203.0.113.1"
@@ -33,7 +22,7 @@ NAT_ADDR = "203.0.113.1"
 
 # --- connection scripts: generators, one step per tick ------------------------------
 
-def _exchange(sim: SimPf, st: SimState, rng: random.Random, up: int, down: int) -> None:
+def _exchange(sim: Sim, st: SimState, rng: random.Random, up: int, down: int) -> None:
     """A request of `up` bytes and a response of `down`, in MSS segments, acked."""
     for side, size in ((0, up), (1, down)):
         segs = max(1, -(-size // MSS))
@@ -43,7 +32,7 @@ def _exchange(sim: SimPf, st: SimState, rng: random.Random, up: int, down: int) 
             sim.packet(st, 1 - side, "A", 0)
 
 
-def _tcp(sim: SimPf, st: SimState, rng: random.Random, life: int, down: int) -> Iterator[None]:
+def _tcp(sim: Sim, st: SimState, rng: random.Random, life: int, down: int) -> Iterator[None]:
     sim.packet(st, 0, "S", 0)
     if rng.random() < 0.05:  # nobody answers: two retransmits, then pf gives up
         for wait in (1, 2):
@@ -76,7 +65,7 @@ def _tcp(sim: SimPf, st: SimState, rng: random.Random, life: int, down: int) -> 
         sim.packet(st, 0, "A", 0)
 
 
-def _udp(sim: SimPf, st: SimState, rng: random.Random, life: int, down: int) -> Iterator[None]:
+def _udp(sim: Sim, st: SimState, rng: random.Random, life: int, down: int) -> Iterator[None]:
     sim.packet(st, 0, "", rng.randint(30, 60))
     if down == 0:  # a DNS query and its answer
         sim.packet(st, 1, "", rng.randint(60, 400))
@@ -90,7 +79,7 @@ def _udp(sim: SimPf, st: SimState, rng: random.Random, life: int, down: int) -> 
                 sim.packet(st, 1, "", rng.randint(40, min(1350, down)))
 
 
-def _ping(sim: SimPf, st: SimState, rng: random.Random, life: int, down: int) -> Iterator[None]:
+def _ping(sim: Sim, st: SimState, rng: random.Random, life: int, down: int) -> Iterator[None]:
     for i in range(max(1, life)):  # ping(8)'s 56 data bytes, once a second
         if i:
             yield
@@ -99,7 +88,7 @@ def _ping(sim: SimPf, st: SimState, rng: random.Random, life: int, down: int) ->
             sim.packet(st, 1, "", 56)
 
 
-def _long_lived(sim: SimPf, st: SimState, rng: random.Random, life: int,
+def _long_lived(sim: Sim, st: SimState, rng: random.Random, life: int,
                 down: int) -> Iterator[None]:
     """An ssh session that was open before the run and outlives it."""
     for peer, isn, win in zip(st.peers, (3466395587, 1285282327), (8388480, 65792)):

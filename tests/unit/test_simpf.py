@@ -25,8 +25,9 @@ from pflowbsd.pf.timeouts import (
     timeout_class,
 )
 from pflowbsd.sim import printer, simpf
+from pflowbsd.sim.model import Peer, SimState
 from pflowbsd.sim.printer import print_state
-from pflowbsd.sim.simpf import Peer, SimPf, SimState, write_record
+from pflowbsd.sim.simpf import SimPf, write_record
 from pflowbsd.tracker import Tracker
 
 START = 1_700_000_000
