@@ -80,13 +80,16 @@ class _V5:
             stats["skipped_v6"] += 1
             return []
         b0, b1 = flow1.octets, flow2.octets
-        if max(b0, b1) > SPLIT_CAP:
-            # Past ~281 TB the kernel would still loop; a counter like 2^64-1 is a
-            # corrupt line, and 2^32 records of it would stall the daemon.
-            stats["split_clamped"] += 1
-            b0, b1 = min(b0, SPLIT_CAP), min(b1, SPLIT_CAP)
-        pairs = list(v5.split_octets(b0, b1))
-        stats["split_records"] += len(pairs) - 1
+        if b0 < PFLOW_MAXBYTES and b1 < PFLOW_MAXBYTES:  # export_pflow_if: one pflow_pack_flow
+            pairs = [(b0, b1)]
+        else:
+            if max(b0, b1) > SPLIT_CAP:
+                # Past ~281 TB the kernel would still loop; a counter like 2^64-1 is a
+                # corrupt line, and 2^32 records of it would stall the daemon.
+                stats["split_clamped"] += 1
+                b0, b1 = min(b0, SPLIT_CAP), min(b1, SPLIT_CAP)
+            pairs = list(v5.split_octets(b0, b1))
+            stats["split_records"] += len(pairs) - 1
         out = []
         for bytes0, bytes1 in pairs:  # pflow_pack_flow: a direction without bytes is no record
             if bytes0:
