@@ -9,7 +9,6 @@ here redirect_hosts).  With the optimizer off those numbers are what the
 kernel reports as `rule N`.  A rule we cannot model stops the numbering of
 its ruleset: later rules there get nr None, never a guess.
 """
-import ipaddress
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from pflowbsd.rules.check import check_combo
 from pflowbsd.rules.grammar import Spec
 from pflowbsd.rules.hosts import ANY, Endpoint, Host, Port, norm_address
+from pflowbsd.rules.ifa import MODES, IfTable
 from pflowbsd.rules.lexer import Token
 from pflowbsd.rules.model import (
     FILTER_ACTIONS,
@@ -27,8 +27,8 @@ from pflowbsd.rules.model import (
     rule_from_spec,
 )
 
-# An interface's addresses, as (address, prefix length) pairs, by name.
-Interfaces = Mapping[str, Sequence[tuple[str, int]]]
+# The host's interfaces (pflowbsd.rules.ifa), for names that stand for them.
+Interfaces = IfTable
 
 # pfctl keywords the grammar does not model: a rule using one is skipped
 # with a warning instead of being rejected as a syntax error.
@@ -61,27 +61,17 @@ class Numbering:
         self.next[(anchor, "filter")] = None
 
 
-def interface_hosts(h: Host, interfaces: Interfaces) -> list[Host]:
-    """`em0`, `em0:network`: the addresses pfctl reads off the interface."""
+def interface_hosts(h: Host, interfaces: Interfaces) -> list[Host] | None:
+    """host_if(): `em0`, `em0:network`, `egress:0`, `self`, `em0/24`: the
+    addresses pfctl reads off the interfaces, or None when the name is no
+    interface, group or `self` (it stays a name)."""
     value, _, mask = h.value.partition("/")
     name, _, modifier = value.partition(":")
-    out = []
-    for addr, bits in interfaces[name]:
-        if mask:
-            full = 128 if ":" in addr else 32
-            bits = min(int(mask), full)
-            modifier = modifier or ("network" if bits < full else "")
-        ip = ipaddress.ip_interface(f"{addr}/{bits}")
-        af = "inet6" if ip.version == 6 else "inet"
-        if modifier == "network":
-            if ip.is_link_local:
-                continue
-            out.append(Host(h.neg, "addr", norm_address(addr, bits), af))
-        elif modifier == "":
-            out.append(Host(h.neg, "addr", str(ip.ip), af))
-        else:
-            return [h]
-    return out
+    if modifier not in MODES or not interfaces.exists(name):
+        return None
+    hosts = interfaces.lookup(name, modifier, h.neg,
+                              int(mask) if mask.isdigit() else None)
+    return hosts or None
 
 
 def resolve_names(hosts: Sequence[Host], interfaces: Interfaces | None = None
@@ -89,9 +79,12 @@ def resolve_names(hosts: Sequence[Host], interfaces: Interfaces | None = None
     """Replace known host names by their addresses, as pfctl's host() does."""
     out: list[Host] = []
     for h in hosts:
-        if h.kind == "name" and interfaces and \
-                h.value.partition(":")[0].partition("/")[0] in interfaces:
-            out.extend(interface_hosts(h, interfaces))
+        if h.kind == "self" and interfaces:
+            h = Host(h.neg, "name", "self" + h.value[4:])
+        found = interface_hosts(h, interfaces) \
+            if h.kind == "name" and interfaces else None
+        if found is not None:
+            out.extend(found)
         elif h.kind == "name" and h.value.split("/")[0] in KNOWN_NAMES:
             base, _, bits = h.value.partition("/")
             for addr, af in KNOWN_NAMES[base]:
@@ -101,6 +94,19 @@ def resolve_names(hosts: Sequence[Host], interfaces: Interfaces | None = None
         else:
             out.append(h)
     return out
+
+
+def printed_host(h: Host, af: str | None) -> Host:
+    """A host as print_addr() shows it in a rule of family af: 0/0 is any,
+    and a dynamic address's mask is cut to the family's full length
+    (`(self)/40` is `(self)` in an inet rule)."""
+    if h.kind == "any" and h.af:
+        return Host(h.neg, "any", "any")
+    if h.kind == "dynamic" and "/" in h.value and af:
+        name, _, bits = h.value.partition("/")
+        if bits.isdigit() and int(bits) >= (32 if af == "inet" else 128):
+            return Host(h.neg, h.kind, name, h.af)
+    return h
 
 
 def decide_address_family(hosts: Sequence[Host], af: str | None) -> str | None:
@@ -169,8 +175,10 @@ def port_label(p: Port | None) -> str:
         return ""
     if p.op == "=":
         return str(p.lo)
-    if p.op in (":", "<>", "><"):
+    if p.op in ("<>", "><"):
         return f"{p.lo}{p.op}{p.hi}"
+    if p.op == ":":     # expand_label_port() has no case for PF_OP_RRG
+        return ""
     return f"{p.op}{p.lo}"
 
 
@@ -191,9 +199,9 @@ def expand_label(label: str | None, ifname: str | None, src: Host,
                          ("$dstaddr", addr_label(dst)),
                          ("$srcport", port_label(sport)),
                          ("$dstport", port_label(dport)),
-                         ("$proto", proto or "")):
+                         ("$proto", proto or "ip")):
         label = label.replace(macro, value)
-    return label
+    return label or None
 
 
 ICMP_PROTO = {"icmp-type": "icmp", "icmp6-type": "ipv6-icmp",
@@ -210,8 +218,10 @@ def implied_options(spec: Spec) -> None:
     if opts.get("source-track") == "":
         opts["source-track"] = "global"
     if any(k.startswith("max-src-") for k in opts):
+        # parse.y: max-src-nodes and max-src-conn* set PFRULE_RULESRCTRACK,
+        # max-src-states only PFRULE_SRCTRACK (global unless `rule`)
         opts["source-track"] = opts.get("source-track") or "global"
-        if any(k.startswith("max-src-conn") for k in opts):
+        if any(k.startswith(("max-src-conn", "max-src-nodes")) for k in opts):
             opts["source-track"] = "rule"
     if "max-src-conn-rate" in opts:
         secs = int(str(opts["max-src-conn-rate"]).split("/")[1])
@@ -287,7 +297,8 @@ def expand(spec: Spec, rs: Ruleset, anchor: str, tok: Token, text: str,
         if scoped and not iface:
             one["ifaces"] = [(False, scoped)]
         rule = rule_from_spec(one, anchor, None, tok.line, text)
-        rule.src, rule.dst = Endpoint(sh, sp), Endpoint(dh, dp)
+        rule.src = Endpoint(printed_host(sh, one["af"]), sp)
+        rule.dst = Endpoint(printed_host(dh, one["af"]), dp)
         rules.append(rule)
     if not rules:
         raise RuleSyntaxError(at.file, at.line,

@@ -140,7 +140,8 @@ def _host_word(t: pp.ParseResults) -> Host:
     bits = t[2] if len(t) > 2 else None
     af = address_af(word)
     if bits == 0 and (word.isdigit() or af):
-        return Host(neg, "any", "any")
+        # 0/0 prints as any, yet host_v4/host_v6 gave it a family
+        return Host(neg, "any", "any", af or "inet")
     if af:
         if "%" not in word:
             return Host(neg, "addr", norm_address(word, bits), af)

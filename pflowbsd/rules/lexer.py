@@ -1,8 +1,12 @@
 """pf.conf tokens, as pfctl's yylex() (parse.y) reads them.
 
 `#` comments (a backslash-newline continues them too), backslash continuations,
-quoted strings, and `$macro` expanded outside quotes by lexing its value again;
-newlines are tokens, because they end statements.  `join` puts a statement's
+quoted strings, and `$macro` expanded as yylex() does it: a `$` that starts a
+token pushes the macro's value back into the input, so the value is read
+together with the text around it (`$int_if:network` is one word, `em1:network`);
+a `$` inside a word, or inside the value being read, is a plain character (parse.y's
+allowed_in_string() lets `$` into a word, and `expanding` stops nested expansion).
+Newlines are tokens, because they end statements.  `join` puts a statement's
 tokens back together as text for the rule grammar, with the offset of each token
 so a parse error can name its source line.  No I/O: files reach the front end
 (pflowbsd.rules.pfconf) through a ReadFile callable its caller passes in.
@@ -40,6 +44,7 @@ class Lexer:
     def __init__(self, text: str, name: str, macros: Mapping[str, str]) -> None:
         self.text, self.name, self.macros = text, name, macros
         self.pos, self.line = 0, 1
+        self.expanded_to = 0    # text[:expanded_to] holds a pushed-back value
 
     def error(self, message: str) -> NoReturn:
         raise RuleSyntaxError(self.name, self.line, message)
@@ -72,9 +77,9 @@ class Lexer:
                 self.line += 1
                 space = True
                 continue
-            if c == "$":
-                yield from self.macro(space)
-                space = False
+            if c == "$" and self.pos >= self.expanded_to:
+                self.push_macro()
+                text, n = self.text, len(self.text)
                 continue
             if c in "\"'":
                 line, end = self.line, text.find(c, self.pos + 1)
@@ -108,24 +113,19 @@ class Lexer:
                             self.name)
             space = False
 
-    def macro(self, space: bool) -> Iterator[Token]:
-        """`$name`: the tokens of its value, on this line."""
+    def push_macro(self) -> None:
+        """`$name` at a token's start: its value replaces it in the input
+        (yylex's lungetc of the value), to be read with what follows."""
         text, n = self.text, len(self.text)
-        start = self.pos = self.pos + 1
-        while self.pos < n and (text[self.pos].isalnum()
-                                or text[self.pos] == "_"):
-            self.pos += 1
-        word = text[start:self.pos]
+        end = start = self.pos + 1
+        while end < n and (text[end].isalnum() or text[end] == "_"):
+            end += 1
+        word = text[start:end]
         if word not in self.macros:
             self.error(f"macro '{word}' not defined")
-        sub = Lexer(self.macros[word], self.name, {})
-        first = True
-        for tok in sub.tokens():
-            if tok.kind == "nl":
-                continue
-            tok.line, tok.space = self.line, (space if first else tok.space)
-            first = False
-            yield tok
+        value = self.macros[word].replace("\n", " ")
+        self.text = text[:self.pos] + value + text[end:]
+        self.expanded_to = self.pos + len(value)
 
 
 def token_text(tok: Token) -> str:

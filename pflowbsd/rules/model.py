@@ -84,6 +84,8 @@ class Ruleset:
     state_defaults: dict[str, StateOpt | dict[str, int]] = field(
         default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # anchors filled by `load anchor`, called or not (pfctl -nv prints them)
+    loaded: list[str] = field(default_factory=list)
     # Built on the first lookup: (anchor, nr) -> rule, and for each anchor
     # rule number the anchor paths its rules call, outermost first.
     _index: dict[tuple[str, int], Rule] | None = field(
@@ -167,7 +169,8 @@ def rule_from_spec(spec: Spec, anchor: str = "", nr: int | None = None,
 
 def anchor_path(parent: str, name: str | None, unnamed: int) -> str:
     """The path of the anchor `name` called from `parent` (parse.y: a leading
-    `/` is from the root; an unnamed `anchor { }` is `_N`, N counting them)."""
+    `/` is from the root; an unnamed `anchor { }` is `_N`, N counting every
+    inline `{ }` anchor so far, named ones too: pf->bn)."""
     if name is None:
         return (parent + "/" if parent else "") + f"_{unnamed}"
     if name.startswith("/"):
@@ -194,12 +197,16 @@ def parse_listing(text: str, name: str = "pfctl -sr",
     """
     rs = Ruleset(source="pfctl")
     stack = [""]
-    unnamed = 0
+    unnamed = 0         # parse.y's pf->bn: every inline `{ }` anchor
+    pending = False     # a named anchor's `{`: inline if its body has rules
     lineno = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("["):
             continue
+        if pending:
+            unnamed += line != "}"
+            pending = False
         if line == "}":
             if len(stack) == 1:
                 raise RuleSyntaxError(name, lineno, "unbalanced '}'")
@@ -230,6 +237,8 @@ def parse_listing(text: str, name: str = "pfctl -sr",
         if rule.action == "anchor":
             if spec.get("anchor_name") is None:
                 unnamed += 1
+            elif spec.get("block_open"):
+                pending = True
             rule.call = anchor_path(stack[-1], spec.get("anchor_name"),
                                     unnamed)
             if spec.get("block_open"):

@@ -18,6 +18,7 @@ import pyparsing as pp
 from pflowbsd.rules import expand as ruleexpand
 from pflowbsd.rules.check import check_queue, check_spec, check_table
 from pflowbsd.rules.grammar import STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text
+from pflowbsd.rules.ifa import IfTable
 from pflowbsd.rules.lexer import Lexer, ReadFile, Token, join, line_at
 from pflowbsd.rules.model import Ruleset, RuleSyntaxError, anchor_path
 
@@ -44,7 +45,7 @@ class Reader:
         self.persist = set(self.macros)
         self.rs = Ruleset(source="pf.conf")
         self.numbers = ruleexpand.Numbering(self.rs)
-        self.unnamed = 0
+        self.inline = 0
         self.queues: set[str] = set()
         self.queued: list[tuple[tuple[str, ...], Token]] = []
 
@@ -124,11 +125,24 @@ class Reader:
         elif word not in RULE_WORDS:
             raise RuleSyntaxError(first.file, first.line, "syntax error")
         elif word == "antispoof":
-            # expands to the interface's own networks: unknowable offline
-            self.numbers.skip(anchor, first, "antispoof needs the "
-                              "interface addresses")
+            self.antispoof(toks, stream, anchor)
         else:
             self.rule(toks, opens_block, stream, anchor)
+
+    def antispoof(self, toks: list[Token], stream: Iterator[Token],
+                  anchor: str) -> None:
+        """The block rules antispoof stands for, each read as a rule."""
+        first = toks[0]
+        if self.interfaces is None:
+            self.numbers.skip(anchor, first, "antispoof needs the "
+                              "interface addresses: give --ifconfig")
+            return
+        for text in antispoof_rules(toks, self.interfaces):
+            rule_toks = [t for t in Lexer(text, first.file, {}).tokens()
+                         if t.kind != "nl"]
+            for t in rule_toks:
+                t.line = first.line
+            self.rule(rule_toks, False, stream, anchor)
 
     def rule(self, toks: list[Token], opens_block: bool,
              stream: Iterator[Token], anchor: str) -> None:
@@ -153,17 +167,22 @@ class Reader:
             self.queued.append((spec["queue"], toks[-1]))
         rules = ruleexpand.expand(spec, self.rs, anchor, first, text,
                                   self.interfaces, toks[-1])
-        for rule in rules:
-            self.numbers.add(rule)
-        if spec["action"] == "anchor":
-            if spec.get("anchor_name") is None:
-                self.unnamed += 1
-            child = anchor_path(anchor, spec.get("anchor_name"), self.unnamed)
+        if spec["action"] != "anchor":
+            for rule in rules:
+                self.numbers.add(rule)
+        else:
+            self.inline += opens_block      # pf->bn counts every `{`
+            child = anchor_path(anchor, spec.get("anchor_name"), self.inline)
             for rule in rules:
                 rule.call = child
+            # the body is read once: pfctl prints it after the first
+            # expanded anchor rule, every one of which calls it
+            self.numbers.add(rules[0])
             if opens_block:
                 self.statements(stream, child, False, first.file)
-        elif opens_block:
+            for rule in rules[1:]:
+                self.numbers.add(rule)
+        if opens_block and spec["action"] != "anchor":
             raise RuleSyntaxError(first.file, first.line, "syntax error")
 
     def check_queues(self) -> None:
@@ -200,8 +219,9 @@ class Reader:
             return
         text = self.read_file(words[4])
         stream = Lexer(text, words[4], self.macros).tokens()
-        self.statements(stream, anchor_path(parent, words[2], 0), top=True,
-                        name=words[4])
+        path = anchor_path(parent, words[2], 0)
+        self.rs.loaded.append(path)
+        self.statements(stream, path, top=True, name=words[4])
 
     def option(self, toks: Sequence[Token]) -> None:
         """`set ...`: the options that matter offline kept, the others
@@ -249,6 +269,46 @@ class Reader:
                 self.rs.state_defaults[opt.key] = opt.value
 
 
+def antispoof_rules(toks: Sequence[Token], interfaces: IfTable) -> list[str]:
+    """parse.y's antispoof: per interface, `block drop in on ! IF from
+    NETWORKS`, and unless IF is a loopback `block drop in from ADDRESSES`
+    (link-local networks left out; `(IF)` stays dynamic), as rule texts."""
+    words = [t.text if t.kind != "qstr" else f'"{t.text}"' for t in toks]
+    try:
+        at = words.index("for")
+    except ValueError:
+        raise RuleSyntaxError(toks[0].file, toks[0].line,
+                              "syntax error") from None
+    head = " ".join(w for w in words[1:at])
+    rest = words[at + 1:]
+    names: list[str] = []
+    if rest[:1] == ["{"]:
+        end = rest.index("}") if "}" in rest else len(rest)
+        names = [w for w in rest[1:end] if w != ","]
+        rest = rest[end + 1:]
+    elif rest[:1] == ["("] and rest[2:3] == [")"]:
+        names, rest = [f"({rest[1]})"], rest[3:]
+    elif rest:
+        names, rest = [rest[0]], rest[1:]
+    af = rest[0] if rest[:1] in (["inet"], ["inet6"]) else ""
+    tail = " ".join(rest[1:] if af else rest)
+    out = []
+    for name in names:
+        bare = name.strip("()")
+        if name.startswith("("):
+            nets, addrs = [f"({bare}:network)"], [f"({bare})"]
+        else:
+            nets = [h.value for h in interfaces.lookup(bare, "network")]
+            addrs = [h.value for h in interfaces.lookup(bare)]
+        if nets:
+            out.append(f"block drop in {head} on ! {bare} {af} from "
+                       f"{{ {' '.join(nets)} }} to any {tail}")
+        if not interfaces.loopback(bare) and addrs:
+            out.append(f"block drop in {head} {af} from "
+                       f"{{ {' '.join(addrs)} }} to any {tail}")
+    return out
+
+
 def option_number(toks: Sequence[Token]) -> int:
     """A lone NUMBER token (decimal or 0x hex, as yylex reads them)."""
     if len(toks) != 1 or toks[0].kind != "word":
@@ -284,12 +344,17 @@ OPTIONS: dict[str, Callable[[Reader, Sequence[Token]], None]] = {
 def parse_pfconf(text: str, name: str = "pf.conf",
                  read_file: ReadFile | None = None,
                  defines: Mapping[str, str] | None = None,
-                 interfaces: ruleexpand.Interfaces | None = None) -> Ruleset:
+                 interfaces: IfTable | Mapping[str, Sequence[tuple[str, int]]]
+                 | None = None) -> Ruleset:
     """Parse a pf.conf into a Ruleset numbered as `pfctl -o none` would.
 
-    interfaces maps a name to its (address, prefixlen) list, for rules
-    that name an interface as a host; unknown ones stay names.
+    interfaces is the host's interface table (or a map of a name to its
+    (address, prefixlen) list), for rules that name an interface, a group
+    or `self` as a host and for antispoof; without it those stay names and
+    antispoof is skipped with a warning.
     """
+    if interfaces is not None and not isinstance(interfaces, IfTable):
+        interfaces = IfTable.from_addresses(interfaces)
     reader = Reader(name, read_file, defines, interfaces)
     reader.run(text, name)
     reader.check_queues()

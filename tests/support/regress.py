@@ -1,7 +1,10 @@
 """Shared helpers for the pfctl regression tests (tests/fixtures/pfctl-regress)."""
 import re
+from dataclasses import replace
 from pathlib import Path
 
+from pflowbsd.pf.ifaces import parse_ifconfig
+from pflowbsd.rules.ifa import IfTable
 from pflowbsd.rules.model import RuleSyntaxError, parse_listing
 from pflowbsd.rules.pfconf import parse_pfconf
 from tests.support import FIXTURES
@@ -34,8 +37,10 @@ def defines(stem):
     return out
 
 
-# lo0 on the machine the suite ran on (what pfN.ok shows it resolved to).
-INTERFACES = {"lo0": [("::1", 128), ("fe80::1", 64), ("127.0.0.1", 8)]}
+# The host the suite ran on (tests/fixtures/ifconfig/regress.txt): lo0 as
+# pfN.ok shows it resolved, and the interfaces the suite's Makefile creates.
+INTERFACES = IfTable(parse_ifconfig(
+    (FIXTURES / "ifconfig" / "regress.txt").read_text()))
 
 
 def expanded(stem):
@@ -44,14 +49,19 @@ def expanded(stem):
                         interfaces=INTERFACES)
 
 
-def reachable(rules):
-    """Rules pfctl -nv prints: main, and anchors some printed rule calls."""
+def reachable(rules, loaded=()):
+    """Rules pfctl -nv prints: main, anchors some printed rule calls, and
+    those a `load anchor` filled (loaded: their paths) that nothing calls,
+    which it prints flat, as if in the main ruleset."""
     calls, out = {""}, []
     for r in rules:
         if r.anchor in calls:
             out.append(r)
             if r.call:
                 calls.add(r.call)
+    for r in rules:
+        if r.anchor not in calls and r.anchor.split("/")[0] in loaded:
+            out.append(replace(r, anchor=""))
     return out
 
 

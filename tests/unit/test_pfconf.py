@@ -158,3 +158,105 @@ def test_limit_and_optimization_are_checked_not_kept(text):
 ])
 def test_neighbours_of_rejected_rules_still_load(text):
     assert parse_pfconf(text, "stdin").rules is not None
+
+
+# --- the host's interfaces (tests/fixtures/ifconfig), macros as yylex reads them
+
+def _host(system):
+    from pflowbsd.pf.ifaces import parse_ifconfig
+    from pflowbsd.rules.ifa import IfTable
+    from tests.support import FIXTURES
+    return IfTable(parse_ifconfig((FIXTURES / "ifconfig" / f"{system}.txt")
+                                  .read_text()))
+
+
+def test_glued_macro_is_read_with_the_text_after_it():
+    """The FreeBSD Handbook's `localnet = $int_if:network`."""
+    conf = ('int_if = "em1"\nlocalnet = $int_if:network\n'
+            "pass in on $int_if from $localnet to any\n")
+    rs = parse_pfconf(conf, "f", interfaces=_host("openbsd"))
+    assert [(r.ifname, r.src.host.value) for r in rs.rules] == [
+        ("em1", "10.0.0.0/24"), ("em1", "10.0.1.0/24")]
+
+
+def test_dollar_inside_a_word_is_a_plain_character():
+    """yylex expands `$` only where a token starts; allowed_in_string()
+    lets `$` into a word, so `$a$b` is a's value then `$b` as text, while
+    a value ending in punctuation lets the next `$` start a token."""
+    rs = parse_pfconf('a = "em"\nb = "0"\npass on $a$b\n', "f")
+    assert rs.rules[0].ifname == "em$b"
+    rs = parse_pfconf('a = "{ 22,"\nb = "80 }"\n'
+                      "pass proto tcp to port $a$b\n", "f")
+    assert [r.dst.port.lo for r in rs.rules] == [22, 80]
+
+
+def test_macro_in_quotes_is_not_expanded():
+    rs = parse_pfconf('a = "x"\npass label "$a"\n', "f")
+    assert rs.rules[0].label == "$a"
+
+
+def test_antispoof_expands_per_interface_and_address():
+    rs = parse_pfconf("antispoof for { lo0 em0 } inet\npass all\n", "f",
+                      interfaces=_host("openbsd"))
+    got = [(r.ifname, r.af, r.src.host.value, r.nr) for r in rs.rules]
+    assert got == [("!lo0", "inet", "127.0.0.0/8", 0),
+                   ("!em0", "inet", "192.0.2.0/24", 1),
+                   (None, "inet", "192.0.2.10", 2),
+                   (None, None, "any", 3)]
+    assert rs.warnings == []
+
+
+def test_antispoof_skips_link_local_networks_and_keeps_label():
+    rs = parse_pfconf('antispoof quick for em0 label "spoof"\n', "f",
+                      interfaces=_host("freebsd"))
+    got = [(r.ifname, r.src.host.value, r.quick, r.label) for r in rs.rules]
+    assert got == [
+        ("!em0", "198.51.100.0/24", True, "spoof"),
+        ("!em0", "2001:db8:1::/64", True, "spoof"),
+        (None, "198.51.100.2", True, "spoof"),
+        (None, "fe80::a00:27ff:fe8a:1b2c", True, "spoof"),
+        (None, "2001:db8:1::2", True, "spoof")]
+
+
+@pytest.mark.parametrize("host, want", [
+    ("egress", ["192.0.2.10", "fe80::5054:ff:fe12:3456", "2001:db8::10"]),
+    ("em", ["192.0.2.10", "fe80::5054:ff:fe12:3456", "2001:db8::10",
+            "10.0.0.1", "10.0.1.1"]),
+    ("em1:0", ["10.0.0.1"]),
+    ("em0:broadcast", ["192.0.2.255"]),
+    ("tun0:peer", ["10.9.0.2"]),
+    ("em0/16", ["192.0.0.0/16", "fe80::/16", "2001::/16"]),
+    ("egress:network", ["192.0.2.0/24", "2001:db8::/64"]),
+])
+def test_interface_names_groups_and_modifiers(host, want):
+    rs = parse_pfconf(f"pass from {host}\n", "f", interfaces=_host("openbsd"))
+    assert [r.src.host.value for r in rs.rules] == want
+
+
+def test_self_is_every_address_of_the_host():
+    rs = parse_pfconf("pass to self\n", "f", interfaces=_host("freebsd"))
+    assert len(rs.rules) == 7 and rs.rules[-1].dst.host.value == "fe80::1"
+
+
+def test_inline_anchors_are_numbered_by_every_brace():
+    """parse.y's pf->bn counts named inline anchors too."""
+    rs = parse_pfconf('anchor "a" {\n pass\n}\nanchor {\n pass\n}\n'
+                      "anchor in {\n anchor out {\n  pass\n }\n}\n", "f")
+    calls = [r.call for r in rs.rules if r.action == "anchor"]
+    assert calls == ["a", "_2", "_3", "_3/_4"]
+
+
+def test_list_expanded_anchor_body_follows_its_first_rule():
+    rs = parse_pfconf("anchor on { em0 em1 } {\n pass\n}\npass\n", "f")
+    assert [(r.anchor, r.action, r.ifname, r.nr) for r in rs.rules] == [
+        ("", "anchor", "em0", 0), ("_1", "pass", None, 0),
+        ("", "anchor", "em1", 1), ("", "pass", None, 2)]
+    assert rs.rules[0].call == rs.rules[2].call == "_1"
+
+
+def test_listing_counts_named_inline_anchors_like_pfctl():
+    from pflowbsd.rules.model import parse_listing
+    rs = parse_listing('@0 anchor "a" all {\n@0 pass all\n}\n'
+                       '@1 anchor "b" all {\n}\n@2 anchor all {\n@0 pass all\n}\n')
+    assert [r.call for r in rs.rules if r.action == "anchor"] == \
+        ["a", "b", "_2"]

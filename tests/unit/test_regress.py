@@ -23,18 +23,15 @@ PFAIL = [c for c in cases("pfail*.in")
          if "stdin:" in (REGRESS / f"{c}.ok").read_text()]
 
 
+# Each reason is the cause (checked by strict xfail: fixing it fails the run).
 EXPAND_XFAIL = {
-    "pf102": "(self)/40: pfctl drops the mask of a dynamic self address",
-    "pf103": "rules of a `load anchor` nobody calls: printed by pfctl -nv",
-    "pf113": "pfctl turns inline { } host lists into __automatic_ tables",
-    "pf25": "antispoof is skipped (needs interface networks)",
-    "pf47": "0/0 prints as any yet fixes the address family",
-    "pf65": "queue definitions decide which rules load; not modelled",
-    "pf84": "max-src-nodes with bare source-track: pfctl's choice not modelled",
+    "pf113": "pfctl's optimizer turns the 10-address { } list of a loaded "
+             "anchor into an __automatic_ table (TABLE_THRESHOLD 6); the "
+             "optimizer is not modelled",
 }
-NUMBER_XFAIL = {k: v for k, v in EXPAND_XFAIL.items()
-                if k in ("pf25", "pf47", "pf65", "pf84")}
-NUMBER_XFAIL["pf35"] = "pf35.loaded lists another ruleset than pf35.in (stale)"
+NUMBER_XFAIL = {
+    "pf35": "pf35.loaded lists another ruleset than pf35.in (stale)",
+}
 
 
 def marked(stems, xfail):
@@ -45,12 +42,14 @@ def marked(stems, xfail):
 
 @pytest.mark.parametrize("stem", marked(PF, EXPAND_XFAIL))
 def test_expansion_matches_ok(stem):
-    assert diff(reachable(expanded(stem).rules), printed(stem).rules) is None
+    rs = expanded(stem)
+    assert diff(reachable(rs.rules, rs.loaded), printed(stem).rules) is None
 
 
 @pytest.mark.parametrize("stem", marked(LOADED, NUMBER_XFAIL))
 def test_numbering_matches_loaded(stem):
-    ours = reachable(expanded(stem).rules)
+    rs = expanded(stem)
+    ours = reachable(rs.rules, rs.loaded)
     assert diff(ours, loaded(stem).rules, with_nr=True) is None
 
 
