@@ -87,7 +87,7 @@ class Ruleset:
     # anchors filled by `load anchor`, called or not (pfctl -nv prints them)
     loaded: list[str] = field(default_factory=list)
     # Built on the first lookup: (anchor, nr) -> rule, and for each anchor
-    # rule number the anchor paths its rules call, outermost first.
+    # rule number the anchor paths its rules call.
     _index: dict[tuple[str, int], Rule] | None = field(
         default=None, init=False, repr=False, compare=False)
     _calls: dict[int, list[str]] = field(
@@ -102,35 +102,47 @@ class Ruleset:
                 index.setdefault((r.anchor, r.nr), r)
             if r.action == "anchor" and r.nr is not None and r.call is not None:
                 callers.setdefault(r.nr, []).append(r)
-        # `anchor M` is the number of the anchor rule that called the ruleset;
-        # nested anchors make it ambiguous, so the main ruleset's callers come
-        # first.
-        self._calls = {
-            nr: [r.call for r in sorted(
-                rules, key=lambda r: r.anchor.count("/") + bool(r.anchor))
-                 if r.call is not None]
-            for nr, rules in callers.items()}
+        # `anchor M` is the number of the anchor rule that called the ruleset
+        # (pf_print_state.c prints st->anchor.ptr->nr): every ruleset some
+        # anchor rule numbered M calls, at any depth, is a candidate.
+        self._calls = {nr: list(dict.fromkeys(r.call for r in rules
+                                              if r.call is not None))
+                       for nr, rules in callers.items()}
         self._index = index
         return index
 
-    def lookup(self, anchor: int | None, nr: int | None) -> Rule | None:
-        """The rule a state's `anchor M, rule N` / `rule N` refers to."""
+    def resolve(self, anchor: int | None, nr: int | None
+                ) -> tuple[Rule | None, str]:
+        """The rule a state's `anchor M, rule N` / `rule N` refers to, and
+        why not when there is none: the pair (M, N) is decided only when one
+        rule fits both numbers; several that fit are reported, not guessed."""
         if nr is None:
-            return None
+            return None, "no rule number"
         index = self._index if self._index is not None else self._build_index()
         if anchor is None:
-            return index.get(("", nr))
+            rule = index.get(("", nr))
+            return rule, "" if rule else f"no rule {nr}"
+        hits: list[Rule] = []
         for call in self._calls.get(anchor, ()):
             found = index.get((call, nr))
             if found is not None:
-                return found
-            if call.endswith("*"):
+                hits.append(found)
+            elif call.endswith("*"):
                 prefix = call[:-1]
-                hits = [r for (a, n), r in index.items()
-                        if n == nr and a.startswith(prefix)]
-                if len(hits) == 1:
-                    return hits[0]
-        return None
+                hits += [r for (a, n), r in index.items()
+                         if n == nr and a.startswith(prefix)]
+        hits = list({id(h): h for h in hits}.values())
+        if len(hits) == 1:
+            return hits[0], ""
+        if not hits:
+            return None, f"no rule {nr} in anchor {anchor}"
+        paths = ", ".join(sorted({h.anchor for h in hits}))
+        return None, f"anchor {anchor}, rule {nr} is ambiguous ({paths})"
+
+    def lookup(self, anchor: int | None, nr: int | None) -> Rule | None:
+        """The rule a state's `anchor M, rule N` / `rule N` refers to, or
+        None when no rule, or more than one, fits (see resolve)."""
+        return self.resolve(anchor, nr)[0]
 
 
 def endpoint_of(side: tuple[list[Host] | None, list[Port] | None] | None

@@ -117,3 +117,16 @@ def test_numbers_come_from_the_listing(rules):
     rs = parse_listing(text)
     assert [r.nr for r in rs.rules] == [i * 2 for i in range(len(rules))]
     assert [(r.action, r.direction, r.quick) for r in rs.rules] == rules
+
+
+def test_lookup_decides_from_both_numbers_and_reports_ambiguity():
+    """`anchor 0, rule 1`: anchor rule 0 of main calls "a", anchor rule 0
+    inside "a" calls "a/b"; only "a/b" has a rule 1, so it is that one.
+    `anchor 0, rule 0` fits both: reported, no guess (main used to win)."""
+    from pflowbsd.rules.pfconf import parse_pfconf
+    rs = parse_pfconf('anchor "a" {\n anchor "b" {\n  pass label "x"\n'
+                      '  pass label "y"\n }\n}\n', "f")
+    assert rs.lookup(0, 1).label == "y"
+    rule, why = rs.resolve(0, 0)
+    assert rule is None and why == "anchor 0, rule 0 is ambiguous (a, a/b)"
+    assert rs.resolve(0, 7) == (None, "no rule 7 in anchor 0")
