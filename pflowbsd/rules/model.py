@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import pyparsing as pp
 
-from pflowbsd.rules.grammar import Spec, parse_rule_text
+from pflowbsd.rules.grammar import Spec
 from pflowbsd.rules.hosts import ANY, Endpoint, Host, Port
+from pflowbsd.rules.shapes import parse_rule_cached
 
 # Rulesets other than the filter one number their rules separately
 # (FreeBSD prints the scrub ruleset first, with its own @0...).
@@ -237,7 +238,7 @@ def parse_listing(text: str, name: str = "pfctl -sr",
         if numbered:
             body = LIVE_DYN.sub(r"(\1)", LIVE_TABLE.sub(r"<\1>", body))
         try:
-            spec = parse_rule_text(body)
+            spec = parse_rule_cached(body)
         except pp.ParseBaseException as exc:
             rs.warnings.append(f"{name}:{lineno}: skipped, not understood "
                                f"near {body[exc.loc:exc.loc + 20]!r}")

@@ -17,10 +17,11 @@ import pyparsing as pp
 
 from pflowbsd.rules import expand as ruleexpand
 from pflowbsd.rules.check import check_queue, check_spec, check_table
-from pflowbsd.rules.grammar import STATE_OPT_LIST, TIMEOUT_NAMES, parse_rule_text
+from pflowbsd.rules.grammar import STATE_OPT_LIST, TIMEOUT_NAMES
 from pflowbsd.rules.ifa import IfTable
 from pflowbsd.rules.lexer import Lexer, ReadFile, Token, join, line_at
 from pflowbsd.rules.model import Ruleset, RuleSyntaxError, anchor_path
+from pflowbsd.rules.shapes import parse_rule_cached
 
 RULE_WORDS = {"pass", "block", "match", "anchor", "nat", "rdr", "binat",
               "no", "scrub", "antispoof"}
@@ -151,7 +152,7 @@ class Reader:
         first = toks[0]
         text, starts = join(toks)
         try:
-            spec = parse_rule_text(text + (" {" if opens_block else ""))
+            spec = parse_rule_cached(text + (" {" if opens_block else ""))
         except pp.ParseBaseException as exc:
             tok = line_at(toks, starts, exc.loc)
             if tok.kind == "word" and tok.text in ruleexpand.UNMODELLED:

@@ -130,3 +130,32 @@ def test_lookup_decides_from_both_numbers_and_reports_ambiguity():
     rule, why = rs.resolve(0, 0)
     assert rule is None and why == "anchor 0, rule 0 is ambiguous (a, a/b)"
     assert rs.resolve(0, 7) == (None, "no rule 7 in anchor 0")
+
+
+def test_shape_cache_gives_what_the_grammar_gives():
+    """Every rule line of the regress listings, twice (so shapes are built,
+    checked and then trusted), and rules whose literals the grammar changes."""
+    from pflowbsd.rules.grammar import parse_rule_text
+    from pflowbsd.rules.model import LIVE_TABLE, RULE_LINE
+    from pflowbsd.rules.shapes import ShapeCache
+    from tests.support.regress import REGRESS
+    texts = []
+    for path in sorted(REGRESS.glob("pf*.loaded")):
+        for line in path.read_text().splitlines():
+            m = RULE_LINE.match(line)
+            if m:
+                texts.append(LIVE_TABLE.sub(r"<\1>", m.group(3)))
+    texts += [f"pass proto {p} from 10.0.{p}.0/24 port {p + 1}"
+              for p in (6, 17, 6, 17)]
+    texts += [f'pass in on em0 proto tcp to 192.0.2.{i} port {1000 + i} '
+              f'keep state (max {i + 7}) label "r{i}"' for i in range(1, 9)]
+    wants = {}
+    for text in texts:
+        try:
+            wants[text] = parse_rule_text(text)
+        except Exception:
+            pass
+    cache = ShapeCache()
+    ok = [cache.parse(t) == w for t, w in [*wants.items(), *wants.items()]]
+    assert ok and all(ok)
+    assert sum(v is not None and v[2] for v in cache.shapes.values()) > 10
