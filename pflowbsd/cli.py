@@ -5,6 +5,7 @@ Usage:
   pflowbsd rules [--json] [--pfctl PATH] [FILE]
   pflowbsd dump [-l ADDR:PORT] [--json] [-r PCAP] [-c COUNT]
   pflowbsd demo [--rate N] [--duration SECS] [--proto N] [--port PORT] [--seed N]
+                [PARAM ...]
   pflowbsd [-adnv] [-i IF] [-f FILE] [-t SECS] [-p PIDFILE] [--pfctl PATH]
            [--record DIR | --replay DIR] [PARAM ...]
   pflowbsd -h | --help | --version
@@ -34,7 +35,9 @@ Commands:
                  pfctl) and whether their states are exported, and why.
   dump           A small collector: print each v5/IPFIX flow received or in PCAP.
   demo           Run the whole pipeline on a simulated pf, exporting to a collector
-                 it starts on 127.0.0.1, and show the flows as they arrive.
+                 it starts on 127.0.0.1, and show the flows as they arrive; or, given
+                 flowdst ADDR:PORT (and flowsrc, pflowproto, mtu, domain, tmpl-interval,
+                 nat), export to that collector instead.
 
 Dump options:
   -l ADDR:PORT   Listen here [default: 127.0.0.1:9995].
@@ -136,7 +139,7 @@ def cmd_demo(args: Args) -> int:
 
     return body(rate=_number(args, "--rate", float), duration=_number(args, "--duration", float),
                 proto=_number(args, "--proto", int), port=_number(args, "--port", int),
-                seed=_number(args, "--seed", int), out=sys.stdout)
+                seed=_number(args, "--seed", int), out=sys.stdout, params=args["PARAM"])
 
 
 def _number(args: Args, opt: str, kind: Callable[[str], N]) -> N:

@@ -4,9 +4,14 @@ Strategy.  Sans-I/O: `Decoder.feed` takes a datagram and the exporter's address 
 returns the flows; no sockets, files or clocks.  The wire layouts are the exporter's own
 (export/v5.py, export/ipfix.py: one declaration each); only what pflowbsd never sends is
 declared here (the v9 header, options template headers, the enterprise number).
-Templates are learned per (exporter, version, domain, template id).  A datagram that does
-not parse raises `Malformed` and counts once; a data set whose template has not been seen
-is counted and skipped, with one notice per template in `Decoder.notices`.
+Templates are learned per (exporter, version, domain, template id); sequence numbers are
+followed per (exporter, domain, destination), since pflowbsd sends the same datagrams,
+numbered once, to every flowdst, and a capture may hold several of those copies.  A
+datagram that does not parse raises `Malformed` and counts once; a data set whose
+template has not been seen is counted and skipped, with one notice per template in
+`Decoder.notices`.  `templates` counts template records, `template_messages` the
+datagrams that carried them: an exporter's "template" is the latter (pflow_sendout_ipfix_tmpl
+sends all of its templates in one message).
 """
 
 from __future__ import annotations
@@ -89,13 +94,17 @@ class Stats:
     flows: int = 0
     malformed: int = 0
     unknown_template: int = 0  # data sets skipped for want of their template
-    templates: int = 0
-    gaps: Counter[Key] = field(default_factory=Counter)  # (exporter, domain) -> sequence gaps
+    templates: int = 0  # template records learned
+    template_messages: int = 0  # datagrams that carried at least one template record
+    # (exporter, domain, destination) -> sequence gaps; destination "" when not known
+    gaps: Counter[Key] = field(default_factory=Counter)
 
     def summary(self) -> str:
-        gaps = " ".join(f"{e}/{d}:{n}" for (e, d), n in sorted(self.gaps.items()))
+        gaps = " ".join(f"{e}{' to ' + to if to else ''}/{d}:{n}"
+                        for (e, d, to), n in sorted(self.gaps.items()))
         return (f"{self.datagrams} datagrams, {self.flows} flows, {self.malformed} malformed, "
-                f"{self.unknown_template} unknown-template sets, {self.templates} templates, "
+                f"{self.unknown_template} unknown-template sets, {self.templates} template "
+                f"records in {self.template_messages} template messages, "
                 f"sequence gaps: {gaps or 'none'}")
 
 
@@ -112,9 +121,14 @@ class Decoder:
         self.notices: list[str] = []  # one-time reports (unknown templates), for the caller
         self._expected: dict[Key, int | None] = {}
         self._reported: set[Key] = set()
+        self._destination = ""  # the datagram's, for _sequence
 
-    def feed(self, datagram: bytes, exporter: str) -> list[FlowRecord]:
+    def feed(self, datagram: bytes, exporter: str, destination: str = "") -> list[FlowRecord]:
+        """The flows of one datagram from `exporter` (an address) sent to `destination`
+        (ADDR:PORT as config.endpoint_text writes it, or "" when there is only one)."""
         self.stats.datagrams += 1
+        self._destination = destination
+        templates = self.stats.templates
         try:
             if len(datagram) < 2:
                 raise Malformed("truncated header")
@@ -130,10 +144,12 @@ class Decoder:
             self.stats.malformed += 1
             raise Malformed(f"undecodable: {e}", exporter, datagram) from None
         self.stats.flows += len(flows)
+        self.stats.template_messages += self.stats.templates > templates
         return flows
 
     def _sequence(self, key: Key, seq: int, advance: int | None) -> None:
         """Count a gap when `seq` is not what the previous datagram announced."""
+        key += (self._destination,)
         expected = self._expected.get(key)
         if expected is not None and seq != expected:
             self.stats.gaps[key] += 1

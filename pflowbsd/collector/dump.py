@@ -5,8 +5,9 @@ collector/pcap.py's; this module is the I/O around them.  `format_flow` makes on
 text or JSON; `_Sink` feeds datagrams to a Decoder and prints flows, malformed datagrams
 and unknown-template notices, up to a count; `serve` receives into a sink from a UDP
 socket; `cmd_dump` owns the socket (`-l ADDR:PORT`), the file (`-r PCAP`) and the signals,
-and ends with the decoder's statistics on stderr.  `Decoder` and `Malformed` are
-importable from here as well as from collector.decode.
+and ends with the decoder's statistics on stderr.  A capture may hold datagrams to several
+collectors: each is fed with its destination, so sequences are followed per destination.
+`Decoder` and `Malformed` are importable from here as well as from collector.decode.
 """
 
 from __future__ import annotations
@@ -90,10 +91,10 @@ class _Sink:
         self.decoder, self.as_json, self.left, self.out, self.err = (
             Decoder(), as_json, count, out, err)
 
-    def datagram(self, payload: bytes, exporter: str) -> bool:
+    def datagram(self, payload: bytes, exporter: str, destination: str = "") -> bool:
         """Returns False once `count` flows have been printed."""
         try:
-            flows = self.decoder.feed(payload, exporter)
+            flows = self.decoder.feed(payload, exporter, destination)
         except Malformed as e:
             flows = []
             self.err.write(f"pflowbsd dump: {exporter}: malformed datagram "
@@ -134,8 +135,8 @@ def cmd_dump(listen: str, as_json: bool, pcap: str | None, count: int | None,
         try:
             with open(pcap, "rb") as f:
                 data = f.read()
-            for _, src, _, _, _, payload in read_pcap(data):
-                if not sink.datagram(payload, src):
+            for _, src, _, dst, dport, payload in read_pcap(data):
+                if not sink.datagram(payload, src, endpoint_text(dst, dport)):
                     break
         except (OSError, PcapError) as e:
             err.write(f"pflowbsd dump: {pcap}: {e}\n")

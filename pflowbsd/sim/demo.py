@@ -1,9 +1,11 @@
-"""`pflowbsd demo`: the real pipeline on a simulated pf, with its own collector.
+"""`pflowbsd demo`: the real pipeline on a simulated pf, with its own collector or yours.
 
 Strategy.  simpf.SimPf plays pf; its `pfctl -ss -vv` text goes through the daemon's own
 Pipeline (tracker, flows, exporter) and Sender exactly as a live poll would, and the datagrams go
 over UDP to a collector socket on 127.0.0.1 in this process, decoded by
-collector.decode.Decoder.
+collector.decode.Decoder.  Given `flowdst ADDR:PORT` (the daemon's words, read by
+config.apply_words; DEMO_WORDS says which make sense here) it sends there instead and
+starts no collector: the report is then the exporter's side only.
 Simulated time runs SPEED times faster than the wall clock and is the only clock the
 pipeline sees (wall = simulated epoch, boot = the simulated pf's boot), so pflow's 30 s
 hold and pf's timeouts play out within seconds.  At the end pf's states are flushed
@@ -19,7 +21,7 @@ import time
 from typing import TextIO
 
 from pflowbsd.collector.decode import Decoder, Malformed
-from pflowbsd.config import Config, endpoint_text
+from pflowbsd.config import WORDS, Config, ConfigError, apply_words, check, endpoint_text
 from pflowbsd.pf.netdb import proto_name
 from pflowbsd.pipeline import PfSide, Pipeline
 from pflowbsd.shell.sender import Sender
@@ -29,6 +31,10 @@ SPEED = 10  # simulated seconds per wall second
 POLL = 10  # simulated seconds between polls: the daemon's default -t 10
 PLAIN_PROGRESS = 50  # simulated seconds between progress lines when out is no tty
 DRAIN = 2.0  # wall seconds to wait at the end for datagrams still in flight
+
+# The daemon's PARAM words that shape what the demo sends; the others (select, export,
+# carp, pfctl, interval) speak of a real pf.
+DEMO_WORDS = ("flowsrc", "flowdst", "pflowproto", "mtu", "domain", "tmpl-interval", "nat")
 
 COLUMNS = (f"{'time':>6}  {'proto':<9} {'src':>30}    {'dst':<30} {'pkts':>7} "
            f"{'bytes':>9} {'duration':>9}  nat (IPFIX)")
@@ -131,36 +137,73 @@ def _side(cfg: Config, sim: SimPf) -> PfSide:
     return side
 
 
-def _status(sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector) -> str:
+def _status(sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector | None) -> str:
     t, x = pipe.tracker.stats, pipe.exporter.stats
     return (f"pf: {len(sim.states)} states, {sim.counters['inserts']} created, "
             f"{len(sim.gone)} removed | pflowbsd: {t['polls']} polls, {t['exported']} "
-            f"exported, {x['flows']} flows, {sender.stats['datagrams']} datagrams | "
-            f"collector: {col.decoder.stats.flows} flows")
+            f"exported, {x['flows']} flows, {sender.stats['datagrams']} datagrams"
+            + (f" | collector: {col.decoder.stats.flows} flows" if col else ""))
+
+
+def demo_config(proto: int, params: list[str]) -> Config:
+    """--proto, then the PARAM words (the last word wins, as on the daemon's command line);
+    nat follows pflowproto 10 unless the words say otherwise.  Raises ConfigError."""
+    i = 0
+    while i < len(params):
+        if params[i] not in DEMO_WORDS:
+            raise ConfigError(f"{params[i]!r}: not a demo word (it takes "
+                              f"{', '.join(DEMO_WORDS)})")
+        i += 2 if WORDS[params[i]][0] else 1
+    cfg = apply_words(Config(pflowproto=proto), params)
+    if "nat" not in params:
+        cfg.nat = cfg.pflowproto == 10
+    if cfg.flowdst:
+        check(cfg)
+    return cfg
 
 
 def cmd_demo(rate: float, duration: float, proto: int, port: int, seed: int,
-             out: TextIO) -> int:
+             out: TextIO, params: list[str] | None = None) -> int:
     if proto not in (5, 10) or rate < 0 or duration <= 0:
         out.write("pflowbsd demo: want --proto 5 or 10, --rate >= 0, --duration > 0\n")
         return 2
+    try:
+        cfg = demo_config(proto, params or [])
+    except ConfigError as e:
+        out.write(f"pflowbsd demo: {e}\n")
+        return 2
+    if cfg.flowdst and port:
+        out.write("pflowbsd demo: --port is the port of the demo's own collector; "
+                  "with flowdst it starts none\n")
+        return 2
     start = int(time.time())
     view = _View(out, start)
+    col = None
+    if not cfg.flowdst:
+        try:
+            col = _Collector(port, view)
+        except OSError as e:
+            out.write(f"pflowbsd demo: cannot listen on 127.0.0.1:{port}: "
+                      f"{e.strerror or e}; give another --port, or flowdst ADDR:PORT to "
+                      f"send to the collector listening there\n")
+            return 1
+        cfg.flowdst = [("127.0.0.1", col.port)]
+    dsts = ", ".join(endpoint_text(*dst) for dst in cfg.flowdst)
     try:
-        col = _Collector(port, view)
+        sender = Sender(cfg.flowdst, cfg.flowsrc)
     except OSError as e:
-        out.write(f"pflowbsd demo: cannot listen on 127.0.0.1:{port}: {e.strerror or e}\n")
+        out.write(f"pflowbsd demo: cannot send: {e.strerror or e}\n")
+        if col:
+            col.close()
         return 1
     sim = SimPf(seed=seed, rate=rate / SPEED, start=start)
-    cfg = Config(flowdst=[("127.0.0.1", col.port)], pflowproto=proto, nat=proto == 10)
     pipe = Pipeline(cfg, _side(cfg, sim), sim.boot)
-    sender = Sender(cfg.flowdst)
     out.write(f"pflowbsd demo: simulated pf (seed {seed}, {rate:g} new states/s) -> "
-              f"pflowbsd, pflowproto {proto}{' with nat' if cfg.nat else ''} -> collector "
-              f"127.0.0.1:{col.port}\n"
+              f"pflowbsd, pflowproto {cfg.pflowproto}{' with nat' if cfg.nat else ''} -> "
+              f"{'collector' if col else 'flowdst'} {dsts}\n"
               f"time runs x{SPEED}: pf polled every {POLL} s of its time, pflow holds "
               f"records up to 30 s; states flushed at the end (pfctl -F states)\n\n"
-              f"{COLUMNS}\n")
+              + (f"{COLUMNS}\n" if col else ""))
     out.flush()
     end = start + max(1, round(duration * SPEED))
     t0 = time.monotonic()
@@ -171,25 +214,32 @@ def cmd_demo(rate: float, duration: float, proto: int, port: int, seed: int,
         sender.send(pipe.due(sim.now).datagrams)
         if (sim.now - start) % POLL == 0:
             sender.send(pipe.poll(sim.states_text(), sim.now)[1].datagrams)
-        col.receive_until(t0 + (sim.now - start) / SPEED)
+        pace = t0 + (sim.now - start) / SPEED
+        if col:
+            col.receive_until(pace)
+        else:
+            time.sleep(max(0.0, pace - time.monotonic()))
         view.progress(sim.now, _status(sim, pipe, sender, col))
     left = sim.flush_states()
     sender.send(pipe.poll(sim.states_text(), sim.now)[1].datagrams)
     sender.send(pipe.flush(sim.now).datagrams)
     wait_until = time.monotonic() + DRAIN
     sent = sender.stats["datagrams"]
-    while col.decoder.stats.datagrams < sent and time.monotonic() < wait_until:
+    while col and col.decoder.stats.datagrams < sent and time.monotonic() < wait_until:
         col.receive_until(time.monotonic() + 0.05)
     view.progress(sim.now, _status(sim, pipe, sender, col), final=True)
-    col.close()
+    if col:
+        col.close()
     sender.close()
-    return _report(out, sim, pipe, sender, col, left, proto)
+    return _report(out, sim, pipe, sender, col, left, dsts)
 
 
-def _report(out: TextIO, sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector, left: int,
-            proto: int) -> int:
+def _report(out: TextIO, sim: SimPf, pipe: Pipeline, sender: Sender, col: _Collector | None,
+            left: int, dsts: str) -> int:
+    """The counts of each stage.  Templates are counted in messages on both sides (one
+    pflow_sendout_ipfix_tmpl message carries every template); the collector also says
+    how many template records those held."""
     t, x, s = pipe.tracker.stats, pipe.exporter.stats, sender.stats
-    d = col.decoder.stats
     no_pflow = sum(1 for sid in sim.gone if sid in sim.unflagged)
     lines = [
         "",
@@ -198,16 +248,25 @@ def _report(out: TextIO, sim: SimPf, pipe: Pipeline, sender: Sender, col: _Colle
         f"tracker:       {t['polls']} polls, {t['new']} states seen, {t['expired']} gone, "
         f"{t['exported']} exported, {t['parse_errors']} parse errors",
         f"exporter:      {x['flows']} flows in {x['datagrams']} datagrams "
-        f"({x['templates']} templates), {x['split_records']} split records"
-        + (f", {x['skipped_v6']} IPv6 states skipped (v5 is IPv4 only; try --proto 10)"
-           if proto == 5 else f", {col.v6} IPv6 flows"),
+        f"({x['templates']} template messages), {x['split_records']} split records"
+        + (f", {x['skipped_v6']} IPv6 states skipped (v5 is IPv4 only; try pflowproto 10)"
+           if pipe.cfg.pflowproto == 5 else f", {col.v6} IPv6 flows" if col else ""),
         f"sender:        {s['datagrams']} datagrams, {s['bytes']} bytes, "
         f"{s['send_errors']} send errors",
-        f"collector:     {d.summary()}",
     ]
-    ok = d.flows == x["flows"] and d.datagrams == s["datagrams"] and not d.malformed
+    if col is None:
+        lines.append(f"sent:          {x['flows']} flows in {x['datagrams']} datagrams to "
+                     f"{dsts}: compare with what the collector received")
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+        return 0 if not s["send_errors"] else 1
+    d = col.decoder.stats
+    lines.append(f"collector:     {d.summary()}")
+    ok = (d.flows == x["flows"] and d.datagrams == s["datagrams"] and not d.malformed
+          and d.template_messages == x["templates"])
     lines.append(f"check:         collector decoded {d.flows} flows in {d.datagrams} "
-                 f"datagrams, exporter sent {x['flows']} in {s['datagrams']}: "
+                 f"datagrams ({d.template_messages} template messages), exporter sent "
+                 f"{x['flows']} in {s['datagrams']} ({x['templates']}): "
                  + ("OK" if ok else "MISMATCH"))
     out.write("\n".join(lines) + "\n")
     out.flush()

@@ -124,4 +124,4 @@ def test_ipfix_pcap_matches_tshark(tmp_path):
     assert keyed(flows) == ipfix_expected()
     assert {f["template"] for f in flows} == {256, 257, 258, 259, 300}
     assert all(f["domain"] == 42 and f["version"] == 10 for f in flows)
-    assert "0 malformed" in err and "sequence gaps: none" in err and "5 templates" in err
+    assert "0 malformed" in err and "sequence gaps: none" in err and "5 template records in 1 template messages" in err

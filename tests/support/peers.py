@@ -59,12 +59,15 @@ def udp_packet(payload: bytes, port: int, ident: int = 0) -> bytes:
     return header + udp + payload
 
 
-def write_pcap(path, datagrams: list[bytes], port: int, ts: int = 1_700_000_000) -> None:
-    """Write datagrams as one UDP packet each, one second apart, for tshark -r."""
+def write_pcap(path, datagrams: list[bytes], port: int | list[int],
+               ts: int = 1_700_000_000) -> None:
+    """Write datagrams as one UDP packet each, one second apart, for tshark -r; `port`
+    is every datagram's destination port, or one per datagram."""
+    ports = port if isinstance(port, list) else [port] * len(datagrams)
     with open(path, "wb") as f:
         f.write(PCAP_HEADER.pack(0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW))
         for i, payload in enumerate(datagrams):
-            packet = udp_packet(payload, port, i)
+            packet = udp_packet(payload, ports[i], i)
             f.write(PCAP_RECORD.pack(ts + i, 0, len(packet), len(packet)) + packet)
 
 

@@ -192,10 +192,33 @@ def test_sequence_gaps_per_exporter_and_domain():
     dec.feed(v5_datagram(V5_FLOWS[:1], seq=12), "a")  # in order
     dec.feed(v5_datagram(V5_FLOWS[:1], seq=0), "b")  # another exporter starts fresh
     dec.feed(v5_datagram(V5_FLOWS[:1], seq=20), "a")  # 13..19 lost
-    assert dict(dec.stats.gaps) == {("a", "42/42"): 1}
+    assert dict(dec.stats.gaps) == {("a", "42/42", ""): 1}
     msgs = ipfix_stream()
     dec2, flows = decode_all(msgs[:3] + msgs[4:])  # the NAT4 message lost
-    assert dict(dec2.stats.gaps) == {("127.0.0.1", 42): 1} and len(flows) == 6
+    assert dict(dec2.stats.gaps) == {("127.0.0.1", 42, ""): 1} and len(flows) == 6
+    assert "sequence gaps: 127.0.0.1/42:1" in dec2.stats.summary()
+
+
+def test_sequences_per_destination_in_a_capture(tmp_path):
+    """pflowbsd sends each datagram, numbered once, to every flowdst: a capture of two
+    collectors holds every sequence number twice, interleaved, and that is no gap."""
+    msgs = ipfix_stream()
+    grams = [m for m in msgs for _ in (1, 2)]
+    write_pcap(tmp_path / "two.pcap", grams, [2055, 9995] * len(msgs))
+    rc, flows, err = run_dump_pcap(tmp_path / "two.pcap")
+    assert rc == 0 and len(flows) == 2 * 7
+    assert "sequence gaps: none" in err, err
+    # one collector's copy of a message lost: a gap there, none at the other
+    write_pcap(tmp_path / "lost.pcap", grams[:6] + grams[7:], [2055, 9995] * 3 + [9995] + [2055, 9995] * 2)
+    rc, flows, err = run_dump_pcap(tmp_path / "lost.pcap")
+    assert "sequence gaps: 127.0.0.1 to 127.0.0.1:2055/42:1\n" in err, err
+
+
+def test_template_records_and_messages_counted_apart():
+    """pflow sends its templates in one message: the exporter's unit.  Both are counted."""
+    dec, _ = decode_all(ipfix_stream() + ipfix_stream()[:1])
+    assert (dec.stats.templates, dec.stats.template_messages) == (10, 2)
+    assert "10 template records in 2 template messages" in dec.stats.summary()
 
 
 def test_v5_times_wrap_and_freebsd_ms_past_uptime():
