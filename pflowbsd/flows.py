@@ -10,6 +10,13 @@ Between first sight and export a selected state is kept as an Entry: what export
 needs (the pflow key, the other key when translated, counters, First and Last) packed
 in one bytes object, so the tracker holds a few hundred bytes a state, not a parsed
 record.  pack_entry() makes one from a parsed state; flow_pair() makes the flows.
+
+if_index.  The kernel fills if_index_in/out from the interfaces the state's packets
+used; userland sees only the interface a state was created on: an if-bound state's
+first column, FreeBSD's `origif:` (State.orig_ifname).  if_indexes() puts that
+interface's index in the direction the state's `in`/`out` says and leaves the other 0;
+a floating state (`all`) with no origif gets 0 both ways, as do names the host's
+interface table does not know.
 """
 
 from __future__ import annotations
@@ -42,13 +49,14 @@ class Flow:
     octets: int  # 64-bit; v5 splits above 0xffffffff
     start: int  # ms since boot: the state's creation
     end: int  # ms since boot: the state's last packet (st->expire)
-    if_in: int = 0  # not known to userland
+    if_in: int = 0  # the state's creating interface, in its direction (if_indexes)
     if_out: int = 0
     tos: int = 0  # the creating rule's `tos` match value
     nat_src: bytes | None = None  # the other key, set only when the state was translated
     nat_dst: bytes | None = None
     nat_src_port: int = 0
     nat_dst_port: int = 0
+    outbound: bool = False  # the state's direction is out (FreeBSD's NAT44 records need it)
 
     @property
     def natted(self) -> bool:
@@ -59,14 +67,17 @@ AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 
 Entry = bytes
 # The packed entry:
-#   0 flags B (NATTED, INET6)   1 proto B
+#   0 flags B (NATTED, INET6, OUTBOUND)   1 proto B
 #   2 src_port H   4 dst_port H   6 first s q   14 last s q
 #   22 packets[0] Q  30 packets[1] Q  38 bytes[0] Q  46 bytes[1] Q
-#   54 src, dst (4 or 16 bytes each), then when NATTED the other key:
+#   54 if_index_in H  56 if_index_out H (before ENTRY.size: not part of entry_key)
+#   58 src, dst (4 or 16 bytes each), then when NATTED the other key:
 #      nat_src_port H, nat_dst_port H, nat_src, nat_dst
-ENTRY = struct.Struct("<BBHHqqQQQQ")
+ENTRY = struct.Struct("<BBHHqqQQQQHH")
 NAT_PORTS = struct.Struct("<HH")
-NATTED, INET6 = 0x01, 0x02
+NATTED, INET6, OUTBOUND = 0x01, 0x02, 0x04  # OUTBOUND: st->direction == PF_OUT
+_COUNTERS = 22  # packets[0], packets[1], bytes[0], bytes[1]
+_QQQQ = struct.Struct("<QQQQ")
 _FIRST = 6  # first, then last
 _TIMES = struct.Struct("<qq")
 
@@ -78,13 +89,22 @@ def _pflow_keys(st: State) -> tuple[str, Host, Host, str, Host, Host]:
     return st.stack_af, st.stack_src, st.stack_dst, st.af, st.wire_src, st.wire_dst
 
 
-def pack_entry(st: State, first: int, last: int) -> Entry:
+def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:
+    """(if_index_in, if_index_out) from the interface the state was created on."""
+    name = st.orig_ifname or st.ifname
+    index = table.get(name, 0) if name != "all" else 0
+    return (index, 0) if st.direction == "in" else (0, index)
+
+
+def pack_entry(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)) -> Entry:
     af, src, dst, oaf, osrc, odst = _pflow_keys(st)
     fam = AF[af]
     natted = oaf == af and (osrc[:2] != src[:2] or odst[:2] != dst[:2])
-    flags = (NATTED if natted else 0) | (INET6 if af == "inet6" else 0)
+    flags = ((NATTED if natted else 0) | (INET6 if af == "inet6" else 0)
+             | (OUTBOUND if st.direction == "out" else 0))
     out = ENTRY.pack(flags, st.proto, src.port, dst.port, first, last,
-                     st.packets[0], st.packets[1], st.bytes[0], st.bytes[1])
+                     st.packets[0], st.packets[1], st.bytes[0], st.bytes[1],
+                     ifidx[0] & 0xFFFF, ifidx[1] & 0xFFFF)
     out += socket.inet_pton(fam, src.addr) + socket.inet_pton(fam, dst.addr)
     if natted:
         out += (NAT_PORTS.pack(osrc.port, odst.port) + socket.inet_pton(fam, osrc.addr)
@@ -94,7 +114,13 @@ def pack_entry(st: State, first: int, last: int) -> Entry:
 
 def entry_counters(entry: Entry) -> tuple[int, int, int, int]:
     """packets[0], packets[1], bytes[0], bytes[1]."""
-    return ENTRY.unpack_from(entry)[6:]
+    return _QQQQ.unpack_from(entry, _COUNTERS)
+
+
+def with_span(entry: Entry, first: int, last: int, counters: tuple[int, int, int, int]) -> Entry:
+    """The entry with other times and counters: one active-timeout span of the state."""
+    return (entry[:_FIRST] + _TIMES.pack(first, last) + _QQQQ.pack(*counters)
+            + entry[_COUNTERS + _QQQQ.size:])
 
 
 def entry_times(entry: Entry) -> tuple[int, int]:
@@ -113,19 +139,24 @@ def entry_key(entry: Entry) -> bytes:
 
 def flow_pair(entry: Entry) -> tuple[Flow, Flow]:
     """flow1 initiator -> responder from counters[0], flow2 the mirror (copy_flow_data)."""
-    flags, proto, sport, dport, first, last, p0, p1, b0, b1 = ENTRY.unpack_from(entry)
+    flags, proto, sport, dport, first, last, p0, p1, b0, b1, ifin, ifout = ENTRY.unpack_from(entry)
     n = 16 if flags & INET6 else 4
+    out = bool(flags & OUTBOUND)
     fam = socket.AF_INET6 if flags & INET6 else socket.AF_INET
     o = ENTRY.size
     src, dst = entry[o:o + n], entry[o + n:o + 2 * n]
     start, end = first * 1000, last * 1000
     if not flags & NATTED:
-        return (Flow(fam, src, dst, sport, dport, proto, p0, b0, start, end),
-                Flow(fam, dst, src, dport, sport, proto, p1, b1, start, end))
+        return (Flow(fam, src, dst, sport, dport, proto, p0, b0, start, end, ifin, ifout,
+                     outbound=out),
+                Flow(fam, dst, src, dport, sport, proto, p1, b1, start, end, ifout, ifin,
+                     outbound=out))
     nsport, ndport = NAT_PORTS.unpack_from(entry, o + 2 * n)
     o += 2 * n + NAT_PORTS.size
     nsrc, ndst = entry[o:o + n], entry[o + n:o + 2 * n]
-    return (Flow(fam, src, dst, sport, dport, proto, p0, b0, start, end,
-                 nat_src=nsrc, nat_dst=ndst, nat_src_port=nsport, nat_dst_port=ndport),
-            Flow(fam, dst, src, dport, sport, proto, p1, b1, start, end,
-                 nat_src=ndst, nat_dst=nsrc, nat_src_port=ndport, nat_dst_port=nsport))
+    return (Flow(fam, src, dst, sport, dport, proto, p0, b0, start, end, ifin, ifout,
+                 nat_src=nsrc, nat_dst=ndst, nat_src_port=nsport, nat_dst_port=ndport,
+                 outbound=out),
+            Flow(fam, dst, src, dport, sport, proto, p1, b1, start, end, ifout, ifin,
+                 nat_src=ndst, nat_dst=nsrc, nat_src_port=ndport, nat_dst_port=nsport,
+                 outbound=out))

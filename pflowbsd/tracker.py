@@ -12,11 +12,24 @@ that is partial (pfctl failed, timed out, or the text holds unparseable or trunc
 records) updates what it can and expires nothing: a state it lacks may only have been
 lost in the text.
 
+Active timeout (off unless `active_timeout` > 0).  A selected state alive that many
+seconds since its creation or its last export is exported at the next whole poll with
+what it gained since, First/Last covering that span; at removal only the rest.  What was
+exported is the side table `exported`: per state key (the last TRACK_KEY characters of
+its tail) one EXPORTED record, 40 bytes, only for states exported at least once.  A
+heap of (due uptime, key) finds the states due without a scan, and `_tail_of` the
+state's current tail; both are kept only while the active timeout is on.  The next span
+starts one second after the poll that exported, so spans never overlap; a span with no
+byte gained makes no record, and a state whose due poll found nothing new is exported
+at the first later poll that sees it change.
+
 Time is a parameter: `poll` is seconds since the firewall booted (kernel uptime).
 """
 
 from __future__ import annotations
 
+import heapq
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,10 +41,15 @@ from pflowbsd.pf.record import State
 from pflowbsd.pf.timeouts import DEFAULTS, Policy
 
 TAIL, KEY = snapshot.TRACK_TAIL, snapshot.TRACK_KEY
+# What an active-timeout export left behind, per state key: the next span's First
+# (uptime seconds), then the counters exported so far: packets[0], packets[1],
+# bytes[0], bytes[1].
+EXPORTED = struct.Struct("<qQQQQ")
 
 @dataclass(slots=True)
 class Update:
     expired: list[Entry] = field(default_factory=list)  # one per state to export
+    active: list[Entry] = field(default_factory=list)  # active-timeout spans of live states
     errors: list[pfstates.ParseError] = field(default_factory=list)
     partial: bool = False
     states: int = 0
@@ -49,15 +67,22 @@ class Tracker:
     """
 
     def __init__(self, policy: Policy | None = None,
-                 select: Callable[[State], bool] | None = None) -> None:
+                 select: Callable[[State], bool] | None = None,
+                 active_timeout: int = 0) -> None:
         self.policy = policy or Policy(timeouts=dict(DEFAULTS))
         self.select: Callable[[State], bool] = select or (lambda st: bool(st.pflow))
         self.entries: dict[str, Entry | None] = {}
         # The rule of each selected state whose rule has timeouts of its own, kept from
         # first sight: an OpenBSD reload takes `rule N` away, not the rule's timeouts.
         self.rules: dict[str, object] = {}
+        self.ifaces: dict[str, int] = {}  # interface name -> if_index (the host's table)
+        self.active_timeout = active_timeout
+        self.exported: dict[str, bytes] = {}  # key -> EXPORTED
+        self._tail_of: dict[str, str] = {}  # key -> tail, selected states (active only)
+        self._due: list[tuple[int, str]] = []  # (uptime due, key), a heap (active only)
+        self._overdue: set[str] = set()  # due, but nothing gained yet
         self.stats = dict(polls=0, partial=0, parse_errors=0, new=0, changed=0,
-                          expired=0, exported=0, restarted=0)
+                          expired=0, exported=0, restarted=0, active_exports=0)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -87,9 +112,8 @@ class Tracker:
             except ValueError as e:
                 line = text.count("\n", 0, start) + 1
                 up.errors.append(pfstates.ParseError(line, text[start:end].split("\n")[0], str(e)))
-                up.partial = True
-                old.pop(t[-KEY:], None)
-                continue
+                old.pop(t[-KEY:], None)  # skipped, counted, and treated as present:
+                continue                 # it neither expires nor blocks other expiries
             prev = old.pop(t[-KEY:], None)
             if prev is None:
                 up.new += 1
@@ -107,7 +131,11 @@ class Tracker:
                 entry = self.entries.pop(t)
                 self.rules.pop(t[-KEY:], None)
                 if entry is not None:
-                    up.expired.append(self._final(entry, poll))
+                    rest = self._rest(t[-KEY:], entry, poll)
+                    if rest is not None:
+                        up.expired.append(rest)
+            if self.active_timeout:
+                self._active_exports(poll, up)
         self.stats["new"] += up.new
         self.stats["changed"] += up.changed
         self.stats["expired"] += up.gone
@@ -150,17 +178,25 @@ class Tracker:
         p0, p1, b0, b1 = flows.entry_counters(old)
         rule = self.rules.get(t[-KEY:]) if st.rule is None else None
         last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        entry = flows.pack_entry(st, first, int(last))
+        entry = flows.pack_entry(st, first, int(last), flows.if_indexes(st, self.ifaces))
         went_down = (st.packets[0] < p0 or st.packets[1] < p1
                      or st.bytes[0] < b0 or st.bytes[1] < b1)
         if flows.entry_key(entry) != flows.entry_key(old) or went_down:
             # Same (creatorid, id), another connection: the old one ended.
             self.stats["restarted"] += 1
-            up.expired.append(self._final(old, poll))
+            rest = self._rest(t[-KEY:], old, poll)
+            if rest is not None:
+                up.expired.append(rest)
             self.rules.pop(t[-KEY:], None)
             self.entries[t] = self._admit(t, st, poll, nstates)
             return
         self.entries[t] = entry
+        if self.active_timeout:
+            key = t[-KEY:]
+            self._tail_of[key] = t
+            if key in self._overdue:
+                self._overdue.discard(key)
+                heapq.heappush(self._due, (0, key))
 
     def _admit(self, t: str, st: State, poll: float, nstates: int) -> Entry | None:
         if not self.select(st):
@@ -170,7 +206,77 @@ class Tracker:
             self.rules[t[-KEY:]] = rule
         first = int(poll) - (st.age_s or 0)
         last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        return flows.pack_entry(st, first, int(last))  # _final() clamps it into [First, gone]
+        if self.active_timeout:
+            key = t[-KEY:]
+            self._tail_of[key] = t
+            heapq.heappush(self._due, (first + self.active_timeout, key))
+        # _final() clamps Last into [First, gone]
+        return flows.pack_entry(st, first, int(last), flows.if_indexes(st, self.ifaces))
+
+    def set_active_timeout(self, secs: int) -> None:
+        """Turn the active timeout on, off or to another value (SIGHUP): the states
+        tracked so far are scheduled from their creation or last export."""
+        self.active_timeout = secs
+        self._tail_of, self._due, self._overdue = {}, [], set()
+        if not secs:
+            return
+        for t, entry in self.entries.items():
+            if entry is not None:
+                key = t[-KEY:]
+                self._tail_of[key] = t
+                done = self.exported.get(key)
+                first = EXPORTED.unpack(done)[0] if done else flows.entry_times(entry)[0]
+                self._due.append((first + secs, key))
+        heapq.heapify(self._due)
+
+    def _rest(self, key: str, entry: Entry, seen_gone: float) -> Entry | None:
+        """What a state that is gone still has to export: all of it, or with the active
+        timeout what it gained since its last export (None: nothing)."""
+        if self.active_timeout:
+            self._tail_of.pop(key, None)
+            self._overdue.discard(key)
+        done = self.exported.pop(key, None) if self.exported else None
+        if done is None:
+            return self._final(entry, seen_gone)
+        first, *counts = EXPORTED.unpack(done)
+        p0, p1, b0, b1 = (c - d for c, d in zip(flows.entry_counters(entry), counts, strict=True))
+        if not b0 and not b1:
+            return None
+        last = flows.entry_times(entry)[1]
+        return flows.with_span(entry, first, min(max(last, first), int(seen_gone)),
+                               (p0, p1, b0, b1))
+
+    def _active_exports(self, poll: float, up: Update) -> None:
+        """The states whose span reached active_timeout: each exports what it gained."""
+        now, heap, seen = int(poll), self._due, set()
+        while heap and heap[0][0] <= now:
+            key = heapq.heappop(heap)[1]
+            if key in seen:
+                continue
+            seen.add(key)
+            t = self._tail_of.get(key)
+            entry = self.entries.get(t) if t is not None else None
+            if entry is None:
+                continue  # gone, or tracked and not selected
+            done = self.exported.get(key)
+            if done is None:
+                first, counts = flows.entry_times(entry)[0], (0, 0, 0, 0)
+            else:
+                first, *rest = EXPORTED.unpack(done)
+                counts = tuple(rest)
+            if first + self.active_timeout > now:
+                continue  # a stale heap item: the state's real due is still in the heap
+            current = flows.entry_counters(entry)
+            p0, p1, b0, b1 = (c - d for c, d in zip(current, counts, strict=True))
+            if not b0 and not b1:
+                self._overdue.add(key)
+                continue
+            last = flows.entry_times(entry)[1]
+            up.active.append(flows.with_span(entry, first, min(max(last, first), now),
+                                             (p0, p1, b0, b1)))
+            self.exported[key] = EXPORTED.pack(now + 1, *current)
+            heapq.heappush(heap, (now + 1 + self.active_timeout, key))
+        self.stats["active_exports"] += len(up.active)
 
     @staticmethod
     def _final(entry: Entry, seen_gone: float) -> Entry:

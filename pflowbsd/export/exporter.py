@@ -43,7 +43,8 @@ SPLIT_CAP = PFLOW_MAXBYTES * 65536  # at most 65536 v5 records a direction
 
 
 class Encoding(Protocol):
-    """One pflowproto, as the Exporter drives it.  Made once from (mtu, domain, nat).
+    """One pflowproto, as the Exporter drives it.  Made once from (mtu, domain, nat,
+    layout, sampling).
 
     order: the buffer keys, in pflow_flush order.  maxcount: records a buffer of that
     key holds before it leaves (0 is possible: then every record leaves alone).
@@ -71,9 +72,11 @@ class Encoding(Protocol):
 class _V5:
     """pflowproto 5: IPv4 only, one buffer, 32-bit counters split above 4 GiB."""
 
-    def __init__(self, mtu: int, domain: int, nat: bool):
+    def __init__(self, mtu: int, domain: int, nat: bool, layout: str = "openbsd",
+                 sampling: int = 0):
         self.order: tuple[int, ...] = (0,)
         self.maxcount = {0: v5.maxcount(mtu)}
+        self.sampling = sampling
 
     def records(self, flow1: Flow, flow2: Flow, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
         if flow1.af != socket.AF_INET:
@@ -99,7 +102,7 @@ class _V5:
         return out
 
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
-        return v5.pack_header(len(records), now, gcounter) + b"".join(records)
+        return v5.pack_header(len(records), now, gcounter, self.sampling) + b"".join(records)
 
     def template(self, now: Clock, sequence: int) -> bytes | None:
         return None
@@ -108,20 +111,30 @@ class _V5:
 class _IPFIX:
     """pflowproto 10: a buffer and timer per template, templates every tmpl_interval."""
 
-    def __init__(self, mtu: int, domain: int, nat: bool):
-        ids = [ipfix.TMPL_IPV4_ID, ipfix.TMPL_IPV6_ID]
-        if nat:
-            ids += [ipfix.TMPL_IPV4_NAT_ID, ipfix.TMPL_IPV6_NAT_ID]
+    def __init__(self, mtu: int, domain: int, nat: bool, layout: str = "openbsd",
+                 sampling: int = 0):
+        table = ipfix.LAYOUTS[layout]
+        if layout == "openbsd":
+            ids = [ipfix.TMPL_IPV4_ID, ipfix.TMPL_IPV6_ID]
+            if nat:
+                ids += [ipfix.TMPL_IPV4_NAT_ID, ipfix.TMPL_IPV6_NAT_ID]
+        else:  # the later kernels announce every template they have
+            ids = sorted(table)
         self.domain = domain
-        self.nat = nat
-        self.template_set = ipfix.template_set(ids)
-        self.maxcount = {tid: ipfix.maxcount(tid, mtu) for tid in ids}
+        self.nat = nat or layout != "openbsd"
+        self.template_set = ipfix.template_set(ids, table)
+        if sampling:
+            self.template_set += ipfix.sampling_sets(domain, sampling)
+        self.maxcount = {tid: ipfix.maxcount(tid, mtu, table) for tid in ids}
+        if layout == "openbsd-nat":  # if_pflow.c 1.112: maxcount4 from the NAT record
+            self.maxcount[256] = self.maxcount[257]
         # pflow_flush: AF_INET, then AF_INET6
-        self.order = tuple(sorted(ids, key=lambda t: (ipfix.TEMPLATES[t].af != socket.AF_INET, t)))
+        self.order = tuple(sorted(ids, key=lambda t: (table[t].af != socket.AF_INET, t)))
         # (address family, translated) -> (template id, its packer)
-        self.routes = {
-            k: (tid, ipfix.TEMPLATES[tid].pack) for k, tid in ipfix.TEMPLATE_FOR.items() if tid in ids
-        }
+        self.routes = {(t.af, t.nat): (tid, t.pack) for tid, t in table.items()
+                       if tid in ids and t is not ipfix.NAT44_EVENTS}
+        # FreeBSD: NAT44 event records follow each IPv4 record of a translated state
+        self.events = ipfix.NAT44_EVENTS.pack if ipfix.NAT44_EVENTS in table.values() else None
 
     def records(self, flow1: Flow, flow2: Flow, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
         out = []
@@ -129,9 +142,15 @@ class _IPFIX:
             if not flow.octets:
                 continue
             route = self.routes.get((flow.af, self.nat and flow.natted))
+            if route is None:
+                route = self.routes.get((flow.af, False))  # no NAT template for this family
             if route is not None:
                 tid, pack = route
                 out.append((tid, pack(flow, now)))
+            if self.events is not None and flow.natted and flow.af == socket.AF_INET:
+                both = self.events(flow, now)
+                half = len(both) // 2
+                out += [(ipfix.NAT44_EVENTS.id, both[:half]), (ipfix.NAT44_EVENTS.id, both[half:])]
         return out
 
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
@@ -141,7 +160,7 @@ class _IPFIX:
         return ipfix.message(self.template_set, now, sequence, self.domain)
 
 
-PROTOCOLS: dict[int, Callable[[int, int, bool], Encoding]] = {PFLOW_PROTO_5: _V5, PFLOW_PROTO_10: _IPFIX}
+PROTOCOLS: dict[int, Callable[..., Encoding]] = {PFLOW_PROTO_5: _V5, PFLOW_PROTO_10: _IPFIX}
 
 
 @dataclass(slots=True)
@@ -170,6 +189,8 @@ class Exporter:
         domain: int = PFLOW_ENGINE_TYPE,
         tmpl_interval: int = PFLOW_TMPL_TIMEOUT,
         nat: bool = False,
+        layout: str = "openbsd",
+        sampling: int = 0,
     ):
         if proto not in PROTOCOLS:
             raise ValueError(f"Invalid pflow protocol: {proto}")
@@ -183,11 +204,21 @@ class Exporter:
         self._sequence = 0  # sc_sequence: data records sent (only IPFIX headers carry it)
         self._buffers: dict[int, _Buffer] = {}
         self._tmpl_deadline: float | None = None
-        self._encoding = PROTOCOLS[proto](min(mtu, MCLBYTES), domain, nat)
+        self._encoding = PROTOCOLS[proto](min(mtu, MCLBYTES), domain, nat, layout, sampling)
 
     def start(self, now: Clock) -> list[bytes]:
         """The interface becomes running: IPFIX templates go out at once."""
         return self._sendout_tmpl(now)
+
+    def templates(self, now: Clock) -> list[bytes]:
+        """The template message for one new collector, out of turn: the timer is left
+        as it is (every collector then gets the next one on it)."""
+        msg = self._encoding.template(now, self._sequence)
+        if msg is None:
+            return []
+        self.stats["datagrams"] += 1
+        self.stats["templates"] += 1
+        return [msg]
 
     def export_state(self, flow1: Flow, flow2: Flow, now: Clock) -> list[bytes]:
         records = self._encoding.records(flow1, flow2, now, self.stats)

@@ -20,6 +20,30 @@ The NAT templates add postNATSource/DestinationIPv4Address (225/226) or IPv6Addr
 (281/282) and postNAPTSource/DestinationTransportPort (227/228) after the times, in the
 order of OpenBSD's Nov 2025 NAT template.  That kernel numbers IPv4-NAT 257 and moves IPv6
 to 258; we keep 256/257 as every released pflow(4) sends them and put NAT at 258/259.
+
+Layouts (`ipfix-layout`), each a table template id -> Template (LAYOUTS), checked
+against the kernel sources named:
+
+  openbsd      256 IPv4, 257 IPv6 (+ our 258/259 NAT with `nat on`): OpenBSD
+               sys/net/if_pflow.h 1.13 (2015) and 1.23, if_pflow.c 1.111 (2025-07-07)
+               `pflow_clone_create`, `copy_flow_ipfix_{4,6}_data`.
+  openbsd-nat  256 IPv4, 257 IPv4-NAT (16 fields, 66 bytes, the order above), 258 IPv6;
+               maxcount of every IPv4 buffer from the 66-byte record.  OpenBSD
+               if_pflow.h 1.24 / if_pflow.c 1.112 (2025-11-13): no C copy of these was
+               found; the only source read is a Rust port carrying their RCS ids
+               (pflow-semantics.md §3.3).  Unverified against C.
+  freebsd      256 IPv4, 257 IPv6, 258 NAT44 events (RFC 8158: 11 fields, 34 bytes), two
+               records (natEvent 4 create at the creation, 5 delete at the last packet)
+               after each IPv4 record of a translated state.  FreeBSD sys/net/pflow.h
+               (its RCS line still says OpenBSD if_pflow.h 1.19; struct
+               pflow_ipfix_tmpl_nat44, pflow_ipfix_nat4) and sys/netpfil/pf/pflow.c
+               @082f9a6e (`copy_nat_ipfix_4_data`, `pflow_pack_flow_ipfix`,
+               `pflow_calc_mtu`).  FreeBSD's millisecond times are not reproduced: pfctl
+               prints whole seconds.
+
+Sampling (`sampling N`, ours): an options template (set id 3, OPTIONS_ID, scope
+observationDomainId) with samplingPacketInterval, and its one data record, ride in the
+template message after the template set.
 """
 
 from __future__ import annotations
@@ -70,6 +94,13 @@ IE_postNAPTSourceTransportPort = 227
 IE_postNAPTDestinationTransportPort = 228
 IE_postNATSourceIPv6Address = 281
 IE_postNATDestinationIPv6Address = 282
+IE_natEvent = 230  # FreeBSD pflow.h PFIX_IE_natEvent
+IE_timeStamp = 323  # FreeBSD pflow.h PFIX_IE_timeStamp
+IE_observationDomainId = 149
+IE_samplingPacketInterval = 305
+NAT_EVENT_SESSION_CREATE, NAT_EVENT_SESSION_DELETE = 4, 5  # PFIX_NAT_EVENT_SESSION_*
+OPTIONS_SET_ID = 3  # RFC 7011 3.4.2.1: options template set
+OPTIONS_ID = 400  # ours: the sampling options template, clear of every layout's ids
 
 # struct pflow_ipfix_flow4, 54 bytes:
 #  0 src_ip | 4 dest_ip | 8 if_index_in u32 | 12 if_index_out u32 | 16 flow_packets u64
@@ -90,6 +121,15 @@ FLOW4_NAT = struct.Struct("!4s4sIIQQqq4s4sHHHHBB")
 #  72 post_src | 88 post_dst | 104 post_sport | 106 post_dport | 108 sport | 110 dport
 #  112 tos | 113 protocol
 FLOW6_NAT = struct.Struct("!16s16sIIQQqq16s16sHHHHBB")
+# FreeBSD struct pflow_ipfix_nat4, 34 bytes:
+#  0 timestamp u64 ms | 8 nat_event u8 | 9 protocol u8 | 10 src_ip | 14 src_port u16
+#  16 postnat_src_ip | 20 postnat_src_port u16 | 22 dest_ip | 26 dest_port u16
+#  28 postnat_dest_ip | 32 postnat_dest_port u16
+NAT44 = struct.Struct("!QBB4sH4sH4sH4sH")
+# The sampling options record: observationDomainId u32, samplingPacketInterval u32
+OPTIONS = struct.Struct("!II")
+# options template header: template_id u16 | field_count u16 | scope_field_count u16
+OPTIONS_HEADER = struct.Struct("!HHH")
 
 
 def _plain_fields(src_ie: int, dst_ie: int, alen: int) -> tuple[tuple[int, int], ...]:
@@ -172,6 +212,30 @@ def _pack_nat(layout: struct.Struct) -> Callable[[Flow, Clock], bytes]:
     return pack_flow
 
 
+def _pack_nat44(layout: struct.Struct) -> Callable[[Flow, Clock], bytes]:
+    """copy_nat_ipfix_4_data + copy_nat_ipfix_4_to_m, FreeBSD: the create and the delete
+    record of one exported direction, concatenated (the exporter cuts them apart).  Pre
+    is key[PF_SK_STACK], post key[PF_SK_WIRE], both read with src=1, dst=0 whatever the
+    state's direction: for an outbound state that is the flow's own key and its other
+    key; for an inbound one they come the other way round."""
+    pack = layout.pack
+
+    def pack_events(flow: Flow, now: Clock) -> bytes:
+        start, end = flow_millis(flow, now)
+        nsrc, ndst = flow.nat_src or flow.src, flow.nat_dst or flow.dst
+        if flow.outbound:
+            pre = (flow.src, flow.src_port, flow.dst, flow.dst_port)
+            post = (nsrc, flow.nat_src_port, ndst, flow.nat_dst_port)
+        else:
+            pre = (ndst, flow.nat_dst_port, nsrc, flow.nat_src_port)
+            post = (flow.dst, flow.dst_port, flow.src, flow.src_port)
+        rest = (pre[0], pre[1], post[0], post[1], pre[2], pre[3], post[2], post[3])
+        return (pack(start, NAT_EVENT_SESSION_CREATE, flow.proto, *rest)
+                + pack(end, NAT_EVENT_SESSION_DELETE, flow.proto, *rest))
+
+    return pack_events
+
+
 class Template(NamedTuple):
     id: int
     af: int
@@ -198,25 +262,56 @@ TEMPLATES: dict[int, Template] = {
 # (address family, translated) -> template id
 TEMPLATE_FOR: dict[tuple[int, bool], int] = {(t.af, t.nat): t.id for t in TEMPLATES.values()}
 
-for _t in TEMPLATES.values():
-    assert _t.layout.size == sum(length for _, length in _t.fields), _t.id
+_NAT44_FIELDS = (
+    (IE_timeStamp, 8), (IE_natEvent, 1), (IE_protocolIdentifier, 1),
+    (IE_sourceIPv4Address, 4), (IE_sourceTransportPort, 2),
+    (IE_postNATSourceIPv4Address, 4), (IE_postNAPTSourceTransportPort, 2),
+    (IE_destinationIPv4Address, 4), (IE_destinationTransportPort, 2),
+    (IE_postNATDestinationIPv4Address, 4), (IE_postNAPTDestinationTransportPort, 2),
+)  # fmt: skip
+NAT44_EVENTS = Template(258, socket.AF_INET, True, _NAT44_FIELDS, NAT44, _pack_nat44(NAT44))
+
+# ipfix-layout -> template id -> Template; see the module's docstring for the sources.
+LAYOUTS: dict[str, dict[int, Template]] = {
+    "openbsd": TEMPLATES,
+    "openbsd-nat": {
+        256: TEMPLATES[TMPL_IPV4_ID],
+        257: TEMPLATES[TMPL_IPV4_NAT_ID]._replace(id=257),
+        258: TEMPLATES[TMPL_IPV6_ID]._replace(id=258),
+    },
+    "freebsd": {256: TEMPLATES[TMPL_IPV4_ID], 257: TEMPLATES[TMPL_IPV6_ID], 258: NAT44_EVENTS},
+}
+
+for _table in LAYOUTS.values():
+    for _t in _table.values():
+        assert _t.layout.size == sum(length for _, length in _t.fields), _t.id
 
 
-def maxcount(template_id: int, mtu: int) -> int:
+def maxcount(template_id: int, mtu: int, table: dict[int, Template] = TEMPLATES) -> int:
     """pflow_calc_mtu: records per message.  The 4-byte set header is not counted, as in
     the kernel."""
-    size = TEMPLATES[template_id].layout.size
+    size = table[template_id].layout.size
     return min(PFLOW_MAXFLOWS, (mtu - HEADER.size - UDPIP_HDRLEN) // size)
 
 
-def template_set(template_ids: Iterable[int]) -> bytes:
+def template_set(template_ids: Iterable[int], table: dict[int, Template] = TEMPLATES) -> bytes:
     """The template set (id 2) announcing `template_ids` in that order."""
     body = b"".join(
-        TMPL_HEADER.pack(tid, len(TEMPLATES[tid].fields))
-        + b"".join(FIELD_SPEC.pack(ie, length) for ie, length in TEMPLATES[tid].fields)
+        TMPL_HEADER.pack(tid, len(table[tid].fields))
+        + b"".join(FIELD_SPEC.pack(ie, length) for ie, length in table[tid].fields)
         for tid in template_ids
     )
     return SET_HEADER.pack(TMPL_SET_ID, SET_HEADER.size + len(body)) + body
+
+
+def sampling_sets(domain: int, interval: int) -> bytes:
+    """The options template set (id 3) for samplingPacketInterval, scoped to the
+    observation domain, and the data set holding its one record."""
+    fields = ((IE_observationDomainId, 4), (IE_samplingPacketInterval, 4))
+    body = OPTIONS_HEADER.pack(OPTIONS_ID, len(fields), 1) + b"".join(
+        FIELD_SPEC.pack(ie, length) for ie, length in fields)
+    options = SET_HEADER.pack(OPTIONS_SET_ID, SET_HEADER.size + len(body)) + body
+    return options + data_set(OPTIONS_ID, [OPTIONS.pack(domain & U32, interval & U32)])
 
 
 def data_set(template_id: int, records: list[bytes]) -> bytes:

@@ -29,6 +29,7 @@ HEADER = struct.Struct("!HHIIIIBBH")
 #  32 src_port u16 | 34 dest_port u16 | 36 pad1 | 37 tcp_flags | 38 protocol | 39 tos
 #  40 src_as u16 | 42 dest_as u16 | 44 src_mask | 45 dest_mask | 46 pad2 u16
 RECORD = struct.Struct("!4s4sIHHIIIIHHBBBBHHBBH")
+SAMPLING_MODE_PACKET = 1  # sampling_interval's mode bits: deterministic 1-in-N packets
 
 assert HEADER.size == 24 and RECORD.size == 48
 assert HEADER.size + RECORD.size == PFLOW_MINMTU
@@ -40,8 +41,11 @@ def maxcount(mtu: int) -> int:
     return min(PFLOW_MAXFLOWS, (mtu - HEADER.size - UDPIP_HDRLEN) // RECORD.size)
 
 
-def pack_header(count: int, now: Clock, sequence: int) -> bytes:
-    """The header as it leaves: uptime and wall time are read at send time."""
+def pack_header(count: int, now: Clock, sequence: int, sampling: int = 0) -> bytes:
+    """The header as it leaves: uptime and wall time are read at send time.
+
+    sampling: 0 as pflow (reserved1/2), else the NetFlow v5 sampling_interval field,
+    mode 01 (packet interval) in the top two bits and the interval in the low 14."""
     wall_s = int(now.wall)
     nsec = min(int((now.wall - wall_s) * 1e9), 999_999_999)
     return HEADER.pack(
@@ -53,7 +57,7 @@ def pack_header(count: int, now: Clock, sequence: int) -> bytes:
         sequence & U32,
         ENGINE_TYPE,
         ENGINE_ID,
-        0,
+        (SAMPLING_MODE_PACKET << 14 | sampling) if sampling else 0,
     )
 
 
