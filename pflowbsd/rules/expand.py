@@ -18,6 +18,7 @@ from pflowbsd.rules.grammar import Spec
 from pflowbsd.rules.hosts import ANY, Endpoint, Host, Port, norm_address
 from pflowbsd.rules.ifa import MODES, IfTable
 from pflowbsd.rules.lexer import Token
+from pflowbsd.rules.printer import print_spec
 from pflowbsd.rules.model import (
     FILTER_ACTIONS,
     Rule,
@@ -297,6 +298,7 @@ def expand(spec: Spec, rs: Ruleset, anchor: str, tok: Token, text: str,
         if scoped and not iface:
             one["ifaces"] = [(False, scoped)]
         rule = rule_from_spec(one, anchor, None, tok.line, text)
+        rule.printed = print_spec(one)
         rule.src = Endpoint(printed_host(sh, one["af"]), sp)
         rule.dst = Endpoint(printed_host(dh, one["af"]), dp)
         rules.append(rule)

@@ -55,6 +55,7 @@ class Rule:
     line: int | None = None
     text: str = ""
     call: str | None = None            # anchor rules: the path they call
+    printed: str | None = None         # as pfctl -nv prints it, if known
 
     @property
     def ruleset(self) -> str:

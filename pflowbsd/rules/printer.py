@@ -1,0 +1,127 @@
+"""A rule printed as pfctl prints it (pfctl_parser.c print_rule), from a spec.
+
+Each rule a pf.conf statement expands to is printed with its own interface,
+protocol, addresses and ports, the way `pfctl -nv` shows it, so `pflowbsd
+rules` lists `pass ... port = 53` and `pass ... port = 80` rather than the
+statement twice.  Only the words the spec model holds are printed: a spec
+with anything else (translation, routing, queues, scrub, ...) gives None and
+the caller shows the statement's text instead.
+"""
+from collections.abc import Sequence
+
+from pflowbsd.rules.grammar import TIMEOUT_NAMES, Spec
+from pflowbsd.rules.hosts import Host, Port
+
+PRINTED = {"action", "block_policy", "direction", "log", "quick", "ifaces",
+           "af", "protos", "from", "to", "all", "uids", "gids", "flags",
+           "keep_state", "state_opts", "timeouts", "label", "tag", "tagged",
+           "repeated", "anchor_name", "block_open"}
+# print_rule's order of state options, then the timeouts in PFTM order.
+OPT_ORDER = ("max", "no-sync", "source-track", "max-src-states",
+             "max-src-conn", "max-src-conn-rate", "max-src-nodes", "if-bound",
+             "sloppy", "pflow")
+PFTM = tuple(n for n in TIMEOUT_NAMES if n != "src.track") + ("src.track",)
+
+
+def host_text(h: Host) -> str:
+    value, mask = h.value, ""
+    if h.kind == "dynamic" and "/" in value:
+        value, _, bits = value.partition("/")
+        mask = "/" + bits
+    text = {"table": "<{}>", "dynamic": "({})", "route": 'route "{}"'}.get(
+        h.kind, "{}")
+    return ("! " if h.neg else "") + text.format(value) + mask
+
+
+def op_text(word: str, p: Port) -> str:
+    if p.op == ":":
+        return f" {word} {p.lo}:{p.hi}"
+    if p.op in ("<>", "><"):
+        return f" {word} {p.lo} {p.op} {p.hi}"
+    return f" {word} {p.op} {p.lo}"
+
+
+def side_text(word: str, side: tuple[Sequence[Host] | None,
+                                     Sequence[Port] | None] | None) -> str:
+    hosts, ports = side or (None, None)
+    h = hosts[0] if hosts else None
+    text = f" {word} " + (host_text(h) if h else "any")
+    return text + (op_text("port", ports[0]) if ports else "")
+
+
+def state_text(spec: Spec) -> str:
+    opts, timeouts = spec.get("state_opts") or {}, spec.get("timeouts") or {}
+    words = []
+    for key in OPT_ORDER:
+        value = opts.get(key)
+        if value is True:
+            words.append(key)
+        elif value is not None and value is not False:
+            words.append(f"{key} {value}")
+    words += [f"{n} {timeouts[n]}" for n in PFTM if n in timeouts]
+    keep = spec.get("keep_state")
+    if keep == "no":
+        return " no state"
+    text = {"modulate": " modulate state", "synproxy": " synproxy state"}.get(
+        keep or "", " keep state" if words else "")
+    return text + (f" ({', '.join(words)})" if words else "")
+
+
+def print_spec(spec: Spec) -> str | None:
+    """print_rule() for one expanded combination, or None (see above)."""
+    given = {k for k, v in spec.items()
+             if v is not None and v is not False and v not in ([], {}, "")}
+    if given - PRINTED or set(spec.get("state_opts") or {}) - set(
+            OPT_ORDER) or spec["action"] not in ("pass", "block", "match"):
+        return None
+    out = spec["action"]
+    if out == "block":
+        policy = spec.get("block_policy") or "drop"
+        if " " in policy:       # return-icmp(...) and the like
+            return None
+        out += " " + policy
+    if spec.get("direction"):
+        out += " " + spec["direction"]
+    if spec.get("log") is True:
+        out += " log"
+    elif spec.get("log"):
+        return None
+    if spec.get("quick"):
+        out += " quick"
+    for neg, name in (spec.get("ifaces") or [])[:1]:
+        out += " on " + ("! " if neg else "") + name
+    if spec.get("af"):
+        out += " " + spec["af"]
+    protos = spec.get("protos")
+    if protos:
+        out += " proto " + protos[0]
+    src, dst = spec.get("from"), spec.get("to")
+    if all(not s or (not s[1] and (not s[0] or s[0][0].kind == "any"
+                                   and not s[0][0].neg)) for s in (src, dst)):
+        out += " all"
+    else:
+        out += side_text("from", src) + side_text("to", dst)
+    for key, word in (("uids", "user"), ("gids", "group")):
+        ids = spec.get(key)
+        for p in [ids] if isinstance(ids, Port) else (ids or [])[:1]:
+            out += op_text(word, p)
+    flags = spec.get("flags")
+    if flags is None and spec["action"] == "pass" and \
+            spec.get("keep_state") != "no" and (not protos or protos[0] ==
+                                                "tcp"):
+        flags = "S/SA"
+    if flags and flags != "any":
+        out += " flags " + flags
+    elif flags == "any" and spec["action"] == "pass":
+        out += " flags any"
+    out += state_text(spec)
+    if spec.get("label"):
+        out += f' label "{spec["label"]}"'
+    if spec.get("tag"):
+        out += f' tag {spec["tag"]}'
+    tagged = spec.get("tagged")
+    if tagged:
+        neg, name = ("! ", tagged[2:]) if tagged.startswith("! ") else \
+            ("", tagged)
+        out += f" {neg}tagged {name}"
+    return out
