@@ -18,7 +18,6 @@ from pflowbsd.rules.grammar import Spec
 from pflowbsd.rules.hosts import ANY, Endpoint, Host, Port, norm_address
 from pflowbsd.rules.ifa import MODES, IfTable
 from pflowbsd.rules.lexer import Token
-from pflowbsd.rules.printer import print_spec
 from pflowbsd.rules.model import (
     FILTER_ACTIONS,
     Rule,
@@ -27,6 +26,7 @@ from pflowbsd.rules.model import (
     StateOpt,
     rule_from_spec,
 )
+from pflowbsd.rules.printer import print_spec
 
 # The host's interfaces (pflowbsd.rules.ifa), for names that stand for them.
 Interfaces = IfTable

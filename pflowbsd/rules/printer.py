@@ -49,6 +49,16 @@ def side_text(word: str, side: tuple[Sequence[Host] | None,
     return text + (op_text("port", ports[0]) if ports else "")
 
 
+def side_is_any(side: tuple[Sequence[Host] | None, Sequence[Port] | None]
+                | None) -> bool:
+    """`from any to any` with no ports prints as `all`."""
+    if not side:
+        return True
+    hosts, ports = side
+    return not ports and (not hosts or (hosts[0].kind == "any"
+                                        and not hosts[0].neg))
+
+
 def state_text(spec: Spec) -> str:
     opts, timeouts = spec.get("state_opts") or {}, spec.get("timeouts") or {}
     words = []
@@ -96,8 +106,8 @@ def print_spec(spec: Spec) -> str | None:
     if protos:
         out += " proto " + protos[0]
     src, dst = spec.get("from"), spec.get("to")
-    if all(not s or (not s[1] and (not s[0] or s[0][0].kind == "any"
-                                   and not s[0][0].neg)) for s in (src, dst)):
+    if all(not s or (not s[1] and (not s[0] or (s[0][0].kind == "any"
+                                   and not s[0][0].neg))) for s in (src, dst)):
         out += " all"
     else:
         out += side_text("from", src) + side_text("to", dst)
