@@ -57,7 +57,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import sys
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -79,7 +81,10 @@ def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
             with open(arg, "rb") as f:
                 data = f.read()
         if data[:2] == b"\x1f\x8b":  # a saved table, gzipped
-            data = gzip.decompress(data)
+            try:
+                data = gzip.decompress(data)
+            except (EOFError, OSError, zlib.error):
+                raise ConfigError(f"{arg}: a cut or corrupt gzip file") from None
         return data.decode(errors="replace")
     from pflowbsd.shell.pfctl import Pfctl
 
@@ -88,11 +93,13 @@ def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
 
 def load_config(args: Args) -> Config:
     """Defaults, then the file, then the command line: the last word wins."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,14}", args["-i"]):
+        raise ConfigError(f"-i {args['-i']!r}: want an interface name such as pflow0")
     cfg = Config(instance=args["-i"])
     path = args["-f"] or f"/etc/pflowbsd.{cfg.instance}.conf"
     if args["-f"] or os.path.exists(path):
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8", errors="replace") as f:  # a Latin-1 comment
                 apply_file(cfg, f.read(), path)
         except OSError as e:
             raise ConfigError(f"{path}: {e.strerror}") from None
@@ -156,7 +163,9 @@ def cmd_check(cfg: Config, args: Args) -> int:
     from pflowbsd.pipeline import PfSide
     from pflowbsd.shell.pfctl import pfctl_for
     from pflowbsd.shell.record import read_optional
+    from pflowbsd.shell.sender import Sender
 
+    Sender(cfg.flowdst, cfg.flowsrc).close()  # flowsrc can be bound, flowdst reached
     side = PfSide(cfg)
     replay = args["--replay"]
     rules = read_optional(Path(replay) / "rules") if replay else pfctl_for(cfg).rules()
@@ -183,17 +192,30 @@ def cmd_daemon(args: Args) -> int:
     process.setup_logging(foreground, args["-v"], cfg.instance)
     if args["--replay"]:
         return replay(cfg, args["--replay"])
+    reload = lambda: _checked(load_config(args))
+    try:  # everything that can fail, before detaching: one line, terminal and syslog
+        daemon = Daemon(cfg, record=args["--record"], reload=reload)
+        if args["-p"]:
+            process.lock_pidfile(args["-p"])
+    except OSError as e:
+        process.startup_error(_oneline(e), cfg.instance)
+        return 1
     if not foreground:
         process.daemonize()
     if args["-p"]:
         process.write_pidfile(args["-p"])
-    reload = lambda: _checked(load_config(args))
     try:
-        return Daemon(cfg, record=args["--record"], reload=reload).run()
+        return daemon.run()
     finally:
         if args["-p"]:
             process.remove_pidfile(args["-p"])
 
+
+def _oneline(e: BaseException) -> str:
+    """An error as one line, without Python's `[Errno N]`."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 def _checked(cfg: Config) -> Config:
     check(cfg)
@@ -209,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     except DocoptExit as e:
         print(e, file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pflowbsd -h | head`
+        return _broken_pipe()
+    from pflowbsd.pf import netdb
+    from pflowbsd.shell.pfctl import host_protocol
+
+    netdb.set_resolver(host_protocol)  # a protocol name pfctl printed, not in netdb
     command = next((f for name, f in COMMANDS.items() if args[name]), cmd_daemon)
     try:
         return command(args)
@@ -218,11 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return 0
+        return _broken_pipe()
     except Exception as e:  # a pfctl that fails, an unreadable FILE: one line, not a trace
         from pflowbsd.shell.pfctl import PfctlError
 
         if isinstance(e, (PfctlError, OSError)):
-            print(f"pflowbsd: {e}", file=sys.stderr)
+            print(f"pflowbsd: {_oneline(e)}", file=sys.stderr)
             return 1
         raise
+
+
+def _broken_pipe() -> int:
+    """The reader went away: nothing more to say, and nothing at exit either."""
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), sys.stdout.fileno())
+    return 0

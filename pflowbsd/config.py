@@ -45,6 +45,8 @@ class Config:
     interval: float = 10.0
     select: list[SelectTest] = field(default_factory=list)
     carp: str | None = None  # export only while this carp interface is MASTER
+    pfctl_timeout: float | None = None  # seconds; None: max(30, 3 x interval)
+    record_max: int = 1 << 30  # bytes a --record folder may hold; the oldest go first
 
 
 _V6_PORT = re.compile(r"^\[([^\]]+)\](?::(\d+))?$")
@@ -73,14 +75,14 @@ def parse_endpoint(text: str, need_port: bool) -> tuple[str, int]:
         if need_port:
             raise ConfigError(f"{text!r}: a port is required (flowdst ADDR:PORT)")
         return addr, 0
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         raise ConfigError(f"{text!r}: bad port")
     return addr, int(port)
 
 
 def _int(lo: int, hi: int) -> Callable[[str, str], int]:
     def conv(word: str, value: str) -> int:
-        if not re.fullmatch(r"\d+", value) or not lo <= int(value) <= hi:
+        if not re.fullmatch(r"[0-9]{1,20}", value) or not lo <= int(value) <= hi:
             raise ConfigError(f"{word} {value!r}: want a whole number from {lo} to {hi}")
         return int(value)
     return conv
@@ -99,9 +101,20 @@ def _seconds(word: str, value: str) -> float:
         v = float(value)
     except ValueError:
         v = -1
-    if not 0 < v <= 86400:
-        raise ConfigError(f"{word} {value!r}: want seconds, more than 0")
+    if not 0.1 <= v <= 86400:  # below 0.1 s the poll loop would only spin
+        raise ConfigError(f"{word} {value!r}: want seconds, from 0.1 to 86400")
     return v
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(word: str, value: str) -> int:
+    """SIZE: bytes, or with a K, M, G or T suffix (powers of 1024)."""
+    m = re.fullmatch(r"([0-9]{1,15})([KMGT]?)", value.upper())
+    if not m or not int(m[1]):
+        raise ConfigError(f"{word} {value!r}: want a size such as 500M or 1G")
+    return int(m[1]) * _SIZE_UNITS[m[2]]
 
 
 def _set(attr: str, conv: Callable[[str, str], object]) -> Callable[[Config, str, str], None]:
@@ -146,6 +159,8 @@ WORDS = {
     "pfctl": (True, _path),
     "interval": (True, _set("interval", _seconds)),
     "carp": (True, _carp),
+    "pfctl-timeout": (True, _set("pfctl_timeout", _seconds)),
+    "record-max": (True, _set("record_max", _size)),
     "-flowsrc": (False, lambda cfg, w, v: setattr(cfg, "flowsrc", None)),
     "-flowdst": (False, lambda cfg, w, v: cfg.flowdst.clear()),
 }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pflowbsd.config import Config, Endpoint
 from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.pf import snapshot as pfsnapshot
 from pflowbsd.pf import timeouts
 from pflowbsd.pf.record import State
 from pflowbsd.rules.model import Rule, Ruleset, RuleSyntaxError, parse_listing
@@ -93,7 +94,7 @@ class Pipeline:
         self.exporter = exporter_for(cfg)
         self.skipped_polls = 0
         self.not_master = 0  # expired states a CARP backup tracked but did not export
-        self._last_complaint: tuple[object, ...] = ()
+        self.partial_reason: str | None = None  # why the last poll was partial
 
     def clock(self, wall: float) -> Clock:
         return Clock(wall, wall - self.boot)
@@ -124,14 +125,18 @@ class Pipeline:
         self.skipped_polls += 1
 
     def poll(self, snapshot: str, wall: float, complete: bool = True,
-             export: bool = True) -> tuple[Update, Output]:
+             export: bool = True, entries: int | None = None) -> tuple[Update, Output]:
         """One `pfctl -ss -vv` snapshot taken at `wall`.  export=False (a CARP backup)
-        tracks but sends nothing."""
+        tracks but sends nothing.  entries: `current entries` of the same poll's
+        `pfctl -si -v` (None: unknown); a table far short of it expires nothing
+        (pf.snapshot.partial_reason, kept in partial_reason for the shell to log)."""
         now = self.clock(wall)
-        up = self.tracker.update(snapshot, now.up, complete)
+        self.partial_reason = (None if complete else "pfctl's output was cut short") \
+            or pfsnapshot.partial_reason(snapshot, entries)
+        up = self.tracker.update(snapshot, now.up, complete and self.partial_reason is None)
         if up.partial:
             self.skipped_polls += 1
-        self._complain(up)
+            self.partial_reason = self.partial_reason or "unreadable or cut records"
         out: list[bytes] = []
         if not export:
             self.not_master += len(up.expired)
@@ -139,20 +144,6 @@ class Pipeline:
             for entry in up.expired:
                 out += self.exporter.export_state(*flow_pair(entry), now)
         return up, self._out(out)
-
-    def _complain(self, up: Update) -> None:
-        """The same bad table poll after poll is said once; counted every time."""
-        complaint = (up.partial, tuple((e.reason, e.text) for e in up.errors[:3]))
-        if complaint == self._last_complaint:
-            return
-        self._last_complaint = complaint
-        for line in up.errors[:3]:
-            log.warning("pfctl -ss line %d: %s: %.80s", line.line, line.reason, line.text)
-        if len(up.errors) > 3:
-            log.warning("pfctl -ss: %d more unparseable lines", len(up.errors) - 3)
-        if up.partial:
-            log.info("partial snapshot (%d states): nothing expires until a whole one",
-                     up.states)
 
     def flush(self, wall: float) -> Output:
         """pflow_flush: everything held leaves now."""
@@ -169,6 +160,10 @@ class Pipeline:
         if any(getattr(cfg, w) != getattr(old, w) for w in EXPORTER_WORDS):
             self.exporter = exporter_for(cfg)
             pending += self.exporter.start(self.clock(wall))
+        elif (cfg.flowdst, cfg.flowsrc) != (old.flowdst, old.flowsrc):
+            # pflowioctl(SIOCSETPFLOW): a new destination gets the templates at once,
+            # ahead of the flushed data, which it could not decode without them
+            pending = self.exporter.start(self.clock(wall)) + pending
         return self._out(pending)
 
     def stats(self) -> dict[str, int]:

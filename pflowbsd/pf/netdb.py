@@ -9,6 +9,8 @@ name outside them can still be found in the running host's database by the calle
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # getprotobynumber(): first name per number in the BSD /etc/protocols
 # (FreeBSD lib/libc/net/protocols; OpenBSD etc/protocols agrees on these).
 PROTOCOLS: dict[str, int] = {
@@ -39,6 +41,10 @@ PROTOCOLS: dict[str, int] = {
     "mobility-header": 135, "udplite": 136, "mpls-in-ip": 137, "manet": 138,
     "hip": 139, "shim6": 140, "wesp": 141, "rohc": 142, "pfsync": 240,
     "divert": 258,
+    # OpenBSD etc/protocols names FreeBSD's file spells otherwise (or lacks)
+    "ucl": 7, "bbn-rcc-mon": 10, "nvp-ii": 11, "dcn-meas": 19, "sep": 33,
+    "sip-sr": 43, "sip-frag": 44, "mhrp": 48, "nhrp": 54, "mobileip": 55,
+    "any": 61, "igrp": 88, "reserved": 255,
     # aliases seen on other systems, so a foreign table still resolves
     "icmp6": 58, "vrrp": 112, "st": 5, "hopopt": 0, "ospfigp": 89,
 }
@@ -48,6 +54,26 @@ PROTO_NAMES: dict[int, str] = {}
 for _name, _number in PROTOCOLS.items():
     PROTO_NAMES.setdefault(_number, _name)
 del _name, _number
+
+
+# getprotobyname() of the running host, for a name outside PROTOCOLS: the shell sets
+# it (socket is I/O); the core only calls it.  None: not known there either.
+Resolver = Callable[[str], int | None]
+_resolver: Resolver | None = None
+
+
+def set_resolver(resolve: Resolver | None) -> None:
+    global _resolver
+    _resolver = resolve
+
+
+def proto_number(name: str) -> int | None:
+    """The number of a protocol name pfctl printed: PROTOCOLS, else the host's database,
+    else None (a state whose protocol is not known cannot be exported)."""
+    num = PROTOCOLS.get(name)
+    if num is None and _resolver is not None:
+        num = _resolver(name)
+    return num if num is not None and 0 <= num <= 255 else None
 
 
 def proto_name(number: int) -> str:

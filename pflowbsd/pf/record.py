@@ -8,13 +8,14 @@ tcp and flags dicts on first read, repeated words shared through the memo
 dicts of pf/tokens.py (a word not there yet is learnt and the record built
 again). build_strict() maps a grammar.RECORD match (old formats,
 FreeBSD/pfSense extra lines, oddities) onto the same tuple, so both paths
-build alike. (Some 400 lines: State, its typed attributes and the builders that
+build alike. (Some 430 lines: State, its typed attributes and the builders that
 fill them in one pass are one concern; the hot loop is inlined on purpose.)
 """
 
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any, NamedTuple
@@ -45,7 +46,7 @@ class State:
     __slots__ = tuple(f for f in FIELDS if f not in ("tcp", "flags")) + ("_tcp", "_flags")
 
     ifname: str
-    proto: int                  # -1 for a name outside netdb.PROTOCOLS
+    proto: int                  # 0-255 (netdb.proto_number)
     proto_name: str | None      # None when pfctl printed the number
     af: str                     # "inet" | "inet6", on the wire
     stack_af: str               # on the stack side (differs under af-to)
@@ -319,9 +320,27 @@ def _build(records: Iterable[FastRecord], line: int, base: int,
             st.route = st.rtableid = None
         st.line = line
         st.nlines = nl
+        if max(left[1], right[1], left_x[1], right_x[1]) > 65535 or max(
+                *st.packets, *st.bytes) > _MAX64 or len(age_h) > 12 or len(exp_h) > 12:
+            raise ValueError("port or counter out of range")
         line += nl
         append(st)
     return line
+
+
+_MAX64 = (1 << 64) - 1
+
+
+def check_addresses(st: State) -> State:
+    """The state, if inet_pton() takes its addresses as flows.pack_entry() will; else
+    ValueError.  (The tracker's path, per new or changed state: the bulk parser's
+    regexes only shape them.)"""
+    for h in (st.wire_src, st.wire_dst, st.stack_src, st.stack_dst):
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in h.addr else socket.AF_INET, h.addr)
+        except OSError:
+            raise ValueError(f"bad address {h.addr[:60]!r}") from None
+    return st
 
 
 def _route(st: State, route_addr: str | None, idx: str | None, pfsgw: str | None) -> None:
@@ -369,6 +388,8 @@ def build_strict(m: re.Match[str], line: int) -> State:
     age_h, _, age_ms = (m["age"] or "").partition(":")
     exp_h, _, exp_ms = (m["exp"] or "").partition(":")
     counters = m.group("p0", "p1", "b0", "b1") if m["age"] else ("", "", "", "")
+    if max(map(len, counters)) > 20 or len(age_h) > 12 or len(exp_h) > 12:
+        raise ValueError("port or counter out of range")  # above %llu: not pfctl's
     gr: FastRecord = (
         m["ifname"], m["proto"], *_host_parts(left), *_maybe_host_parts(left_x), m["gw1"],
         "<" if m["arrow"] == "<-" else "",

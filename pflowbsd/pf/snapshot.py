@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pflowbsd.pf.grammar import TRACK_KEY, TRACK_TAIL
 
-__all__ = ["TRACK_KEY", "TRACK_TAIL", "heads", "record_at", "state_lines"]
+__all__ = ["PARTIAL_SHARE", "TRACK_KEY", "TRACK_TAIL", "heads", "partial_reason", "record_at",
+           "state_lines"]
 
 
 def heads(text: str) -> int:
@@ -36,3 +37,25 @@ def record_at(text: str, at: int) -> tuple[int, int]:
     while text.startswith(" ", end):  # FreeBSD origif:, pfSense gateway:
         end = text.find("\n", end) + 1 or len(text)
     return start, end
+
+
+# A poll whose table holds fewer than this share of `pfctl -si -v`'s `current entries`
+# (read just before `-ss`, in the same poll) is partial.  Between the two calls pf only
+# purges what timed out and what ended: far less than half of a table in the second
+# or so they take (a whole flush shows at the next poll as `current entries 0`), so
+# churn never trips it, while a table cut to 30 % (or to anything under half) always does.
+PARTIAL_SHARE = 0.5
+
+
+def partial_reason(text: str, entries: int | None) -> str | None:
+    """Why a `-ss -vv` text taken with `current entries` (None: not known for this
+    poll) is no whole table, or None.  Empty output is a flush only when pf says
+    `current entries 0` (with no count: as pfctl printed it, an empty table)."""
+    if not text.strip():
+        return None if not entries else f"empty output, current entries {entries}"
+    n = text.count("   id: ")
+    if n == 0:
+        return "no parseable state"
+    if entries is not None and n < entries * PARTIAL_SHARE:
+        return f"{n} states of {entries} current entries"
+    return None

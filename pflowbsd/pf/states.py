@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import NamedTuple, TextIO
 
 from pflowbsd.pf import grammar as g
-from pflowbsd.pf.record import Host, State, build_into, build_strict, summary
+from pflowbsd.pf.record import Host, State, build_into, build_strict, check_addresses, summary
 
 __all__ = [
     "Host",
@@ -327,16 +327,23 @@ def parse_record(text: str, start: int, end: int, line: int = 0) -> State:
         out: list[State] = []
         try:
             build_into((m.groups(),), line, 3, out.append)  # type: ignore[arg-type]
-            return out[0]
+            return check_addresses(out[0])
         except ValueError:
             pass
     m = g.RECORD.match(text, start, end)
     if m is None or m.end() != end:
-        raise ValueError(f"not one pfctl state record: {text[start:end]!r}")
-    return build_strict(m, line)
+        raise ValueError(f"not one pfctl state record: {text[start:end][:200]!r}")
+    return check_addresses(build_strict(m, line))
 
 
 _VV_RECORD = g.FAST_RECORD["vv"]
+
+
+def _line_offset(text: str, line: int) -> int:
+    pos = 0
+    for _ in range(line - 1):
+        pos = text.find("\n", pos) + 1
+    return pos
 
 
 def _printable(s: str) -> str:
@@ -348,6 +355,12 @@ def cmd_states(text: str, as_json: bool, out: TextIO, err: TextIO) -> int:
     per ParseError to err; 1 when there were errors."""
     table = parse_states(text)
     for st in table.states:
+        try:
+            check_addresses(st)
+        except ValueError as e:
+            table.errors.append(ParseError(st.line, _line_at(text, _line_offset(text, st.line)),
+                                           str(e)))
+            continue
         if as_json:
             out.write(json.dumps(st.to_json(), separators=(",", ":")) + "\n")
         else:

@@ -298,11 +298,16 @@ LevelsMemo = Memo[str, tuple[int | None, int | None, str]]
 
 def _protocol(word: str) -> tuple[int, str | None, LevelsMemo]:
     """p_name (or "%u") as printed -> (number, p_name or None, its LevelsMemo)."""
-    num = netdb.PROTOCOLS.get(word)
     name: str | None = word
-    if num is None:
-        num, name = (int(word), None) if word.isdigit() else (-1, word)
-    return num, name, Memo(lambda text: (*levels(num, text), text))
+    if word.isdigit():
+        num: int | None = int(word) if len(word) <= 3 else None
+        name = None
+    else:
+        num = netdb.proto_number(word)
+    if num is None or num > 255:
+        raise ValueError(f"unknown protocol {word[:40]!r}")
+    number: int = num
+    return number, name, Memo(lambda text: (*levels(number, text), text))
 
 
 PROTOCOLS: Memo[str, tuple[int, str | None, LevelsMemo]] = Memo(_protocol)

@@ -4,6 +4,14 @@ Everything it decides is decided by the pipeline; this module only moves text, b
 and time in and out.  One thread, one selector: the loop sleeps until the next poll
 or the exporter's next deadline, whichever is first, and signals wake it through
 set_wakeup_fd so that their handlers run here, between two steps, never inside one.
+
+Order of start-up: signal handlers first (a SIGHUP or SIGTERM in the first seconds is
+queued, not fatal), then what can fail (the sockets bound, the --record folder
+checked) in the constructor, before the caller detaches; pfctl is run only by run().
+A SIGTERM while pfctl runs stops it (pfctl.run_command polls `interrupted`), so the
+daemon flushes and exits within a second even with a hung pfctl.  A SIGHUP builds the
+whole new configuration (config, pfctl side, sockets) before it replaces the running
+one; if any of it fails, one error line and the old one runs on.
 """
 
 from __future__ import annotations
@@ -15,42 +23,72 @@ import socket
 import time
 from collections.abc import Callable
 
-from pflowbsd.config import Config
+from pflowbsd.config import Config, endpoint_text
 from pflowbsd.pf import timeouts
 from pflowbsd.pipeline import Output, PfSide, Pipeline
-from pflowbsd.shell.pfctl import PfctlError, boottime, carp_status, pfctl_for
+from pflowbsd.shell.pfctl import Pfctl, PfctlError, boottime, carp_status, pfctl_for
+from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.record import Recorder, stats_line
 from pflowbsd.shell.sender import Sender
 
 log = logging.getLogger("pflowbsd")
 # `pkill -INFO pflowbsd` (BSD ^T) or -USR1: the statistics, to the log.
 STATS_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINFO", "SIGUSR1") if hasattr(signal, n))
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Daemon:
     def __init__(self, cfg: Config, record: str | None = None,
                  reload: Callable[[], Config] | None = None) -> None:
+        self.pending: list[int] = []
+        self._catch_signals()
         self.cfg, self.reload = cfg, reload  # reload() -> a fresh Config (SIGHUP)
-        self.pf = pfctl_for(cfg)
-        self.recorder = Recorder(record) if record else None
-        self.side = PfSide(cfg)
-        self.pf_error: str | None = None  # the failure last logged
-        self.carp_status: str | None = None
-        self.sender: Sender  # made by run(), with the pipeline
-        self.pipe: Pipeline
-
-    def _pf(self, what: str) -> str | None:
-        """One pfctl call; failures are logged once per change of state."""
+        self.pf = self._pfctl(cfg)
+        self.sender = Sender(cfg.flowdst, cfg.flowsrc)
         try:
-            text: str = getattr(self.pf, what)()
+            self.recorder = Recorder(record, cfg.record_max) if record else None
+        except OSError:
+            self.sender.close()
+            raise
+        self.side = PfSide(cfg)
+        self.pf_errors: dict[str, str] = {}  # pfctl call -> the failure last logged
+        self.say = RateLog()
+        self.carp_status: str | None = None
+        self.pipe: Pipeline  # made by run()
+
+    def _catch_signals(self) -> None:
+        self.rsock, wsock = socket.socketpair()
+        self.rsock.setblocking(False)
+        wsock.setblocking(False)
+        self._wsock = wsock
+        signal.set_wakeup_fd(wsock.fileno())
+        for sig in (*STOP_SIGNALS, signal.SIGHUP, *STATS_SIGNALS):
+            signal.signal(sig, lambda n, f: self.pending.append(n))
+
+    def stopping(self) -> bool:
+        return any(s in STOP_SIGNALS for s in self.pending)
+
+    def _pfctl(self, cfg: Config) -> Pfctl:
+        return pfctl_for(cfg, interrupted=self.stopping)
+
+    def _pf(self, what: str, pf: Pfctl | None = None) -> str | None:
+        """One pfctl call.  Its failure is logged when that call was not failing so
+        already (each call on its own: one failing call cannot hide another), unless
+        another call fails alike right now (a pfctl that fails as a whole: one line);
+        "works again" once every call works."""
+        try:
+            text: str = getattr(pf or self.pf, what)()
         except PfctlError as e:
-            if self.pf_error != e.reason:
-                log.error("%s", e)
-                self.pf_error = e.reason
+            if e.reason == "interrupted":
+                return None
+            if self.pf_errors.get(what) != e.reason:
+                others = {r for w, r in self.pf_errors.items() if w != what}
+                if e.reason not in others:
+                    log.error("%s", e)
+                self.pf_errors[what] = e.reason
             return None
-        if self.pf_error and what == "states":
+        if self.pf_errors.pop(what, None) is not None and not self.pf_errors:
             log.warning("pfctl works again")
-            self.pf_error = None
         return text
 
     def send(self, out: Output) -> None:
@@ -67,38 +105,56 @@ class Daemon:
 
     def reconfigure(self) -> None:
         """As `ifconfig pflowN flowdst ...` does: flush what is pending first, and send it
-        to the new destination."""
+        to the new destination.  All of the new configuration is made first."""
         if self.reload is None:
             return
         try:
             cfg = self.reload()
-        except ValueError as e:  # ConfigError: keep running on the old configuration
-            log.error("configuration not reloaded: %s", e)
+            pf = self._pfctl(cfg)
+            side = PfSide(cfg)
+            sender = None
+            if (cfg.flowdst, cfg.flowsrc) != (self.cfg.flowdst, self.cfg.flowsrc):
+                sender = Sender(cfg.flowdst, cfg.flowsrc, self.sender.stats)
+        except (ValueError, OSError) as e:  # ConfigError, a flowsrc that cannot be bound
+            log.error("configuration not reloaded, the running one goes on: %s", e)
+            self.load_side()  # pf's timeouts and rules are read again all the same
             return
-        old, self.cfg = self.cfg, cfg
-        self.pf = pfctl_for(cfg)
-        self.side = PfSide(cfg)
-        if (cfg.flowdst, cfg.flowsrc) != (old.flowdst, old.flowsrc):
+        side.load(self._pf("timeouts", pf), self._pf("rules", pf), self._pf("info", pf))
+        self.cfg, self.pf, self.side = cfg, pf, side
+        if sender is not None:
             self.sender.close()
-            self.sender = Sender(cfg.flowdst, cfg.flowsrc)
-        self.send(self.pipe.reconfigure(cfg, self.side, time.time()))
+            self.sender = sender
+        self.send(self.pipe.reconfigure(cfg, side, time.time()))
+        if self.recorder:
+            self.recorder.max_bytes = cfg.record_max
 
     def poll(self) -> None:
         info = self._pf("info")
+        entries = None
         if info is not None:
-            checksum, known = timeouts.parse_info(info).checksum, self.side.info.checksum
+            parsed = timeouts.parse_info(info)
+            checksum, known, entries = parsed.checksum, self.side.info.checksum, parsed.states
             if checksum and known and checksum != known:
                 log.info("ruleset checksum changed: re-reading the rules")
                 self.load_side(info)
+        self.pf.expect(entries)
+        wall = time.time()  # pfctl reads pf's clock as it starts, not as it ends
         text = self._pf("states")
-        wall = time.time()
+        if text is not None and not text.strip() and info is None:
+            self.say("empty", logging.WARNING, "pfctl -ss -vv printed nothing and -si -v "
+                     "failed: an empty table is not taken for a flush")
+            text = None
         if text is None:
             self.pipe.failed_poll()
             return
         if self.recorder:
-            self.recorder.snapshot(text, wall)
+            try:
+                self.recorder.snapshot(text, wall, info)
+            except OSError as e:
+                self.say("record", logging.ERROR, "--record: %s", e.strerror or e)
         cpu = time.process_time()
-        up, out = self.pipe.poll(text, wall, export=self.master())
+        up, out = self.pipe.poll(text, wall, export=self.master(), entries=entries)
+        report_poll(self.say, up.errors, self.pipe.partial_reason)
         log.debug("poll: %d states, %d new, %d changed, %d gone, %d to export, %.0f ms CPU",
                   up.states, up.new, up.changed, up.gone, len(up.expired),
                   (time.process_time() - cpu) * 1000)
@@ -120,26 +176,19 @@ class Daemon:
         boot = boottime()
         if self.recorder:
             self.recorder.start(boot)
-        self.sender = Sender(self.cfg.flowdst, self.cfg.flowsrc)
         self.pipe = Pipeline(self.cfg, self.side, boot)
-        self.load_side()
         sel = selectors.DefaultSelector()
-        rsock, wsock = socket.socketpair()
-        rsock.setblocking(False)
-        wsock.setblocking(False)
-        sel.register(rsock, selectors.EVENT_READ)
-        signal.set_wakeup_fd(wsock.fileno())
-        pending: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *STATS_SIGNALS):
-            signal.signal(sig, lambda n, f: pending.append(n))
+        sel.register(self.rsock, selectors.EVENT_READ)
         log.info("started: flowdst %s, pflowproto %d, poll every %g s",
-                 ", ".join(f"{a}:{p}" for a, p in self.cfg.flowdst),
+                 ", ".join(endpoint_text(a, p) for a, p in self.cfg.flowdst),
                  self.cfg.pflowproto, self.cfg.interval)
+        if not self.stopping():
+            self.load_side()
         self.send(self.pipe.start(time.time()))
         next_poll = time.monotonic()
         while True:
             now = time.monotonic()
-            if now >= next_poll:
+            if now >= next_poll and not self.pending:
                 self.poll()
                 next_poll += self.cfg.interval * max(1, int((now - next_poll)
                                                             // self.cfg.interval) + 1)
@@ -148,19 +197,18 @@ class Daemon:
             wait = next_poll - time.monotonic()
             if out.next_deadline is not None:
                 wait = min(wait, out.next_deadline - time.time())
-            if sel.select(max(0.0, wait)):
+            if not self.pending and sel.select(max(0.0, wait)):
                 try:
-                    rsock.recv(64)
+                    self.rsock.recv(64)
                 except BlockingIOError:
                     pass
-            while pending:
-                sig = pending.pop(0)
+            while self.pending:
+                sig = self.pending.pop(0)
                 if sig in STATS_SIGNALS:
                     log.info("statistics: %s", stats_line(self.pipe, self.sender))
                 elif sig == signal.SIGHUP:
                     log.info("SIGHUP: re-reading the configuration, timeouts and rules")
                     self.reconfigure()
-                    self.load_side()
                 else:
                     self.send(self.pipe.flush(time.time()))
                     log.info("exiting on signal %d: %s", sig, stats_line(self.pipe, self.sender))

@@ -1,23 +1,35 @@
 """Running pf's own tools: pfctl, sysctl and ifconfig, with their output as text.
 
-pfctl goes through sh with a pipe (not a pty) and 1 MiB buffers: a 50 MB table in about
-0.1 s instead of 3-4 s with sh's defaults, and under LC_ALL=C so that it prints what
-the parsers expect.  stderr (ALTQ notices) is ignored unless the command fails; every
-failure becomes one PfctlError whose reason is the same from one poll to the next, so
-the daemon can log it once per change.
+Strategy: each run is a child in a session (and process group) of its own, read through
+pipes in 1 MiB reads (a 50 MB table in about 0.1 s) under LC_ALL=C, so that it prints
+what the parsers expect.  The run is bounded three ways: a timeout (`pfctl-timeout`),
+a size (what the caller allows: derived from `current entries`, else MAX_OUTPUT), and
+the caller's `interrupted()` (a SIGTERM waiting), checked at least every 0.2 s.  Past
+any of them the whole process group is killed (grandchildren too) and the run fails.
+stderr (ALTQ notices) is ignored unless the command fails; every failure becomes one
+PfctlError whose reason is the same from one poll to the next, so the daemon can log
+it once per change.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import selectors
+import signal
+import socket
+import subprocess
 import time
-
-import sh
+from collections.abc import Callable
 
 from pflowbsd.config import Config
 from pflowbsd.pf import carp, timeouts
 
 MiB = 1 << 20
+MAX_OUTPUT = 1 << 30  # bytes, when the table's size is not known
+BYTES_PER_STATE = 1024  # a -vv record is 250-450 bytes; FreeBSD's origif line included
+STDERR_KEPT = 1 << 16
 
 
 class PfctlError(RuntimeError):
@@ -26,55 +38,123 @@ class PfctlError(RuntimeError):
         self.reason = reason  # what went wrong, whichever pfctl call it was
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        proc.kill()
+    proc.wait()
+
+
+def run_command(argv: list[str], timeout: float, limit: int = MAX_OUTPUT,
+                interrupted: Callable[[], bool] = lambda: False) -> str:
+    """argv's stdout as text; PfctlError on a failure, a timeout, more than `limit`
+    bytes, or interrupted()."""
+    command = " ".join(argv)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True,
+                                env={**os.environ, "LC_ALL": "C"})
+    except FileNotFoundError:
+        raise PfctlError(argv[0], "command not found") from None
+    except OSError as e:
+        raise PfctlError(argv[0], e.strerror or type(e).__name__) from None
+    assert proc.stdout is not None and proc.stderr is not None
+    out: list[bytes] = []
+    err = bytearray()
+    size, deadline = 0, time.monotonic() + timeout
+    why: str | None = None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"timed out after {timeout:g} s"
+            elif interrupted():
+                why = "interrupted"
+            if why:
+                break
+            for key, _ in sel.select(min(left, 0.2)):
+                chunk = os.read(key.fd, MiB)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                elif key.fileobj is proc.stdout:
+                    out.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        why = f"output over {limit} bytes"
+                elif len(err) < STDERR_KEPT:
+                    err += chunk
+            if why:
+                break
+    if why is None:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            why = f"timed out after {timeout:g} s"
+    if why is not None:
+        _kill_group(proc)
+    else:  # its output is closed: whatever it left behind goes too
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.stdout.close()
+    proc.stderr.close()
+    if why is not None:
+        raise PfctlError(command, why)
+    if proc.returncode:
+        lines = err.decode(errors="replace").strip().splitlines()
+        status = (f"exit {proc.returncode}" if proc.returncode > 0
+                  else f"killed by signal {-proc.returncode}")
+        raise PfctlError(command, status + (f": {lines[-1][:200]}" if lines else ""))
+    return b"".join(out).decode(errors="replace")
+
+
 class Pfctl:
     """The pfctl calls the daemon makes, each returning pfctl's whole output."""
 
-    def __init__(self, path: str = "pfctl", timeout: float = 60.0) -> None:
-        self.path, self.timeout = path, timeout
+    def __init__(self, path: str = "pfctl", timeout: float = 60.0,
+                 interrupted: Callable[[], bool] = lambda: False) -> None:
+        self.path, self.timeout, self.interrupted = path, timeout, interrupted
+        self.limit = MAX_OUTPUT  # for -ss: set from `current entries` by the daemon
 
-    def run(self, *args: str) -> str:
-        try:
-            cmd = sh.Command(self.path)
-            return str(cmd(*args, _tty_out=False, _out_bufsize=MiB, _internal_bufsize=MiB,
-                           _timeout=self.timeout, _env={**os.environ, "LC_ALL": "C"},
-                           _decode_errors="replace"))
-        except sh.ErrorReturnCode as e:
-            err = e.stderr.decode(errors="replace").strip().splitlines()
-            raise PfctlError(f"{self.path} {' '.join(args)}",
-                             f"exit {e.exit_code}" + (f": {err[-1]}" if err else "")) from None
-        except sh.TimeoutException:
-            raise PfctlError(f"{self.path} {' '.join(args)}",
-                             f"timed out after {self.timeout:g} s") from None
-        except sh.CommandNotFound:
-            raise PfctlError(self.path, "command not found") from None
-        except OSError as e:
-            raise PfctlError(self.path, e.strerror or str(e)) from None
+    def run(self, *args: str, limit: int = MAX_OUTPUT) -> str:
+        return run_command([self.path, *args], self.timeout, limit, self.interrupted)
+
+    def expect(self, entries: int | None) -> None:
+        """The next -ss may hold `entries` states (None: unknown): its size bound."""
+        self.limit = (MAX_OUTPUT if entries is None
+                      else min(MAX_OUTPUT, 2 * MiB + 2 * entries * BYTES_PER_STATE))
 
     def states(self) -> str:
-        return self.run("-ss", "-vv")
+        return self.run("-ss", "-vv", limit=self.limit)
 
     def timeouts(self) -> str:
-        return self.run("-st")
+        return self.run("-st", limit=MiB)
 
     def info(self) -> str:
-        return self.run("-si", "-v")
+        return self.run("-si", "-v", limit=MiB)
 
     def rules(self) -> str:
         return self.run("-a", "*", "-sr", "-vv")
 
 
-def pfctl_for(cfg: Config) -> Pfctl:
-    return Pfctl(cfg.pfctl, timeout=max(30.0, cfg.interval * 3))
+def pfctl_timeout(cfg: Config) -> float:
+    """`pfctl-timeout`, by default max(30, 3 x interval)."""
+    return cfg.pfctl_timeout or max(30.0, cfg.interval * 3)
+
+
+def pfctl_for(cfg: Config, interrupted: Callable[[], bool] = lambda: False) -> Pfctl:
+    return Pfctl(cfg.pfctl, timeout=pfctl_timeout(cfg), interrupted=interrupted)
 
 
 def boottime() -> int:
     """The kernel's boot time, whole epoch seconds, so that uptimes match pf's."""
     try:
-        out = str(sh.sysctl("-n", "kern.boottime", _tty_out=False, _timeout=5))
-        bt = timeouts.parse_boottime(out)
+        bt = timeouts.parse_boottime(run_command(["sysctl", "-n", "kern.boottime"], 5, MiB))
         if bt:
             return bt
-    except Exception:  # not a BSD: no such sysctl, or no sysctl at all
+    except PfctlError:  # not a BSD: no such sysctl, or no sysctl at all
         pass
     return int(time.time())
 
@@ -82,7 +162,17 @@ def boottime() -> int:
 def carp_status(interface: str) -> str:
     """`ifconfig carpN`'s state: MASTER, BACKUP, INIT or `unknown (why)`."""
     try:
-        out = str(sh.Command("ifconfig")(interface, _tty_out=False, _timeout=10))
+        out = run_command(["ifconfig", interface], 10, MiB)
         return carp.parse_status(out) or "unknown (no carp: line)"
-    except Exception as e:  # no such interface, no ifconfig
-        return f"unknown ({str(e).strip().splitlines()[0] if str(e).strip() else e})"
+    except PfctlError as e:  # no such interface, no ifconfig
+        return f"unknown ({e.reason})"
+
+
+@functools.lru_cache(maxsize=256)
+def host_protocol(name: str) -> int | None:
+    """getprotobyname() of this host, for netdb.set_resolver(): pfctl printed the name
+    from this host's /etc/protocols."""
+    try:
+        return socket.getprotobyname(name)
+    except OSError:
+        return None

@@ -1,9 +1,17 @@
-"""The process around the daemon: logging (stderr or syslog), detaching, the pidfile."""
+"""The process around the daemon: logging (stderr or syslog), detaching, the pidfile.
+
+Start-up is checked before the daemon detaches: a failure is one line on the terminal
+and in syslog (startup_error), and exit 1.  The pidfile is locked (flock) before the
+fork and stays locked by the child, so a second instance with the same -p is refused
+instead of overwriting it.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import sys
 import syslog
 from pathlib import Path
 
@@ -46,8 +54,37 @@ def daemonize() -> None:
         os.dup2(fd, n)
 
 
+class PidfileError(OSError):
+    """The pidfile is held by a running instance, or cannot be made."""
+
+
+_pidfile_fd: int | None = None
+
+
+def lock_pidfile(path: str) -> None:
+    """Open and lock `path` (before detaching); write_pidfile() fills it in."""
+    global _pidfile_fd
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise PidfileError(f"pidfile {path}: {e.strerror or 'cannot open'}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        held = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        raise PidfileError(f"pidfile {path}: held by a running pflowbsd"
+                           + (f" (pid {held})" if held.isdigit() else "")) from None
+    _pidfile_fd = fd
+
+
 def write_pidfile(path: str) -> None:
-    Path(path).write_text(f"{os.getpid()}\n")
+    """The pid of the process that runs (after detaching), into the locked pidfile."""
+    if _pidfile_fd is None:
+        lock_pidfile(path)
+    assert _pidfile_fd is not None
+    os.ftruncate(_pidfile_fd, 0)
+    os.pwrite(_pidfile_fd, f"{os.getpid()}\n".encode(), 0)
 
 
 def remove_pidfile(path: str) -> None:
@@ -56,3 +93,10 @@ def remove_pidfile(path: str) -> None:
             Path(path).unlink()
     except OSError:
         pass
+
+
+def startup_error(message: str, instance: str) -> None:
+    """A start-up failure: one line to the terminal and to syslog."""
+    print(f"pflowbsd: {message}", file=sys.stderr)
+    syslog.openlog(f"pflowbsd/{instance}", syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.syslog(syslog.LOG_ERR, message)

@@ -3,8 +3,11 @@
 Each collector gets its own datagrams (the pipeline says which) and never holds up the
 others: a send that fails is counted and logged once per change of error, not per
 datagram.  A connected UDP socket reports a refusal (ICMP port unreachable) on the send
-after the one that caused it, so sends alternate between failing and "working" while a
-collector is down: it is called back only after a quiet spell.
+after the one that caused it: so a send that fails with ECONNREFUSED is tried once
+more (the error was the last datagram's; this one may well arrive), and only a failed
+retry counts.  Sends alternate between failing and "working" while a collector is
+down, so it is called back only after a quiet spell.  The counters outlive a new
+Sender (a SIGHUP that changes flowdst): pass the old one's stats.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import socket
 import time
 
-from pflowbsd.config import Endpoint
+from pflowbsd.config import Endpoint, endpoint_text
 
 log = logging.getLogger("pflowbsd")
 
@@ -22,11 +25,12 @@ log = logging.getLogger("pflowbsd")
 class Sender:
     RECOVERED_AFTER = 60.0  # seconds without an error before a collector counts as back
 
-    def __init__(self, dsts: list[Endpoint], src: Endpoint | None = None) -> None:
+    def __init__(self, dsts: list[Endpoint], src: Endpoint | None = None,
+                 stats: dict[str, int] | None = None) -> None:
         self.sockets: list[tuple[Endpoint, socket.socket]] = []
         self.errors: dict[Endpoint, str | None] = {}
         self.failed_at: dict[Endpoint, float] = {}
-        self.stats = dict(datagrams=0, bytes=0, send_errors=0)
+        self.stats = stats if stats is not None else dict(datagrams=0, bytes=0, send_errors=0)
         for dst in dsts:
             fam = socket.AF_INET6 if ":" in dst[0] else socket.AF_INET
             s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -42,8 +46,10 @@ class Sender:
             except OSError as e:
                 s.close()
                 self.close()
-                raise OSError(e.errno, f"flowsrc {src and src[0]} to flowdst {dst[0]}:{dst[1]}: "
-                                       f"{e.strerror}") from None
+                err = OSError(f"flowsrc {src and src[0]} to flowdst {endpoint_text(*dst)}: "
+                              f"{e.strerror or type(e).__name__}")  # one line, no [Errno N]
+                err.errno = e.errno
+                raise err from None
             self.sockets.append((dst, s))
             self.errors[dst] = None
 
@@ -52,7 +58,10 @@ class Sender:
         for dst, s in self.sockets:
             for d in datagrams.get(dst, ()):
                 try:
-                    s.send(d)
+                    try:
+                        s.send(d)
+                    except ConnectionRefusedError:  # the ICMP error of an earlier one
+                        s.send(d)
                     self.stats["datagrams"] += 1
                     self.stats["bytes"] += len(d)
                     self._ok(dst)
@@ -62,14 +71,14 @@ class Sender:
 
     def _ok(self, dst: Endpoint) -> None:
         if self.errors[dst] and time.monotonic() - self.failed_at[dst] > self.RECOVERED_AFTER:
-            log.warning("flowdst %s:%d: sending again", *dst)
+            log.warning("flowdst %s: sending again", endpoint_text(*dst))
             self.errors[dst] = None
 
     def _fail(self, dst: Endpoint, e: OSError) -> None:
         msg = errno.errorcode.get(e.errno or 0, str(e))
         self.failed_at[dst] = time.monotonic()
         if self.errors[dst] != msg:
-            log.warning("flowdst %s:%d: %s", dst[0], dst[1], e.strerror or e)
+            log.warning("flowdst %s: %s", endpoint_text(*dst), e.strerror or type(e).__name__)
             self.errors[dst] = msg
 
     def close(self) -> None:
