@@ -357,9 +357,9 @@ def cmd_states(text: str, as_json: bool, out: TextIO, err: TextIO) -> int:
     for st in table.states:
         try:
             check_addresses(st)
-        except ValueError as e:
+        except ValueError as bad:
             table.errors.append(ParseError(st.line, _line_at(text, _line_offset(text, st.line)),
-                                           str(e)))
+                                           str(bad)))
             continue
         if as_json:
             out.write(json.dumps(st.to_json(), separators=(",", ":")) + "\n")
