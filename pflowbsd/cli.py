@@ -1,12 +1,13 @@
 """pflowbsd - export pf states as NetFlow v5 / IPFIX, the way pflow(4) does.
 
 Usage:
-  pflowbsd states [--json] [--pfctl PATH] [FILE]
-  pflowbsd rules [--json] [--pfctl PATH] [FILE]
+  pflowbsd states [--json] [--pfctl PATH] [-a] [-i IF] [-f FILE] [FILE]
+  pflowbsd rules [--json] [--pfctl PATH] [--ifconfig IFCONFIG] [-a] [-i IF] [-f FILE]
+                 [FILE]
   pflowbsd dump [-l ADDR:PORT] [--json] [-r PCAP] [-c COUNT]
   pflowbsd demo [--rate N] [--duration SECS] [--proto N] [--port PORT] [--seed N]
                 [PARAM ...]
-  pflowbsd [-adnv] [-i IF] [-f FILE] [-t SECS] [-p PIDFILE] [--pfctl PATH]
+  pflowbsd [-adnv] [-i IF] [-f FILE] [-t SECS] [-p PIDFILE] [--pfctl PATH] [--ifconfig IFCONFIG]
            [--record DIR | --replay DIR] [PARAM ...]
   pflowbsd -h | --help | --version
 
@@ -19,20 +20,24 @@ PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
 Daemon options:
   -a             Export every state, not only those pf flags `pflow`.
   -d             Stay in the foreground and log to stderr.
-  -n             Check the configuration and the rules, then exit.
+  -n             Check the configuration, list each rule's export decision, then exit.
   -v             Log more (debug).
   -i IF          The pflow instance this process stands for [default: pflow0].
   -f FILE        Configuration file (default /etc/pflowbsd.IF.conf, if it exists).
   -t SECS        Poll interval in seconds (default 10, or `interval` in the file).
   -p PIDFILE     Write the process id to PIDFILE.
   --pfctl PATH   The pfctl program to run (default pfctl, or `pfctl` in the file).
+  --ifconfig IFCONFIG  Saved `ifconfig -a` output: the host's interfaces, for antispoof,
+                 interface names and `select interface` (default: run ifconfig -a).
   --record DIR   Store every raw snapshot and pf's side files in DIR.
   --replay DIR   Run the pipeline over a recorded DIR as fast as it can, then exit.
 
 Commands:
-  states         Parse `pfctl -ss -v[v]` (FILE, `-` for stdin, or run pfctl -ss -vv).
+  states         Parse `pfctl -ss -v[v]` (FILE, `-` for stdin, or run pfctl -ss -vv),
+                 with whether each state is exported under -i/-f/-a, and why not.
   rules          List pf rules (FILE: a pf.conf or a saved `pfctl -sr -vv`; or run
-                 pfctl) and whether their states are exported, and why.
+                 pfctl) and whether their states are exported under the configuration
+                 -i/-f/-a give, and why.
   dump           A small collector: print each v5/IPFIX flow received or in PCAP.
   demo           Run the whole pipeline on a simulated pf, exporting to a collector
                  it starts on 127.0.0.1, and show the flows as they arrive; or, given
@@ -114,10 +119,38 @@ def load_config(args: Args) -> Config:
 
 
 def cmd_states(args: Args) -> int:
-    from pflowbsd.pf.states import cmd_states as body
+    from pflowbsd.rules.model import RuleSyntaxError, parse_listing
+    from pflowbsd.rules.select import Selector
+    from pflowbsd.rules.show import cmd_states as body
 
-    text = _input(args["FILE"], args["--pfctl"] or "pfctl", "-ss", "-vv")
-    return body(text, args["--json"], sys.stdout, sys.stderr)
+    cfg = load_config(args)
+    pfctl = args["--pfctl"] or cfg.pfctl
+    text = _input(args["FILE"], pfctl, "-ss", "-vv")
+    rs = None
+    if not args["FILE"]:  # the running rules; a saved FILE has none
+        from pflowbsd.shell.pfctl import PfctlError
+
+        try:
+            rs = parse_listing(_input(None, pfctl, "-a", "*", "-sr", "-vv"))
+        except (RuleSyntaxError, PfctlError) as e:
+            print(f"pflowbsd: rules: {e}; deciding by the pflow flag only", file=sys.stderr)
+    selector = Selector.from_config(cfg.select, cfg.export_all)
+    return body(text, rs, selector, args["--json"], sys.stdout, sys.stderr)
+
+
+def _interfaces(args: Args) -> Any:
+    """--ifconfig FILE, or `ifconfig -a` run here; None (and why, on stderr) if neither."""
+    from pflowbsd.pf.ifaces import IfconfigError, parse_ifconfig
+    from pflowbsd.rules.ifa import IfTable
+    from pflowbsd.shell.pfctl import PfctlError, ifconfig_all
+
+    try:
+        text = _input(args["--ifconfig"], "") if args["--ifconfig"] else ifconfig_all()
+        return IfTable(parse_ifconfig(text, args["--ifconfig"] or "ifconfig -a"))
+    except (PfctlError, IfconfigError) as e:
+        print(f"pflowbsd: no interface table ({e}): antispoof and interface names "
+              "are not expanded", file=sys.stderr)
+        return None
 
 
 def cmd_rules(args: Args) -> int:
@@ -131,7 +164,14 @@ def cmd_rules(args: Args) -> int:
         with open(os.path.join(base, path)) as f:
             return f.read()
 
-    return body(text, name, args["--json"], sys.stdout, sys.stderr, read_file=read_file)
+    from pflowbsd.rules.load import LISTING_MARK
+    from pflowbsd.rules.select import Selector
+
+    cfg = load_config(args)
+    interfaces = None if LISTING_MARK.search(text) else _interfaces(args)
+    return body(text, name, args["--json"], sys.stdout, sys.stderr, read_file=read_file,
+                selector=Selector.from_config(cfg.select, cfg.export_all),
+                interfaces=interfaces)
 
 
 def cmd_dump(args: Args) -> int:
@@ -176,7 +216,22 @@ def cmd_check(cfg: Config, args: Args) -> int:
     dsts = ", ".join(f"{a}:{p}" for a, p in cfg.flowdst)
     print(f"pflowbsd: configuration OK: {cfg.instance} flowdst {dsts} pflowproto "
           f"{cfg.pflowproto}; {n} rules, {len(chosen)} select their states for export")
+    _check_interfaces(cfg, args)
+    if side.ruleset:
+        from pflowbsd.rules.show import list_rules
+
+        list_rules(side.ruleset, side.selector, False, sys.stdout)
     return 0
+
+
+def _check_interfaces(cfg: Config, args: Args) -> None:
+    """-n: a `select interface IF` naming no interface of the host is reported."""
+    names = [t.arg for t in cfg.select if t.kind == "interface"]
+    table = _interfaces(args) if names or args["--ifconfig"] else None
+    for name in names:
+        if table is not None and isinstance(name, str) and not table.exists(name):
+            print(f"pflowbsd: warning: select interface {name}: no such interface "
+                  "or group on this host", file=sys.stderr)
 
 
 def cmd_daemon(args: Args) -> int:

@@ -60,6 +60,7 @@ class Numbering:
             f"{tok.file}:{tok.line}: rule skipped ({why}); later rule "
             f"numbers in {anchor or 'the main ruleset'} are unknown")
         self.next[(anchor, "filter")] = None
+        self.rs.stopped.setdefault(anchor, f"{tok.file}:{tok.line}")
 
 
 def interface_hosts(h: Host, interfaces: Interfaces) -> list[Host] | None:

@@ -88,6 +88,8 @@ class Ruleset:
     warnings: list[str] = field(default_factory=list)
     # anchors filled by `load anchor`, called or not (pfctl -nv prints them)
     loaded: list[str] = field(default_factory=list)
+    # pf.conf: per anchor, the file:line after which numbers are unknown
+    stopped: dict[str, str] = field(default_factory=dict)
     # Built on the first lookup: (anchor, nr) -> rule, and for each anchor
     # rule number the anchor paths its rules call.
     _index: dict[tuple[str, int], Rule] | None = field(

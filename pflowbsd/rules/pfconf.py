@@ -138,6 +138,14 @@ class Reader:
             self.numbers.skip(anchor, first, "antispoof needs the "
                               "interface addresses: give --ifconfig")
             return
+        names = [t.text for t in toks[toks.index(next(
+            (t for t in toks if t.text == "for"), toks[-1])) + 1:]
+            if t.kind == "word" and t.text not in ("inet", "inet6")]
+        for name in names[:1] if names and names[0] != "label" else ():
+            if not self.interfaces.exists(name):
+                self.rs.warnings.append(
+                    f"{first.file}:{first.line}: antispoof for {name}: no "
+                    "such interface on this host, no rules (as pfctl)")
         for text in antispoof_rules(toks, self.interfaces):
             rule_toks = [t for t in Lexer(text, first.file, {}).tokens()
                          if t.kind != "nl"]

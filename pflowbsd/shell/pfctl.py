@@ -159,6 +159,11 @@ def boottime() -> int:
     return int(time.time())
 
 
+def ifconfig_all() -> str:
+    """`ifconfig -a`: the host's interfaces, for pf.conf rules that name them."""
+    return run_command(["ifconfig", "-a"], 10, MiB)
+
+
 def carp_status(interface: str) -> str:
     """`ifconfig carpN`'s state: MASTER, BACKUP, INIT or `unknown (why)`."""
     try:

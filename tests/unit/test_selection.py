@@ -102,3 +102,65 @@ def test_cmd_rules_pfconf_text_and_syntax_error():
     assert cmd_rules("pass all\npass bogus\n", "pf.conf", True, out, err) == 1
     assert err.getvalue().strip() == "pf.conf:2: syntax error"
     assert out.getvalue() == ""
+
+
+def test_cmd_rules_prints_each_expansion_and_where_numbers_stop():
+    out, err = io.StringIO(), io.StringIO()
+    conf = ("pass out proto tcp to port { ssh, smtp } label \"netflow-out\"\n"
+            "antispoof for em0\npass in all\n")
+    assert cmd_rules(conf, "pf.conf", False, out, err,
+                     selector=from_lines(['label "netflow*"'])) == 0
+    lines = out.getvalue().splitlines()
+    assert "numbers derived" in lines[0]
+    assert lines[1] == ("@0\texport\tlabel matches netflow*\tpass out proto "
+                        "tcp from any to any port = 22 flags S/SA label "
+                        '"netflow-out"')
+    assert "port = 25" in lines[2]
+    assert lines[3].startswith("@? (not derived: numbering stopped at "
+                               "pf.conf:2)\t-\t")
+    assert "pf.conf:2: rule skipped" in err.getvalue()
+
+
+def test_cmd_rules_reads_pfconf_against_the_interfaces():
+    from pflowbsd.pf.ifaces import parse_ifconfig
+    from pflowbsd.rules.ifa import IfTable
+    from tests.support import FIXTURES
+    table = IfTable(parse_ifconfig(
+        (FIXTURES / "ifconfig" / "openbsd.txt").read_text()))
+    out, err = io.StringIO(), io.StringIO()
+    assert cmd_rules("antispoof for em1\npass in all\n", "pf.conf", True,
+                     out, err, interfaces=table) == 0
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["nr"], r["rule"]) for r in rows] == [
+        (0, "block drop in on ! em1 inet from 10.0.0.0/24 to any"),
+        (1, "block drop in on ! em1 inet from 10.0.1.0/24 to any"),
+        (2, "block drop in inet from 10.0.0.1 to any"),
+        (3, "block drop in inet from 10.0.1.1 to any"),
+        (4, "pass in all flags S/SA")]
+    assert all(r["derived"] for r in rows) and err.getvalue() == ""
+
+
+STATES = """\
+all tcp 192.0.2.1:22 <- 198.51.100.7:50000       ESTABLISHED:ESTABLISHED
+   [1 + 2](+3) wscale 0  [4 + 5](+6) wscale 0
+   age 00:00:10, expires in 23:59:50, 5:4 pkts, 500:400 bytes, rule 2
+   id: 0000000000000001 creatorid: 00000001
+all udp 192.0.2.1:53 <- 198.51.100.7:50001       MULTIPLE:SINGLE
+   age 00:00:10, expires in 00:00:50, 1:1 pkts, 60:60 bytes, anchor 4, rule 0
+   id: 0000000000000002 creatorid: 00000001
+"""
+
+
+def test_cmd_states_says_whether_each_state_is_exported(rs):
+    from pflowbsd.rules.show import cmd_states
+    out, err = io.StringIO(), io.StringIO()
+    assert cmd_states(STATES, rs, from_lines(['label "netflow*"']), False,
+                      out, err) == 0, err.getvalue()
+    first, second = out.getvalue().splitlines()
+    assert first.endswith("\texport\tlabel matches netflow*")
+    assert second.endswith("\t-\tno pflow, not selected")
+    out = io.StringIO()
+    assert cmd_states(STATES, None, Selector(), True, out, err) == 0
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["export"], r["why"]) for r in rows] == [
+        (False, "rule unknown, no pflow (no rules)")] * 2
