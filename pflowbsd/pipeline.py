@@ -59,7 +59,7 @@ class PfSide:
                 self.ruleset = parse_listing(rules_text)
                 for w in self.ruleset.warnings[:5]:
                     log.info("rules: %s", w)
-            except RuleSyntaxError as e:
+            except (RuleSyntaxError, ValueError) as e:  # a listing line we cannot read
                 log.warning("rules: %s; selecting by the pflow flag only", e)
                 self.ruleset = None
 

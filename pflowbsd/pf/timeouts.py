@@ -51,11 +51,11 @@ SCTP_ESTABLISHED, SCTP_SHUTDOWN = 0x08, (0x10, 0x20, 0x40, 0x80)
 _SCTP_ONLY = re.compile(r"COOKIE_|SHUTDOWN_|BOUND|ESTABLISHED|\?")
 
 # `pfctl -st`: printf("%-20s %10d%s\n", name, seconds, "s" | " states")
-_ST_LINE = re.compile(r"^(\S+)\s+(\d+)(?:s| states)\s*$", re.M)
+_ST_LINE = re.compile(r"^(\S+)\s+([0-9]{1,12})(?:s| states)\s*$", re.M)
 _HOSTID = re.compile(r"^Hostid:\s+0x([0-9a-f]{8})\s*$", re.M)
 _CHECKSUM = re.compile(r"^Checksum:\s+0x([0-9a-f]+)\s*$", re.M)
-_ENTRIES = re.compile(r"^\s+current entries\s+(\d+)", re.M)
-_BOOTTIME = re.compile(r"sec\s*=\s*(\d+)|^\s*(\d+)\s*$", re.M)
+_ENTRIES = re.compile(r"^\s+current entries\s+([0-9]{1,18})\b", re.M)
+_BOOTTIME = re.compile(r"sec\s*=\s*([0-9]{1,18})\b|^\s*([0-9]{1,18})\s*$", re.M)
 
 
 def parse_timeouts(text: str) -> dict[str, int]:

@@ -66,8 +66,12 @@ WORD = pp.Regex(r'[^\s(){}<>!=/#,"\']+')
 QSTRING = pp.QuotedString('"', esc_char="\\", multiline=True) | \
     pp.QuotedString("'", multiline=True)
 STRING = QSTRING | WORD
-NUMBER = pp.Regex(r"0x[0-9a-fA-F]+|\d+").set_parse_action(
-    lambda t: int(t[0], 0))
+def pf_number(text: str) -> int:
+    """A number as parse.y reads it: 0x hex, else decimal (leading zeros and all)."""
+    return int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
+
+
+NUMBER = pp.Regex(r"0x[0-9a-fA-F]+|[0-9]+").set_parse_action(lambda t: pf_number(t[0]))
 NOT = pp.Opt(pp.Literal("!")).set_parse_action(lambda t: bool(t))
 
 RESERVED = {
@@ -199,7 +203,7 @@ def _port_value(word: int | str) -> int | str:
     if isinstance(word, int):
         return word
     try:
-        return int(word, 0)
+        return pf_number(word)
     except ValueError:
         return SERVICES.get(word, word)
 

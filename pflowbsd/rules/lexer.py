@@ -109,6 +109,8 @@ class Lexer:
                     if text.startswith("->", self.pos):
                         break
                     self.pos += 1
+                if self.pos == start:  # \v, \f, \x1f, NBSP: yylex() takes no such byte
+                    self.error(f"syntax error: unexpected {c!r}")
                 yield Token("word", text[start:self.pos], self.line, space,
                             self.name)
             space = False

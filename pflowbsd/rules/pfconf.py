@@ -18,6 +18,7 @@ import pyparsing as pp
 from pflowbsd.rules import expand as ruleexpand
 from pflowbsd.rules.check import check_queue, check_spec, check_table
 from pflowbsd.rules.grammar import STATE_OPT_LIST, TIMEOUT_NAMES
+from pflowbsd.rules.hosts import pf_number
 from pflowbsd.rules.ifa import IfTable
 from pflowbsd.rules.lexer import Lexer, ReadFile, Token, join, line_at
 from pflowbsd.rules.model import Ruleset, RuleSyntaxError, anchor_path
@@ -322,7 +323,7 @@ def option_number(toks: Sequence[Token]) -> int:
     """A lone NUMBER token (decimal or 0x hex, as yylex reads them)."""
     if len(toks) != 1 or toks[0].kind != "word":
         raise ValueError("expected a number")
-    return int(toks[0].text, 0)
+    return pf_number(toks[0].text)
 
 
 def option_pairs(toks: Sequence[Token]) -> list[tuple[str, int]]:

@@ -201,3 +201,27 @@ def test_each_kind_is_logged_once_a_minute_with_a_count(caplog, monkeypatch):
     msgs = [r.getMessage() for r in caplog.records]
     assert msgs == ["fault a", "fault b", "fault a (4 more since)"]
     assert say.counts == {"a": 6, "b": 1}
+
+
+# ---- rules: odd whitespace and leading zeros (issue 11's two rules/ faults) ----------
+
+@pytest.mark.parametrize("ch", ["\x1f", "\v", "\f", "\u00a0"])
+def test_pfconf_with_odd_whitespace_is_a_syntax_error_not_a_loop(ch):
+    from pflowbsd.rules.load import load_ruleset
+    from pflowbsd.rules.model import RuleSyntaxError
+
+    with pytest.raises(RuleSyntaxError, match="unexpected"):
+        load_ruleset(f"pass in on em0 proto tcp to port 22{ch}\n", "pf.conf")
+
+
+@pytest.mark.parametrize("rule,word", [("pass in all tos 010", "tos"),
+                                       ("pass in all prio 01", "prio"),
+                                       ("pass in all max-mss 0100", "max-mss"),
+                                       ("pass in inet proto icmp icmp-type 08", "icmp-type")])
+def test_a_number_with_leading_zeros_is_decimal(rule, word):
+    from pflowbsd.rules.load import load_ruleset
+    from pflowbsd.rules.model import parse_listing
+
+    rs = load_ruleset(rule + "\n", "pf.conf")
+    assert len(rs.rules) == 1
+    assert len(parse_listing(f"@0 {rule}\n").rules) == 1
