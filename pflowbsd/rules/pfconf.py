@@ -139,15 +139,12 @@ class Reader:
             self.numbers.skip(anchor, first, "antispoof needs the "
                               "interface addresses: give --ifconfig")
             return
-        names = [t.text for t in toks[toks.index(next(
-            (t for t in toks if t.text == "for"), toks[-1])) + 1:]
-            if t.kind == "word" and t.text not in ("inet", "inet6")]
-        for name in names[:1] if names and names[0] != "label" else ():
-            if not self.interfaces.exists(name):
-                self.rs.warnings.append(
-                    f"{first.file}:{first.line}: antispoof for {name}: no "
-                    "such interface on this host, no rules (as pfctl)")
-        for text in antispoof_rules(toks, self.interfaces):
+        unknown, texts = antispoof_rules(toks, self.interfaces)
+        for name in unknown:
+            self.rs.warnings.append(
+                f"{first.file}:{first.line}: antispoof for {name}: no such "
+                "interface on this host, no rules (as pfctl)")
+        for text in texts:
             rule_toks = [t for t in Lexer(text, first.file, {}).tokens()
                          if t.kind != "nl"]
             for t in rule_toks:
@@ -279,10 +276,12 @@ class Reader:
                 self.rs.state_defaults[opt.key] = opt.value
 
 
-def antispoof_rules(toks: Sequence[Token], interfaces: IfTable) -> list[str]:
+def antispoof_rules(toks: Sequence[Token], interfaces: IfTable
+                    ) -> tuple[list[str], list[str]]:
     """parse.y's antispoof: per interface, `block drop in on ! IF from
     NETWORKS`, and unless IF is a loopback `block drop in from ADDRESSES`
-    (link-local networks left out; `(IF)` stays dynamic), as rule texts."""
+    (link-local networks left out; `(IF)` stays dynamic), as rule texts;
+    and the names that are no interface here (they give no rule)."""
     words = [t.text if t.kind != "qstr" else f'"{t.text}"' for t in toks]
     try:
         at = words.index("for")
@@ -302,9 +301,11 @@ def antispoof_rules(toks: Sequence[Token], interfaces: IfTable) -> list[str]:
         names, rest = [rest[0]], rest[1:]
     af = rest[0] if rest[:1] in (["inet"], ["inet6"]) else ""
     tail = " ".join(rest[1:] if af else rest)
-    out = []
+    out, unknown = [], []
     for name in names:
         bare = name.strip("()")
+        if not interfaces.exists(bare):
+            unknown.append(bare)
         if name.startswith("("):
             nets, addrs = [f"({bare}:network)"], [f"({bare})"]
         else:
@@ -316,7 +317,7 @@ def antispoof_rules(toks: Sequence[Token], interfaces: IfTable) -> list[str]:
         if not interfaces.loopback(bare) and addrs:
             out.append(f"block drop in {head} {af} from "
                        f"{{ {' '.join(addrs)} }} to any {tail}")
-    return out
+    return unknown, out
 
 
 def option_number(toks: Sequence[Token]) -> int:

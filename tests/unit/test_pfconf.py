@@ -260,3 +260,11 @@ def test_listing_counts_named_inline_anchors_like_pfctl():
                        '@1 anchor "b" all {\n}\n@2 anchor all {\n@0 pass all\n}\n')
     assert [r.call for r in rs.rules if r.action == "anchor"] == \
         ["a", "b", "_2"]
+
+
+def test_antispoof_for_an_unknown_interface_gives_no_rule_and_says_so():
+    rs = parse_pfconf("antispoof for em9\npass all\n", "f",
+                      interfaces=_host("openbsd"))
+    assert [r.nr for r in rs.rules] == [0]
+    assert rs.warnings == ["f:1: antispoof for em9: no such interface on "
+                           "this host, no rules (as pfctl)"]
