@@ -112,6 +112,17 @@ def _signed32(x: int) -> int:
     return ((x + 0x80000000) & 0xFFFFFFFF) - 0x80000000
 
 
+# What the decoder keeps per exporter, domain and template (templates, sequence numbers,
+# gap counts) is bounded: a sender spraying new keys makes the oldest go, not memory grow.
+MAX_KEYS = 4096
+
+
+def _bounded(table: dict[Any, Any], key: object) -> None:
+    """Make room for `key` in `table` (insertion order: the oldest key goes first)."""
+    if key not in table and len(table) >= MAX_KEYS:
+        del table[next(iter(table))]
+
+
 class Decoder:
     """Decode NetFlow v5 / v9 / IPFIX datagrams, one exporter address at a time."""
 
@@ -152,7 +163,9 @@ class Decoder:
         key += (self._destination,)
         expected = self._expected.get(key)
         if expected is not None and seq != expected:
+            _bounded(self.stats.gaps, key)
             self.stats.gaps[key] += 1
+        _bounded(self._expected, key)
         self._expected[key] = None if advance is None else (seq + advance) & 0xFFFFFFFF
 
     def decode_v5(self, d: bytes, exporter: str) -> list[FlowRecord]:
@@ -230,6 +243,8 @@ class Decoder:
                     unknown = True
                     self.stats.unknown_template += 1
                     if key + (set_id,) not in self._reported:
+                        if len(self._reported) >= MAX_KEYS:
+                            self._reported.clear()
                         self._reported.add(key + (set_id,))
                         self.notices.append(
                             f"{head['exporter']}: data set for unknown template {set_id} "
@@ -277,6 +292,7 @@ class Decoder:
                 fields.append((ie, n))
             if off > len(body):
                 raise Malformed(f"template {tid} runs past its set")
+            _bounded(self.templates, key + (tid,))
             self.templates[key + (tid,)] = Template(fields, options)
             self._reported.discard(key + (tid,))
             self.stats.templates += 1

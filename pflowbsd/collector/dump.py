@@ -12,10 +12,13 @@ collectors: each is fed with its destination, so sequences are followed per dest
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import signal
 import socket
 import time
+import zlib
 from types import FrameType
 from typing import NoReturn, TextIO
 
@@ -126,6 +129,25 @@ def _raise_stop(signum: int, frame: FrameType | None) -> NoReturn:
     raise _Stop()
 
 
+MAX_CAPTURE = 1 << 30  # bytes of a -r capture (after gunzip) dump will hold
+
+
+def _read_capture(path: str) -> bytes:
+    """A pcap file, gzipped or not, up to MAX_CAPTURE bytes (PcapError past it, or when
+    the gzip stream is cut or corrupt)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_CAPTURE + 1)
+    if data[:2] == b"\x1f\x8b":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
+                data = z.read(MAX_CAPTURE + 1)
+        except (EOFError, OSError, zlib.error):
+            raise PcapError("a cut or corrupt gzip file") from None
+    if len(data) > MAX_CAPTURE:
+        raise PcapError(f"larger than {MAX_CAPTURE >> 20} MiB")
+    return data
+
+
 def cmd_dump(listen: str, as_json: bool, pcap: str | None, count: int | None,
              out: TextIO, err: TextIO) -> int:
     sink = _Sink(as_json, count, out, err)
@@ -133,13 +155,13 @@ def cmd_dump(listen: str, as_json: bool, pcap: str | None, count: int | None,
         out.write(COLUMNS + "\n")
     if pcap is not None:
         try:
-            with open(pcap, "rb") as f:
-                data = f.read()
+            data = _read_capture(pcap)
             for _, src, _, dst, dport, payload in read_pcap(data):
                 if not sink.datagram(payload, src, endpoint_text(dst, dport)):
                     break
         except (OSError, PcapError) as e:
-            err.write(f"pflowbsd dump: {pcap}: {e}\n")
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            err.write(f"pflowbsd dump: {pcap}: {why}\n")
             return 1
     else:
         try:

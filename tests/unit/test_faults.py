@@ -225,3 +225,32 @@ def test_a_number_with_leading_zeros_is_decimal(rule, word):
     rs = load_ruleset(rule + "\n", "pf.conf")
     assert len(rs.rules) == 1
     assert len(parse_listing(f"@0 {rule}\n").rules) == 1
+
+
+# ---- collector: what dump holds is bounded; a cut .gz capture is one error ----------
+
+def test_the_decoders_tables_are_bounded():
+    import struct
+
+    from pflowbsd.collector import decode
+
+    dec = decode.Decoder()
+    for n in range(decode.MAX_KEYS + 500):
+        # an IPFIX message with one template set (id 256+n) from a new domain each time
+        tmpl = struct.pack("!HHHHHH", 2, 12, 256 + n % 60000, 1, 8, 4)
+        msg = struct.pack("!HHIII", 10, 16 + len(tmpl), 0, n, n) + tmpl
+        dec.feed(msg, "192.0.2.1")
+    assert len(dec.templates) <= decode.MAX_KEYS
+    assert len(dec._expected) <= decode.MAX_KEYS
+
+
+def test_a_cut_gzip_capture_is_one_error(tmp_path):
+    import gzip
+
+    from pflowbsd.collector.dump import cmd_dump
+
+    path = tmp_path / "cap.pcap.gz"
+    path.write_bytes(gzip.compress(b"\xd4\xc3\xb2\xa1" + b"\0" * 200)[:-12])
+    out, err = io.StringIO(), io.StringIO()
+    assert cmd_dump("127.0.0.1:0", False, str(path), None, out, err) == 1
+    assert "cut or corrupt gzip" in err.getvalue() and err.getvalue().count("\n") == 1
