@@ -183,3 +183,29 @@ def test_printer_prints_rules_as_pfctl_nv_does():
                 covered += 1
                 same += got == line
     assert covered > 500 and same == covered
+
+
+def test_ifconfig_a_of_both_systems():
+    """tests/fixtures/ifconfig: OpenBSD's and FreeBSD's formats (index line,
+    groups, netmask in hex, inet6 %scope and prefixlen, point-to-point)."""
+    import pytest
+
+    from pflowbsd.pf.ifaces import IfconfigError, groups, parse_ifconfig
+    from tests.support import FIXTURES
+    obsd = parse_ifconfig((FIXTURES / "ifconfig" / "openbsd.txt").read_text())
+    lo0, em0 = obsd[0], obsd[1]
+    assert (lo0.name, lo0.index, lo0.loopback) == ("lo0", 3, True)
+    assert [(a.addr, a.prefixlen, a.af, a.link_local) for a in lo0.addresses] == [
+        ("::1", 128, "inet6", False), ("fe80::1", 64, "inet6", True),
+        ("127.0.0.1", 8, "inet", False)]
+    assert em0.groups == ["egress", "all"] and not em0.loopback
+    assert em0.addresses[0].broadcast == "192.0.2.255"
+    assert [m.name for m in groups(obsd)["egress"]] == ["em0"]
+    assert len(groups(obsd)["all"]) == len(obsd) == 7
+    tun0 = next(i for i in obsd if i.name == "tun0")
+    assert (tun0.addresses[0].peer, tun0.addresses[0].prefixlen) == ("10.9.0.2", 32)
+    fbsd = parse_ifconfig((FIXTURES / "ifconfig" / "freebsd.txt").read_text())
+    assert [(i.name, i.index) for i in fbsd][:2] == [("em0", None), ("em1", None)]
+    assert fbsd[1].addresses[0].network == "172.16.0.0/20"
+    with pytest.raises(IfconfigError, match=r"^ifconfig -a:1: not ifconfig"):
+        parse_ifconfig("garbage\n")
