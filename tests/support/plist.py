@@ -20,11 +20,10 @@ rewrites the packing list after a module is added or removed (OpenBSD's own
 from __future__ import annotations
 
 import configparser
+import fnmatch
 import re
 import sys
 from pathlib import Path
-
-from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "3.11"  # the site-packages the paths name; the PLIST spells it ${MODPY_VERSION}
@@ -41,6 +40,21 @@ def setup_cfg() -> configparser.ConfigParser:
     return cfg
 
 
+def find_packages(include: list[str]) -> list[str]:
+    """setuptools.find_packages, for this tree (setuptools is not in every venv): the
+    folders with an __init__.py whose parents are packages too, matching `include`."""
+    found = []
+    tops = [d for d in ROOT.iterdir()
+            if d.is_dir() and any(fnmatch.fnmatchcase(d.name, p.split(".")[0]) for p in include)]
+    for init in sorted(i for top in tops for i in top.rglob("__init__.py")):
+        parts = init.parent.relative_to(ROOT).parts
+        if all((ROOT.joinpath(*parts[:n]) / "__init__.py").exists() for n in range(1, len(parts))):
+            name = ".".join(parts)
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
+                found.append(name)
+    return found
+
+
 def version() -> str:
     text = (ROOT / "pflowbsd" / "__init__.py").read_text()
     return re.search(r'^__version__ = "([^"]+)"', text, re.M)[1]
@@ -54,7 +68,7 @@ def installed() -> list[str]:
     for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines():
         paths.append("bin/" + line.split("=")[0].strip())
     include = cfg["options.packages.find"]["include"].split()
-    for package in find_packages(str(ROOT), include=include):
+    for package in find_packages(include):
         folder = package.replace(".", "/")
         paths += [f"{site}/{folder}/", f"{site}/{folder}/__pycache__/"]
         for module in sorted((ROOT / folder).glob("*.py")):
