@@ -7,8 +7,9 @@ Usage:
   pflowbsd dump [-l ADDR:PORT] [--json] [-r PCAP] [-c COUNT]
   pflowbsd demo [--rate N] [--duration SECS] [--proto N] [--port PORT] [--seed N]
                 [PARAM ...]
+  pflowbsd stats [-i IF] [-f FILE] [--stats-file PATH] [--json]
   pflowbsd [-adnv] [-i IF] [-f FILE] [-t SECS] [-p PIDFILE] [--pfctl PATH] [--ifconfig IFCONFIG]
-           [--record DIR | --replay DIR] [PARAM ...]
+           [--record DIR | --replay DIR] [-w FILE] [--stats-file PATH] [PARAM ...]
   pflowbsd -h | --help | --version
 
 PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
@@ -16,6 +17,7 @@ PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
   pflowproto 5|10   mtu N   domain N   tmpl-interval SECS   nat on|off
   export pflow|all   select all|label PATTERN|interface IF|rule [ANCHOR] N
   carp carpN (export only while this firewall is its CARP master)
+  stats-file PATH|none (the statistics, default /var/db/pflowbsd/IF.prom if that exists)
 
 Daemon options:
   -a             Export every state, not only those pf flags `pflow`.
@@ -31,6 +33,9 @@ Daemon options:
                  interface names and `select interface` (default: run ifconfig -a).
   --record DIR   Store every raw snapshot and pf's side files in DIR.
   --replay DIR   Run the pipeline over a recorded DIR as fast as it can, then exit.
+  -w FILE        Write every datagram sent, IP and UDP headers included, to a pcap
+                 FILE (`-` for stdout, implying -d).
+  --stats-file PATH  Write the statistics there after each poll (PARAM stats-file).
 
 Commands:
   states         Parse `pfctl -ss -v[v]` (FILE, `-` for stdin, or run pfctl -ss -vv),
@@ -39,6 +44,8 @@ Commands:
                  pfctl) and whether their states are exported under the configuration
                  -i/-f/-a give, and why.
   dump           A small collector: print each v5/IPFIX flow received or in PCAP.
+  stats          Print the statistics file of instance IF as `netstat -s -p pflow`
+                 prints pflow's, or as JSON with --json.
   demo           Run the whole pipeline on a simulated pf, exporting to a collector
                  it starts on 127.0.0.1, and show the flows as they arrive; or, given
                  flowdst ADDR:PORT (and flowsrc, pflowproto, mtu, domain, tmpl-interval,
@@ -115,6 +122,8 @@ def load_config(args: Args) -> Config:
         apply_words(cfg, ["interval", args["-t"]])
     if args["--pfctl"]:
         cfg.pfctl = args["--pfctl"]
+    if args["--stats-file"]:
+        cfg.stats_file = args["--stats-file"]
     return cfg
 
 
@@ -243,13 +252,14 @@ def cmd_daemon(args: Args) -> int:
     check(cfg)
     if args["-n"]:
         return cmd_check(cfg, args)
-    foreground = args["-d"] or bool(args["--replay"])
+    foreground = args["-d"] or bool(args["--replay"]) or args["-w"] == "-"
+    capture = args["-w"] if args["-w"] in (None, "-") else os.path.abspath(args["-w"])
     process.setup_logging(foreground, args["-v"], cfg.instance)
     if args["--replay"]:
-        return replay(cfg, args["--replay"])
+        return replay(cfg, args["--replay"], capture)
     reload = lambda: _checked(load_config(args))
     try:  # everything that can fail, before detaching: one line, terminal and syslog
-        daemon = Daemon(cfg, record=args["--record"], reload=reload)
+        daemon = Daemon(cfg, record=args["--record"], reload=reload, capture=capture)
         if args["-p"]:
             process.lock_pidfile(args["-p"])
     except OSError as e:
@@ -277,7 +287,26 @@ def _checked(cfg: Config) -> Config:
     return cfg
 
 
-COMMANDS = {"states": cmd_states, "rules": cmd_rules, "dump": cmd_dump, "demo": cmd_demo}
+def cmd_stats(args: Args) -> int:
+    """The statistics file the daemon of -i IF writes, as netstat prints pflow's."""
+    from pflowbsd import stats
+    from pflowbsd.shell import statsfile
+
+    cfg = load_config(args)
+    path = statsfile.stats_path(cfg)
+    if path is None:
+        raise ConfigError(f"{cfg.instance}: no statistics file (stats-file none, or no "
+                          f"{statsfile.STATE_DIR}): give --stats-file PATH")
+    try:
+        st = statsfile.read(path)
+    except stats.StatsError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    sys.stdout.write(stats.to_json(st) + "\n" if args["--json"] else stats.netstat(st))
+    return 0
+
+
+COMMANDS = {"states": cmd_states, "rules": cmd_rules, "dump": cmd_dump, "demo": cmd_demo,
+            "stats": cmd_stats}
 
 
 def main(argv: list[str] | None = None) -> int:

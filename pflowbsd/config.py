@@ -47,6 +47,7 @@ class Config:
     carp: str | None = None  # export only while this carp interface is MASTER
     pfctl_timeout: float | None = None  # seconds; None: max(30, 3 x interval)
     record_max: int = 1 << 30  # bytes a --record folder may hold; the oldest go first
+    stats_file: str | None = None  # None: /var/db/pflowbsd/IF.prom if that folder exists; "none": off
 
 
 _V6_PORT = re.compile(r"^\[([^\]]+)\](?::(\d+))?$")
@@ -161,6 +162,7 @@ WORDS = {
     "carp": (True, _carp),
     "pfctl-timeout": (True, _set("pfctl_timeout", _seconds)),
     "record-max": (True, _set("record_max", _size)),
+    "stats-file": (True, _set("stats_file", lambda w, v: v)),
     "-flowsrc": (False, lambda cfg, w, v: setattr(cfg, "flowsrc", None)),
     "-flowdst": (False, lambda cfg, w, v: cfg.flowdst.clear()),
 }

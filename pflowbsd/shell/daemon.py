@@ -17,19 +17,23 @@ one; if any of it fails, one error line and the old one runs on.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import signal
 import socket
 import time
 from collections.abc import Callable
 
+from pflowbsd import stats
 from pflowbsd.config import Config, endpoint_text
 from pflowbsd.pf import timeouts
 from pflowbsd.pipeline import Output, PfSide, Pipeline
+from pflowbsd.shell.pcapout import PcapWriter
 from pflowbsd.shell.pfctl import Pfctl, PfctlError, boottime, carp_status, pfctl_for
 from pflowbsd.shell.ratelog import RateLog, report_poll
-from pflowbsd.shell.record import Recorder, stats_line
-from pflowbsd.shell.sender import Sender
+from pflowbsd.shell.record import Recorder
+from pflowbsd.shell.sender import Sender, Tap
+from pflowbsd.shell.statsfile import Meter, StatsFile, stats_path
 
 log = logging.getLogger("pflowbsd")
 # `pkill -INFO pflowbsd` (BSD ^T) or -USR1: the statistics, to the log.
@@ -39,7 +43,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class Daemon:
     def __init__(self, cfg: Config, record: str | None = None,
-                 reload: Callable[[], Config] | None = None) -> None:
+                 reload: Callable[[], Config] | None = None, capture: str | None = None) -> None:
         self.pending: list[int] = []
         self._catch_signals()
         self.cfg, self.reload = cfg, reload  # reload() -> a fresh Config (SIGHUP)
@@ -51,10 +55,26 @@ class Daemon:
             self.sender.close()
             raise
         self.side = PfSide(cfg)
+        self.meter = Meter(cfg.instance, time.time())
+        self.taps: list[Tap] = [self.meter] + ([PcapWriter(capture)] if capture else [])
+        self._statistics(cfg)
         self.pf_errors: dict[str, str] = {}  # pfctl call -> the failure last logged
         self.say = RateLog()
         self.carp_status: str | None = None
         self.pipe: Pipeline  # made by run()
+
+    def _statistics(self, cfg: Config) -> None:
+        """The meter and the -w capture see every send (the sender's taps); the stats file."""
+        self.meter.collectors(cfg.flowdst)
+        self.sender.taps = self.taps
+        path = stats_path(cfg)
+        self.stats_file = StatsFile(os.path.abspath(path)) if path else None
+
+    def _polled(self, result: str, started: float, size: int | None) -> None:
+        """After each poll: counted, and the stats file written."""
+        self.meter.polled(result, time.monotonic() - started, size, time.time())
+        if self.stats_file:
+            self.stats_file.write(self.meter.statistics(self.pipe))
 
     def _catch_signals(self) -> None:
         self.rsock, wsock = socket.socketpair()
@@ -124,11 +144,13 @@ class Daemon:
         if sender is not None:
             self.sender.close()
             self.sender = sender
+        self._statistics(cfg)
         self.send(self.pipe.reconfigure(cfg, side, time.time()))
         if self.recorder:
             self.recorder.max_bytes = cfg.record_max
 
     def poll(self) -> None:
+        started = time.monotonic()
         info = self._pf("info")
         entries = None
         if info is not None:
@@ -146,6 +168,7 @@ class Daemon:
             text = None
         if text is None:
             self.pipe.failed_poll()
+            self._polled("failed", started, None)
             return
         if self.recorder:
             try:
@@ -159,6 +182,7 @@ class Daemon:
                   up.states, up.new, up.changed, up.gone, len(up.expired),
                   (time.process_time() - cpu) * 1000)
         self.send(out)
+        self._polled("partial" if up.partial else "ok", started, len(text))
 
     def master(self) -> bool:
         """With `carp carpN`: export only while MASTER (unknown counts as master, so a
@@ -205,12 +229,15 @@ class Daemon:
             while self.pending:
                 sig = self.pending.pop(0)
                 if sig in STATS_SIGNALS:
-                    log.info("statistics: %s", stats_line(self.pipe, self.sender))
+                    log.info("statistics: %s", stats.line(self.meter.statistics(self.pipe)))
                 elif sig == signal.SIGHUP:
                     log.info("SIGHUP: re-reading the configuration, timeouts and rules")
                     self.reconfigure()
                 else:
                     self.send(self.pipe.flush(time.time()))
-                    log.info("exiting on signal %d: %s", sig, stats_line(self.pipe, self.sender))
+                    st = self.meter.statistics(self.pipe)
+                    log.info("exiting on signal %d: %s", sig, stats.line(st))
+                    if self.stats_file:
+                        self.stats_file.write(st)
                     self.sender.close()
                     return 0

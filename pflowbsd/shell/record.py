@@ -27,6 +27,7 @@ from pflowbsd.config import Config
 from pflowbsd.pf import timeouts
 from pflowbsd.pf.states import parse_states
 from pflowbsd.pipeline import PfSide, Pipeline
+from pflowbsd.shell.pcapout import PcapWriter
 from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.sender import Sender
 
@@ -148,8 +149,9 @@ class Recorder:
         os.close(self.fd)
 
 
-def replay(cfg: Config, folder: str) -> int:
-    """Run the pipeline over a --record folder, its snapshot names as the clock."""
+def replay(cfg: Config, folder: str, capture: str | None = None) -> int:
+    """Run the pipeline over a --record folder, its snapshot names as the clock; with
+    `capture` (-w), every datagram sent also goes to that pcap file."""
     d = Path(folder)
     found = ((_snapshot_key(p.name), p) for p in d.glob("*.states"))
     snaps = [(k[0], p) for k, p in sorted((k, p) for k, p in found if k is not None)]
@@ -164,6 +166,8 @@ def replay(cfg: Config, folder: str) -> int:
         boot = snaps[0][0] - max((s.age_s or 0 for s in first), default=0)
         log.info("%s: no boottime; taking %d (the oldest state's creation)", folder, boot)
     sender = Sender(cfg.flowdst, cfg.flowsrc)
+    if capture:
+        sender.taps.append(PcapWriter(capture))
     pipe = Pipeline(cfg, side, boot)
     sender.send(pipe.start(snaps[0][0]).datagrams)
     say = RateLog()

@@ -16,10 +16,16 @@ import errno
 import logging
 import socket
 import time
+from typing import Protocol
 
 from pflowbsd.config import Endpoint, endpoint_text
 
 log = logging.getLogger("pflowbsd")
+
+
+class Tap(Protocol):
+    def sent(self, src: Endpoint, dst: Endpoint, datagram: bytes) -> None: ...
+    def failed(self, dst: Endpoint) -> None: ...
 
 
 class Sender:
@@ -31,6 +37,7 @@ class Sender:
         self.errors: dict[Endpoint, str | None] = {}
         self.failed_at: dict[Endpoint, float] = {}
         self.stats = stats if stats is not None else dict(datagrams=0, bytes=0, send_errors=0)
+        self.taps: list[Tap] = []  # told of each datagram sent or not (statistics, -w)
         for dst in dsts:
             fam = socket.AF_INET6 if ":" in dst[0] else socket.AF_INET
             s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -68,6 +75,11 @@ class Sender:
                 except OSError as e:
                     self.stats["send_errors"] += 1
                     self._fail(dst, e)
+                    for tap in self.taps:
+                        tap.failed(dst)
+                else:
+                    for tap in self.taps:
+                        tap.sent(s.getsockname()[:2], dst, d)
 
     def _ok(self, dst: Endpoint) -> None:
         if self.errors[dst] and time.monotonic() - self.failed_at[dst] > self.RECOVERED_AFTER:

@@ -1,0 +1,115 @@
+"""The statistics file: what the shell counts itself, and the file it writes after each poll.
+
+Strategy.  The pipeline and the sender keep their own counters; the Meter adds what only
+the shell sees (each poll's result, duration and pfctl output size, and each collector's
+sends, counted through the sender's tap so that they survive a new Sender on SIGHUP),
+hands all of it to stats.collect(), and StatsFile writes stats.prometheus() of the
+result atomically (a temporary file in the same folder, fsync, rename), so
+node_exporter's textfile collector never reads half a file.  The file is reopened by name
+each time: whoever can write its folder can write it, root or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from pflowbsd import stats
+from pflowbsd.config import Config, Endpoint, endpoint_text
+from pflowbsd.pipeline import Pipeline
+
+log = logging.getLogger("pflowbsd")
+STATE_DIR = "/var/db/pflowbsd"  # made by the rc.d scripts
+
+
+def stats_path(cfg: Config, state_dir: str = STATE_DIR) -> str | None:
+    """`stats-file PATH`; by default STATE_DIR/IF.prom when STATE_DIR exists; `none`: off."""
+    if cfg.stats_file == "none":
+        return None
+    if cfg.stats_file:
+        return cfg.stats_file
+    return os.path.join(state_dir, f"{cfg.instance}.prom") if os.path.isdir(state_dir) else None
+
+
+class Meter:
+    """The shell's counters: polls by result, the last poll's figures, sends per flowdst.
+    It is the Sender's tap (sent/failed)."""
+
+    def __init__(self, instance: str, started: float) -> None:
+        self.instance = instance
+        self.polls = dict.fromkeys(stats.POLL_RESULTS, 0)
+        self.gauges: dict[str, float | None] = {"started": started, "poll_seconds": None,
+                                                "pfctl_bytes": None, "last_poll": None}
+        self.per_collector: dict[str, dict[str, int]] = {}
+
+    def polled(self, result: str, seconds: float, pfctl_bytes: int | None, wall: float) -> None:
+        self.polls[result] += 1
+        self.gauges.update(poll_seconds=seconds, last_poll=wall)
+        if pfctl_bytes is not None:
+            self.gauges["pfctl_bytes"] = pfctl_bytes
+
+    def _counts(self, dst: Endpoint) -> dict[str, int]:
+        return self.per_collector.setdefault(endpoint_text(*dst), dict.fromkeys(stats.PER_COLLECTOR, 0))
+
+    def sent(self, src: Endpoint, dst: Endpoint, datagram: bytes) -> None:
+        c = self._counts(dst)
+        c["datagrams"] += 1
+        c["bytes"] += len(datagram)
+
+    def failed(self, dst: Endpoint) -> None:
+        self._counts(dst)["send_errors"] += 1
+
+    def collectors(self, dsts: list[Endpoint]) -> None:
+        """The configured flowdsts are listed from the start, at 0."""
+        for dst in dsts:
+            self._counts(dst)
+
+    def statistics(self, pipe: Pipeline) -> stats.Statistics:
+        return stats.collect(self.instance, pipe.stats(), self.per_collector, self.polls,
+                             len(pipe.tracker), self.gauges)
+
+
+class StatsFile:
+    """Writes the Prometheus text to `path` after each poll; a failure is logged once per
+    change of error and the daemon goes on."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.error: str | None = None
+
+    def write(self, st: stats.Statistics) -> None:
+        try:
+            write_atomically(self.path, stats.prometheus(st))
+        except OSError as e:
+            if self.error != e.strerror:
+                log.warning("statistics file %s: %s", self.path, e.strerror or e)
+                self.error = e.strerror
+            return
+        if self.error:
+            log.warning("statistics file %s: written again", self.path)
+            self.error = None
+
+
+def write_atomically(path: str, text: str) -> None:
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # node_exporter reads it as its own user
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read(path: str) -> stats.Statistics:
+    """The statistics in a file the daemon wrote (OSError, stats.StatsError)."""
+    return stats.parse_prometheus(Path(path).read_text(errors="replace"))

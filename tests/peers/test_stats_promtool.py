@@ -1,0 +1,106 @@
+"""The statistics file: the live daemon writes it after each poll, `promtool check metrics`
+(what node_exporter's textfile collector users run) accepts it without a warning, and
+`pflowbsd stats` prints it as `netstat -s -p pflow` prints pflow's counters."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+from tests.support import replaydata as rd
+from tests.support.peers import require
+from tests.system.test_live import a, b, c, run_live, standin
+
+
+def promtool(path) -> subprocess.CompletedProcess:
+    with open(path, "rb") as f:
+        return subprocess.run([require("promtool"), "check", "metrics"], stdin=f,
+                              capture_output=True, text=True)
+
+
+def samples(path) -> dict[str, str]:
+    out = {}
+    for line in open(path).read().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = value
+    return out
+
+
+def live_run(tmp_path, *words):
+    """A run with a failed poll (1), a cut table (3: partial) and B gone at poll 2."""
+    cut = a() + c()[:-30]
+    script = standin(tmp_path, [a() + b() + c(), "", a() + c(), cut], last=a() + c(), fail=(1,))
+    prom = tmp_path / "pflow0.prom"
+    status, before, after, err = run_live(script, until=6, words=["stats-file", str(prom), *words])
+    assert status == 0, err
+    return prom, before + after, err
+
+
+def test_the_live_statistics_file_passes_promtool_and_counts_every_poll(tmp_path):
+    prom, sent, err = live_run(tmp_path)
+    check = promtool(prom)
+    assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), check
+    got = samples(prom)
+    base = 'interface="pflow0"'
+    polls = {r: int(got[f'pflowbsd_polls_total{{{base},result="{r}"}}'])
+             for r in ("ok", "failed", "partial")}
+    assert polls["failed"] == 1 and polls["partial"] >= 1 and polls["ok"] >= 3, polls
+    assert got[f"pflowbsd_flows_total{{{base}}}"] == "2"  # B's two flows
+    dst = [k for k in got if k.startswith("pflowbsd_packets_total")]
+    assert len(dst) == 1 and 'flowdst="127.0.0.1:' in dst[0]
+    assert int(got[dst[0]]) == len(sent) == 1  # written at SIGTERM, after the flush
+    assert got[dst[0].replace("packets", "send_errors")] == "0"
+    assert got[f"pflowbsd_states{{{base}}}"] == "2"  # A and C
+    assert float(got[f"pflowbsd_poll_duration_seconds{{{base}}}"]) > 0
+    assert int(got[f"pflowbsd_pfctl_output_bytes{{{base}}}"]) > 0
+    mode = os.stat(prom).st_mode
+    assert stat.S_IMODE(mode) == 0o644  # node_exporter reads it as its own user
+    assert sorted(os.listdir(prom.parent)) == ["pf", "pflow0.prom"]  # no temporary left
+    assert "statistics file" not in err
+
+
+def test_pflowbsd_stats_prints_it_as_netstat_does(tmp_path):
+    prom, _sent, _err = live_run(tmp_path)
+    run = rd.pflowbsd("stats", "--stats-file", str(prom))
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:4] == ["pflow0:", "\t2 flows sent", "\t1 packet sent", "\t\t0 send error"]
+    assert any(line.startswith("\t") and line.endswith("1 failed, 1 partial") for line in lines), lines
+    as_json = json.loads(rd.pflowbsd("stats", "--json", "--stats-file", str(prom)).stdout)
+    assert as_json["flows"] == 2 and as_json["polls"]["failed"] == 1
+    # the path can come from the configuration file too, as the daemon reads it
+    conf = tmp_path / "pflowbsd.conf"
+    conf.write_text(f"flowdst 127.0.0.1:9995\nstats-file {prom}\n")
+    assert rd.pflowbsd("stats", "-f", str(conf)).stdout == run.stdout
+
+
+def test_pflowbsd_stats_errors_are_one_line(tmp_path):
+    missing = rd.pflowbsd("stats", "--stats-file", str(tmp_path / "none.prom"))
+    garbage = tmp_path / "garbage.prom"
+    garbage.write_text("this is not { a metrics file\n")
+    bad = rd.pflowbsd("stats", "--stats-file", str(garbage))
+    off = rd.pflowbsd("stats", "--stats-file", "none")
+    for run, says in ((missing, "No such file"), (bad, "not a Prometheus sample"),
+                      (off, "no statistics file")):
+        assert run.returncode == 1 and run.stdout == ""
+        assert len(run.stderr.strip().splitlines()) == 1 and says in run.stderr, run.stderr
+
+
+def test_an_unwritable_statistics_file_is_logged_once_and_the_daemon_goes_on(tmp_path):
+    script = standin(tmp_path, [a() + b()], last=a())
+    status, before, after, err = run_live(script, until=4,
+                                          words=["stats-file", str(tmp_path / "no" / "x.prom")])
+    assert status == 0, err
+    assert err.count("statistics file") == 1, err
+    assert len(before + after) == 1  # B was still exported
+
+
+def test_every_metric_is_in_the_manual():
+    from pflowbsd.stats import METRICS
+    from tests.peers.test_man import MAN, has_token, render
+
+    text = render(MAN / "pflowbsd.8")
+    assert [m.name for m in METRICS if not has_token(text, m.name)] == []
