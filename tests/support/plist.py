@@ -3,8 +3,8 @@ OpenBSD packing list that names it.
 
 Strategy.  `installed()` lists the paths, relative to PREFIX, that building a wheel of
 this tree and installing it with pypa/installer (what OpenBSD's MODPY_PYBUILD and
-FreeBSD's USE_PYTHON=pep517 run) produce: the console script, every module of the
-packages setuptools finds (each with its two byte-compiled files, optimization levels
+FreeBSD's USE_PYTHON=pep517 run) produce: the console script, every module (that git
+tracks) of the packages setuptools finds (each with its two byte-compiled files, optimization levels
 0 and 1, as installer writes them), the dist-info files and setup.cfg's data_files.
 That list was checked once against a real `pip wheel` + `python -m installer` run of
 this tree.  `openbsd_plist()` writes those paths in the ports tree's own variables
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import functools
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,19 +42,35 @@ def setup_cfg() -> configparser.ConfigParser:
     return cfg
 
 
+@functools.cache
+def source_files() -> list[Path]:
+    """The tree's files: those git tracks in a checkout (what a clone, an sdist and so a
+    package hold; a module still being written is not part of it yet), else all."""
+    try:
+        listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True,
+                                check=True).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        return sorted(p for p in ROOT.rglob("*") if p.is_file())
+    return sorted(ROOT / name for name in listed if name and (ROOT / name).is_file())
+
+
 def find_packages(include: list[str]) -> list[str]:
     """setuptools.find_packages, for this tree (setuptools is not in every venv): the
     folders with an __init__.py whose parents are packages too, matching `include`."""
+    files = set(source_files())
     found = []
-    tops = [d for d in ROOT.iterdir()
-            if d.is_dir() and any(fnmatch.fnmatchcase(d.name, p.split(".")[0]) for p in include)]
-    for init in sorted(i for top in tops for i in top.rglob("__init__.py")):
+    for init in sorted(f for f in files if f.name == "__init__.py"):
         parts = init.parent.relative_to(ROOT).parts
-        if all((ROOT.joinpath(*parts[:n]) / "__init__.py").exists() for n in range(1, len(parts))):
+        if all(ROOT.joinpath(*parts[:n], "__init__.py") in files for n in range(1, len(parts))):
             name = ".".join(parts)
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
                 found.append(name)
     return found
+
+
+def modules(folder: str) -> list[Path]:
+    """The .py files of one package folder (relative to ROOT)."""
+    return [f for f in source_files() if f.parent == ROOT / folder and f.suffix == ".py"]
 
 
 def version() -> str:
@@ -71,7 +89,7 @@ def installed() -> list[str]:
     for package in find_packages(include):
         folder = package.replace(".", "/")
         paths += [f"{site}/{folder}/", f"{site}/{folder}/__pycache__/"]
-        for module in sorted((ROOT / folder).glob("*.py")):
+        for module in modules(folder):
             paths.append(f"{site}/{folder}/{module.name}")
             for suffix in ("pyc", "opt-1.pyc"):
                 paths.append(f"{site}/{folder}/__pycache__/{module.stem}.{TAG}.{suffix}")

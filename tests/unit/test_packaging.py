@@ -16,7 +16,9 @@ REGENERATE = "rewrite it: python3 -m tests.support.plist > packaging/openbsd/pkg
 
 def test_installed_list_is_the_tree():
     paths = plist.installed()
-    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pflowbsd").rglob("*.py"))
+    modules = sorted(str(p.relative_to(ROOT)) for p in plist.source_files()
+                     if p.suffix == ".py" and p.relative_to(ROOT).parts[0] == "pflowbsd")
+    assert "pflowbsd/cli.py" in modules and "pflowbsd/collector/decode.py" in modules
     site = "lib/python3.11/site-packages/"
     assert sorted(p[len(site):] for p in paths if p.endswith(".py")) == modules
     assert "bin/pflowbsd" in paths and "share/man/man8/pflowbsd.8" in paths
