@@ -11,6 +11,7 @@ tokens back together as text for the rule grammar, with the offset of each token
 so a parse error can name its source line.  No I/O: files reach the front end
 (pflowbsd.rules.pfconf) through a ReadFile callable its caller passes in.
 """
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NoReturn
 
@@ -22,6 +23,10 @@ ReadFile = Callable[[str], str]
 SPECIALS = "(){}<>!=,/"
 STRING_MAX = 8192       # yylex()'s buffer: longer strings are an error
 TWO_CHAR = ("<>", "><", "!=", "<=", ">=", "->")
+# A word runs to white space (str.isspace, as \s is), a special, a comment
+# or quote, or `->`; `$` inside a word is a plain character.
+WORD = re.compile(r"""(?:[^\s(){}<>!=,/#"'-]|-(?!>))+""")
+BLANKS = re.compile(r"[ \t\r]+")
 
 
 class Token:
@@ -60,7 +65,8 @@ class Lexer:
                 space = True
                 continue
             if c in " \t\r":
-                self.pos += 1
+                m = BLANKS.match(text, self.pos)
+                self.pos = m.end() if m else self.pos + 1
                 space = True
                 continue
             if c == "#":
@@ -103,12 +109,8 @@ class Lexer:
                 self.pos += 1
             else:
                 start = self.pos
-                while self.pos < n and not (text[self.pos].isspace()
-                                            or text[self.pos] in SPECIALS
-                                            or text[self.pos] in "#\"'"):
-                    if text.startswith("->", self.pos):
-                        break
-                    self.pos += 1
+                m = WORD.match(text, start)
+                self.pos = m.end() if m else start
                 if self.pos == start:  # \v, \f, \x1f, NBSP: yylex() takes no such byte
                     self.error(f"syntax error: unexpected {c!r}")
                 yield Token("word", text[start:self.pos], self.line, space,
