@@ -4,8 +4,8 @@ Each collector gets its own datagrams (the pipeline says which) and never holds 
 others: a send that fails is counted and logged once per change of error, not per
 datagram.  A connected UDP socket reports a refusal (ICMP port unreachable) on the send
 after the one that caused it: so a send that fails with ECONNREFUSED is tried once
-more (the error was the last datagram's; this one may well arrive), and only a failed
-retry counts.  Sends alternate between failing and "working" while a collector is
+more (the error was the last datagram's, and counts as its loss; this one may well
+arrive).  Sends alternate between failing and "working" while a collector is
 down, so it is called back only after a quiet spell.  The counters outlive a new
 Sender (a SIGHUP that changes flowdst): pass the old one's stats.
 """
@@ -67,7 +67,9 @@ class Sender:
                 try:
                     try:
                         s.send(d)
-                    except ConnectionRefusedError:  # the ICMP error of an earlier one
+                    except ConnectionRefusedError as e:  # an earlier datagram's ICMP error:
+                        self.stats["send_errors"] += 1  # that one was lost; this one goes
+                        self._fail(dst, e)
                         s.send(d)
                     self.stats["datagrams"] += 1
                     self.stats["bytes"] += len(d)
