@@ -54,5 +54,5 @@ def report_poll(say: RateLog, errors: Sequence[tuple[int, str, str]],
         say("unparseable: more", logging.WARNING, "pfctl -ss: %d more unparseable lines",
             len(errors) - 3)
     if partial:
-        say("partial", logging.WARNING, "partial snapshot (%s): nothing expires this poll",
-            partial)
+        kind = "partial: " + "".join(c for c in partial if not c.isdigit())
+        say(kind, logging.WARNING, "partial snapshot (%s): nothing expires this poll", partial)
