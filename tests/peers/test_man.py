@@ -108,7 +108,7 @@ def test_the_file_grammar_is_documented():
 
 def test_manual_says_what_the_kernel_says():
     text = " ".join(render(MAN / "pflowbsd.8").split())
-    for fact in ("SIGHUP", "SIGTERM", "/etc/pflowbsd.pflowN.conf", "/var/run/pflowbsd.pid",
+    for fact in ("SIGHUP", "SIGTERM", "/etc/pflowbsd.pflowN.conf", "/var/run/pflowbsd.pflowN.pid",
                  "rcctl set pflowbsd flags -i pflow0", "sysrc pflowbsd_enable=YES",
                  "set state-defaults pflow", "256", "257", "258", "259", "creatorid",
                  "interface indexes", "30 seconds", "pflow(4)", "pf.conf(5)", "pfctl(8)",
