@@ -18,6 +18,7 @@ PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
   export pflow|all   select all|label PATTERN|interface IF|rule [ANCHOR] N
   carp carpN (export only while this firewall is its CARP master)
   stats-file PATH|none (the statistics, default /var/db/pflowbsd/IF.prom if that exists)
+  pfctl-timeout SECS (kill a longer pfctl run)   record-max SIZE (--record, default 1G)
 
 Daemon options:
   -a             Export every state, not only those pf flags `pflow`.
