@@ -33,7 +33,7 @@ from pflowbsd.shell.pfctl import Pfctl, PfctlError, boottime, carp_status, pfctl
 from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.record import Recorder
 from pflowbsd.shell.sender import Sender, Tap
-from pflowbsd.shell.statsfile import Meter, StatsFile, stats_path
+from pflowbsd.shell.statsfile import STATE_DIR, Meter, StatsFile, stats_path
 
 log = logging.getLogger("pflowbsd")
 # `pkill -INFO pflowbsd` (BSD ^T) or -USR1: the statistics, to the log.
@@ -56,19 +56,23 @@ class Daemon:
             raise
         self.side = PfSide(cfg)
         self.meter = Meter(cfg.instance, time.time())
+        self.stats_file: StatsFile | None = None
         self.taps: list[Tap] = [self.meter] + ([PcapWriter(capture)] if capture else [])
-        self._statistics(cfg)
+        self._statistics(cfg, first=True)
         self.pf_errors: dict[str, str] = {}  # pfctl call -> the failure last logged
         self.say = RateLog()
         self.carp_status: str | None = None
         self.pipe: Pipeline  # made by run()
 
-    def _statistics(self, cfg: Config) -> None:
+    def _statistics(self, cfg: Config, first: bool = False) -> None:
         """The meter and the -w capture see every send (the sender's taps); the stats file."""
         self.meter.collectors(cfg.flowdst)
         self.sender.taps = self.taps
         path = stats_path(cfg)
-        self.stats_file = StatsFile(os.path.abspath(path)) if path else None
+        path = os.path.abspath(path) if path else None
+        if first or path != (self.stats_file and self.stats_file.path):
+            log.info("statistics file: %s", path or f"none (stats-file none, or no {STATE_DIR})")
+        self.stats_file = StatsFile(path) if path else None
 
     def _polled(self, result: str, started: float, size: int | None) -> None:
         """After each poll: counted, and the stats file written."""
@@ -168,7 +172,8 @@ class Daemon:
             text = None
         if text is None:
             self.pipe.failed_poll()
-            self._polled("failed", started, None)
+            if not self.stopping():  # a poll cut short by SIGTERM did not fail
+                self._polled("failed", started, None)
             return
         if self.recorder:
             try:

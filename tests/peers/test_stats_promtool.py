@@ -59,7 +59,7 @@ def test_the_live_statistics_file_passes_promtool_and_counts_every_poll(tmp_path
     mode = os.stat(prom).st_mode
     assert stat.S_IMODE(mode) == 0o644  # node_exporter reads it as its own user
     assert sorted(os.listdir(prom.parent)) == ["pf", "pflow0.prom"]  # no temporary left
-    assert "statistics file" not in err
+    assert f"statistics file {prom}:" not in err  # no write failed
 
 
 def test_pflowbsd_stats_prints_it_as_netstat_does(tmp_path):
@@ -91,10 +91,10 @@ def test_pflowbsd_stats_errors_are_one_line(tmp_path):
 
 def test_an_unwritable_statistics_file_is_logged_once_and_the_daemon_goes_on(tmp_path):
     script = standin(tmp_path, [a() + b()], last=a())
-    status, before, after, err = run_live(script, until=4,
-                                          words=["stats-file", str(tmp_path / "no" / "x.prom")])
+    prom = tmp_path / "no" / "x.prom"
+    status, before, after, err = run_live(script, until=4, words=["stats-file", str(prom)])
     assert status == 0, err
-    assert err.count("statistics file") == 1, err
+    assert err.count(f"statistics file {prom}: No such file or directory") == 1, err
     assert len(before + after) == 1  # B was still exported
 
 
@@ -104,3 +104,23 @@ def test_every_metric_is_in_the_manual():
 
     text = render(MAN / "pflowbsd.8")
     assert [m.name for m in METRICS if not has_token(text, m.name)] == []
+
+
+def test_the_default_path_is_in_the_state_folder_when_it_exists(tmp_path):
+    from pflowbsd.config import Config, apply_words
+    from pflowbsd.shell.statsfile import stats_path
+
+    cfg = Config(instance="pflow3")
+    assert stats_path(cfg, str(tmp_path)) == str(tmp_path / "pflow3.prom")
+    assert stats_path(cfg, str(tmp_path / "missing")) is None
+    assert stats_path(apply_words(cfg, ["stats-file", "none"]), str(tmp_path)) is None
+    assert stats_path(apply_words(cfg, ["stats-file", "/x/y.prom"]), str(tmp_path)) == "/x/y.prom"
+
+
+def test_the_daemon_says_where_the_statistics_go(tmp_path):
+    script = standin(tmp_path, [a()], last=a())
+    prom = tmp_path / "s.prom"
+    *_, err = run_live(script, until=2, words=["--stats-file", str(prom)])
+    assert err.count(f"statistics file: {prom}") == 1, err
+    *_, err = run_live(script, until=4, words=["stats-file", "none"])
+    assert err.count("statistics file: none") == 1, err
