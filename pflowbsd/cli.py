@@ -17,6 +17,8 @@ PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
   pflowproto 5|10   mtu N   domain N   tmpl-interval SECS   nat on|off
   export pflow|all   select all|label PATTERN|interface IF|rule [ANCHOR] N
   carp carpN (export only while this firewall is its CARP master)
+  sync own|all (own: only states this host created)   active-timeout SECS
+  sampling N   ipfix-layout openbsd|openbsd-nat|freebsd   max-rate N (datagrams/s)
   stats-file PATH|none (the statistics, default /var/db/pflowbsd/IF.prom if that exists)
   pfctl-timeout SECS (kill a longer pfctl run)   record-max SIZE (--record, default 1G)
 
@@ -282,6 +284,7 @@ def _oneline(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
 
 def _checked(cfg: Config) -> Config:
     check(cfg)

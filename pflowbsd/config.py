@@ -47,6 +47,11 @@ class Config:
     carp: str | None = None  # export only while this carp interface is MASTER
     pfctl_timeout: float | None = None  # seconds; None: max(30, 3 x interval)
     record_max: int = 1 << 30  # bytes a --record folder may hold; the oldest go first
+    active_timeout: int = 0  # seconds; 0: export at removal only, as the kernel
+    sync: str = "all"  # "own": only states this host created (creatorid == Hostid)
+    sampling: int = 0  # advertised packet sampling interval; 0: not sent, as the kernel
+    ipfix_layout: str = "openbsd"  # the templates: openbsd, openbsd-nat or freebsd
+    max_rate: int = 0  # datagrams per second per collector; 0: unlimited, as the kernel
     stats_file: str | None = None  # None: /var/db/pflowbsd/IF.prom if that folder exists; "none": off
 
 
@@ -162,6 +167,12 @@ WORDS = {
     "carp": (True, _carp),
     "pfctl-timeout": (True, _set("pfctl_timeout", _seconds)),
     "record-max": (True, _set("record_max", _size)),
+    "active-timeout": (True, _set("active_timeout", _int(0, 2**31 - 1))),
+    "sync": (True, _set("sync", _choice(own="own", all="all"))),
+    "sampling": (True, _set("sampling", _int(0, 16383))),
+    "ipfix-layout": (True, _set("ipfix_layout", _choice(**{
+        "openbsd": "openbsd", "openbsd-nat": "openbsd-nat", "freebsd": "freebsd"}))),
+    "max-rate": (True, _set("max_rate", _int(0, 10**7))),
     "stats-file": (True, _set("stats_file", lambda w, v: v)),
     "-flowsrc": (False, lambda cfg, w, v: setattr(cfg, "flowsrc", None)),
     "-flowdst": (False, lambda cfg, w, v: cfg.flowdst.clear()),

@@ -20,6 +20,7 @@ from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, flow_pair
 from pflowbsd.pf import snapshot as pfsnapshot
 from pflowbsd.pf import timeouts
+from pflowbsd.pf.ifaces import IfconfigError, parse_ifconfig
 from pflowbsd.pf.record import State
 from pflowbsd.rules.model import Rule, Ruleset, RuleSyntaxError, parse_listing
 from pflowbsd.rules.select import Selector
@@ -28,12 +29,14 @@ from pflowbsd.tracker import Tracker, Update
 log = logging.getLogger("pflowbsd")
 
 # The configuration words that make a new Exporter (and so start its counters over).
-EXPORTER_WORDS = ("pflowproto", "mtu", "domain", "tmpl_interval", "nat")
+EXPORTER_WORDS = ("pflowproto", "mtu", "domain", "tmpl_interval", "nat", "ipfix_layout",
+                  "sampling")
 
 
 def exporter_for(cfg: Config) -> Exporter:
     return Exporter(proto=cfg.pflowproto, mtu=cfg.mtu, domain=cfg.domain,
-                    tmpl_interval=cfg.tmpl_interval, nat=cfg.nat)
+                    tmpl_interval=cfg.tmpl_interval, nat=cfg.nat, layout=cfg.ipfix_layout,
+                    sampling=cfg.sampling)
 
 
 class PfSide:
@@ -46,6 +49,10 @@ class PfSide:
         self.timeouts = dict(timeouts.DEFAULTS)
         self.ruleset: Ruleset | None = None
         self.info = timeouts.Info(None, None, None)
+        # UDP endpoints of our own collectors: states to them are our own export traffic
+        self.collectors = frozenset(cfg.flowdst)
+        self.own_traffic = 0  # states not selected because they carry our datagrams
+        self.not_ours = 0  # states not selected under `sync own` (another creatorid)
 
     def load(self, timeouts_text: str | None, rules_text: str | None,
              info_text: str | None) -> None:
@@ -68,7 +75,18 @@ class PfSide:
         return rs.lookup(st.anchor, st.rule) if rs is not None and st.rule is not None else None
 
     def select(self, st: State) -> bool:
-        return self.selector.decide(st, self.rule_of(st))[0]
+        if not self.selector.decide(st, self.rule_of(st))[0]:
+            return False
+        if self.cfg.sync == "own" and self.info.hostid and st.creatorid \
+                and st.creatorid.lower() != self.info.hostid.lower():
+            self.not_ours += 1  # pfsync brought it from the peer, which exports it
+            return False
+        if not self.cfg.export_all and st.proto == 17 and self.collectors and any(
+                (h.addr, h.port) in self.collectors
+                for h in (st.wire_src, st.wire_dst, st.stack_src, st.stack_dst)):
+            self.own_traffic += 1  # counting our own datagrams would feed the count
+            return False
+        return True
 
     def policy(self) -> timeouts.Policy:
         return timeouts.Policy(self.timeouts, self.rule_of)
@@ -90,7 +108,7 @@ class Pipeline:
 
     def __init__(self, cfg: Config, side: PfSide, boot: int) -> None:
         self.cfg, self.side, self.boot = cfg, side, boot
-        self.tracker = Tracker(side.policy(), side.select)
+        self.tracker = Tracker(side.policy(), side.select, cfg.active_timeout)
         self.exporter = exporter_for(cfg)
         self.skipped_polls = 0
         self.not_master = 0  # expired states a CARP backup tracked but did not export
@@ -115,6 +133,19 @@ class Pipeline:
         while (d := self.exporter.next_deadline()) is not None and d <= wall - self.boot:
             out += self.exporter.due(Clock(self.boot + d, d))
         return self._out(out)
+
+    def interfaces_read(self, text: str | None) -> None:
+        """The host's `ifconfig -a` (None: not read): the if_index of each name, for the
+        states first seen or changed from now on.  A text that is not ifconfig output
+        keeps the table known."""
+        if text is None:
+            return
+        try:
+            table = parse_ifconfig(text)
+        except IfconfigError as e:
+            log.info("interfaces: %s; if_index left as it was", e)
+            return
+        self.tracker.ifaces = {i.name: i.index for i in table if i.index}
 
     def side_loaded(self) -> None:
         """PfSide was re-read: the tracker's timeouts follow it."""
@@ -141,6 +172,8 @@ class Pipeline:
         if not export:
             self.not_master += len(up.expired)
         else:
+            for entry in up.active:  # active-timeout spans of live states first
+                out += self.exporter.export_state(*flow_pair(entry), now)
             for entry in up.expired:
                 out += self.exporter.export_state(*flow_pair(entry), now)
         return up, self._out(out)
@@ -156,7 +189,11 @@ class Pipeline:
         old, self.cfg, self.side = self.cfg, cfg, side
         self.tracker.select = side.select
         self.tracker.policy = side.policy()
+        if cfg.active_timeout != old.active_timeout:
+            self.tracker.set_active_timeout(cfg.active_timeout)
+        before = self.exporter
         pending = self.exporter.flush(self.clock(wall))
+        flushed = bool(pending)
         if any(getattr(cfg, w) != getattr(old, w) for w in EXPORTER_WORDS):
             self.exporter = exporter_for(cfg)
             pending += self.exporter.start(self.clock(wall))
@@ -164,8 +201,18 @@ class Pipeline:
             # pflowioctl(SIOCSETPFLOW): a new destination gets the templates at once,
             # ahead of the flushed data, which it could not decode without them
             pending = self.exporter.start(self.clock(wall)) + pending
-        return self._out(pending)
+            flushed = False
+        out = self._out(pending)
+        # A renewed exporter's templates come after the old one's flushed data: a
+        # collector new to us gets the old templates ahead of that data.
+        fresh = [d for d in cfg.flowdst if d not in old.flowdst]
+        if fresh and flushed:
+            lead = before.templates(self.clock(wall))
+            for d in fresh:
+                out.datagrams[d] = lead + out.datagrams[d]
+        return out
 
     def stats(self) -> dict[str, int]:
         return {**self.tracker.stats, "skipped_polls": self.skipped_polls,
-                "not_master": self.not_master, **self.exporter.stats}
+                "not_master": self.not_master, "own_traffic": self.side.own_traffic,
+                "not_ours": self.side.not_ours, **self.exporter.stats}

@@ -45,6 +45,7 @@ TAIL, KEY = snapshot.TRACK_TAIL, snapshot.TRACK_KEY
 # (uptime seconds), then the counters exported so far: packets[0], packets[1],
 # bytes[0], bytes[1].
 EXPORTED = struct.Struct("<qQQQQ")
+NO_IF = (0, 0)  # if_index in, out: no interface table
 
 @dataclass(slots=True)
 class Update:
@@ -178,7 +179,8 @@ class Tracker:
         p0, p1, b0, b1 = flows.entry_counters(old)
         rule = self.rules.get(t[-KEY:]) if st.rule is None else None
         last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        entry = flows.pack_entry(st, first, int(last), flows.if_indexes(st, self.ifaces))
+        ifidx = flows.if_indexes(st, self.ifaces) if self.ifaces else NO_IF
+        entry = flows.pack_entry(st, first, int(last), ifidx)
         went_down = (st.packets[0] < p0 or st.packets[1] < p1
                      or st.bytes[0] < b0 or st.bytes[1] < b1)
         if flows.entry_key(entry) != flows.entry_key(old) or went_down:
@@ -211,7 +213,8 @@ class Tracker:
             self._tail_of[key] = t
             heapq.heappush(self._due, (first + self.active_timeout, key))
         # _final() clamps Last into [First, gone]
-        return flows.pack_entry(st, first, int(last), flows.if_indexes(st, self.ifaces))
+        ifidx = flows.if_indexes(st, self.ifaces) if self.ifaces else NO_IF
+        return flows.pack_entry(st, first, int(last), ifidx)
 
     def set_active_timeout(self, secs: int) -> None:
         """Turn the active timeout on, off or to another value (SIGHUP): the states

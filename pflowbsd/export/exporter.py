@@ -64,8 +64,11 @@ class Encoding(Protocol):
         (sc_sequence).  Each protocol writes the one its header carries."""
         ...
 
-    def template(self, now: Clock, sequence: int) -> bytes | None:
-        """The template message at `now`, or None for a protocol without templates."""
+    template_records: int  # data records a template message carries (sampling: 1)
+
+    def template(self, now: Clock, sequence: int, records: bool = True) -> bytes | None:
+        """The template message at `now`, or None for a protocol without templates.
+        records=False leaves out its data records (the sampling options record)."""
         ...
 
 
@@ -77,6 +80,7 @@ class _V5:
         self.order: tuple[int, ...] = (0,)
         self.maxcount = {0: v5.maxcount(mtu)}
         self.sampling = sampling
+        self.template_records = 0
 
     def records(self, flow1: Flow, flow2: Flow, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
         if flow1.af != socket.AF_INET:
@@ -104,7 +108,7 @@ class _V5:
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
         return v5.pack_header(len(records), now, gcounter, self.sampling) + b"".join(records)
 
-    def template(self, now: Clock, sequence: int) -> bytes | None:
+    def template(self, now: Clock, sequence: int, records: bool = True) -> bytes | None:
         return None
 
 
@@ -123,8 +127,9 @@ class _IPFIX:
         self.domain = domain
         self.nat = nat or layout != "openbsd"
         self.template_set = ipfix.template_set(ids, table)
-        if sampling:
-            self.template_set += ipfix.sampling_sets(domain, sampling)
+        self.options = ipfix.sampling_sets(domain, sampling) if sampling else (b"", b"")
+        # RFC 7011 10.3.2: the options data record counts in the sequence like any other
+        self.template_records = 1 if sampling else 0
         self.maxcount = {tid: ipfix.maxcount(tid, mtu, table) for tid in ids}
         if layout == "openbsd-nat":  # if_pflow.c 1.112: maxcount4 from the NAT record
             self.maxcount[256] = self.maxcount[257]
@@ -156,8 +161,10 @@ class _IPFIX:
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
         return ipfix.message(ipfix.data_set(key, records), now, sequence, self.domain)
 
-    def template(self, now: Clock, sequence: int) -> bytes:
-        return ipfix.message(self.template_set, now, sequence, self.domain)
+    def template(self, now: Clock, sequence: int, records: bool = True) -> bytes:
+        options, record = self.options
+        return ipfix.message(self.template_set + options + (record if records else b""),
+                             now, sequence, self.domain)
 
 
 PROTOCOLS: dict[int, Callable[..., Encoding]] = {PFLOW_PROTO_5: _V5, PFLOW_PROTO_10: _IPFIX}
@@ -212,8 +219,9 @@ class Exporter:
 
     def templates(self, now: Clock) -> list[bytes]:
         """The template message for one new collector, out of turn: the timer is left
-        as it is (every collector then gets the next one on it)."""
-        msg = self._encoding.template(now, self._sequence)
+        as it is (every collector then gets the next one on it), and so is the
+        sequence: the sampling record waits for that next one."""
+        msg = self._encoding.template(now, self._sequence, records=False)
         if msg is None:
             return []
         self.stats["datagrams"] += 1
@@ -271,5 +279,6 @@ class Exporter:
             return []
         self.stats["datagrams"] += 1
         self.stats["templates"] += 1
+        self._sequence += self._encoding.template_records
         self._tmpl_deadline = now.up + self.tmpl_interval
         return [msg]

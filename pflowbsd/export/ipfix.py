@@ -304,14 +304,14 @@ def template_set(template_ids: Iterable[int], table: dict[int, Template] = TEMPL
     return SET_HEADER.pack(TMPL_SET_ID, SET_HEADER.size + len(body)) + body
 
 
-def sampling_sets(domain: int, interval: int) -> bytes:
+def sampling_sets(domain: int, interval: int) -> tuple[bytes, bytes]:
     """The options template set (id 3) for samplingPacketInterval, scoped to the
     observation domain, and the data set holding its one record."""
     fields = ((IE_observationDomainId, 4), (IE_samplingPacketInterval, 4))
     body = OPTIONS_HEADER.pack(OPTIONS_ID, len(fields), 1) + b"".join(
         FIELD_SPEC.pack(ie, length) for ie, length in fields)
     options = SET_HEADER.pack(OPTIONS_SET_ID, SET_HEADER.size + len(body)) + body
-    return options + data_set(OPTIONS_ID, [OPTIONS.pack(domain & U32, interval & U32)])
+    return options, data_set(OPTIONS_ID, [OPTIONS.pack(domain & U32, interval & U32)])
 
 
 def data_set(template_id: int, records: list[bytes]) -> bytes:

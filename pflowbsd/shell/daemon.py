@@ -16,6 +16,7 @@ one; if any of it fails, one error line and the old one runs on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -28,8 +29,9 @@ from pflowbsd import stats
 from pflowbsd.config import Config, endpoint_text
 from pflowbsd.pf import timeouts
 from pflowbsd.pipeline import Output, PfSide, Pipeline
+from pflowbsd.shell.pacer import Pacer
 from pflowbsd.shell.pcapout import PcapWriter
-from pflowbsd.shell.pfctl import Pfctl, PfctlError, boottime, carp_status, pfctl_for
+from pflowbsd.shell.pfctl import Pfctl, PfctlError, boottime, carp_status, ifconfig_all, pfctl_for
 from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.record import Recorder
 from pflowbsd.shell.sender import Sender, Tap
@@ -49,6 +51,7 @@ class Daemon:
         self.cfg, self.reload = cfg, reload  # reload() -> a fresh Config (SIGHUP)
         self.pf = self._pfctl(cfg)
         self.sender = Sender(cfg.flowdst, cfg.flowsrc)
+        self.pacer = Pacer(cfg.max_rate)  # max-rate; idle while it is 0
         try:
             self.recorder = Recorder(record, cfg.record_max) if record else None
         except OSError:
@@ -116,7 +119,23 @@ class Daemon:
         return text
 
     def send(self, out: Output) -> None:
-        self.sender.send(out.datagrams)
+        if self.cfg.max_rate or self.pacer.held:
+            self.pacer.set_rate(self.cfg.max_rate)
+            self.sender.send(self.pacer.offer(out.datagrams, time.monotonic()))
+        else:
+            self.sender.send(out.datagrams)
+
+    def interfaces(self, wall: float) -> str | None:
+        """`ifconfig -a`, once a poll, for if_index; recorded when it changes."""
+        try:
+            text = ifconfig_all()
+        except PfctlError as e:
+            self.say("ifconfig", logging.INFO, "ifconfig -a: %s; if_index stays 0", e.reason)
+            return None
+        if self.recorder:
+            with contextlib.suppress(OSError):
+                self.recorder.interfaces(text, wall)
+        return text
 
     def load_side(self, info: str | None = None) -> None:
         """Timeouts, rules and `-si -v` (unless the caller just read it) from pfctl."""
@@ -180,6 +199,7 @@ class Daemon:
                 self.recorder.snapshot(text, wall, info)
             except OSError as e:
                 self.say("record", logging.ERROR, "--record: %s", e.strerror or e)
+        self.pipe.interfaces_read(self.interfaces(wall))
         cpu = time.process_time()
         up, out = self.pipe.poll(text, wall, export=self.master(), entries=entries)
         report_poll(self.say, up.errors, self.pipe.partial_reason)
@@ -226,6 +246,8 @@ class Daemon:
             wait = next_poll - time.monotonic()
             if out.next_deadline is not None:
                 wait = min(wait, out.next_deadline - time.time())
+            if (paced := self.pacer.next_due()) is not None:  # max-rate: a backlog drains
+                wait = min(wait, paced - time.monotonic())
             if not self.pending and sel.select(max(0.0, wait)):
                 try:
                     self.rsock.recv(64)
@@ -240,6 +262,7 @@ class Daemon:
                     self.reconfigure()
                 else:
                     self.send(self.pipe.flush(time.time()))
+                    self.pacer.drain(self.sender.send)
                     st = self.meter.statistics(self.pipe)
                     log.info("exiting on signal %d: %s", sig, stats.line(st))
                     if self.stats_file:

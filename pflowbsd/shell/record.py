@@ -25,8 +25,10 @@ from pathlib import Path
 
 from pflowbsd.config import Config
 from pflowbsd.pf import timeouts
+from pflowbsd.pf.ifaces import IfconfigError, parse_ifconfig
 from pflowbsd.pf.states import parse_states
 from pflowbsd.pipeline import PfSide, Pipeline
+from pflowbsd.shell import pacer
 from pflowbsd.shell.pcapout import PcapWriter
 from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.sender import Sender
@@ -135,6 +137,20 @@ class Recorder:
         self.total += size
         self.prune()
 
+    def interfaces(self, text: str, wall: float) -> None:
+        """`ifconfig -a` (if_index): DIR/ifconfig as first read, then `<t>.ifconfig`
+        each time its names or indexes change (not its counters), so a replay resolves
+        the same names to the same indexes."""
+        try:
+            seen: object = [(i.name, i.index) for i in parse_ifconfig(text)]
+        except IfconfigError:
+            seen = text
+        if seen == getattr(self, "_ifconfig", None):
+            return
+        self._ifconfig = seen
+        with contextlib.suppress(FileExistsError):
+            self._write("ifconfig" if not self._size("ifconfig") else f"{int(wall)}.ifconfig", text)
+
     def prune(self) -> None:
         """record-max: the oldest snapshots go until the folder holds no more (the
         newest always stays)."""
@@ -165,14 +181,16 @@ def replay(cfg: Config, folder: str, capture: str | None = None) -> int:
         first = parse_states(snaps[0][1].read_text(errors="replace")).states
         boot = snaps[0][0] - max((s.age_s or 0 for s in first), default=0)
         log.info("%s: no boottime; taking %d (the oldest state's creation)", folder, boot)
-    sender = Sender(cfg.flowdst, cfg.flowsrc)
+    sender = pacer.blocking(Sender(cfg.flowdst, cfg.flowsrc), cfg.max_rate)
     if capture:
         sender.taps.append(PcapWriter(capture))
     pipe = Pipeline(cfg, side, boot)
+    pipe.interfaces_read(read_optional(d / "ifconfig"))
     sender.send(pipe.start(snaps[0][0]).datagrams)
     say = RateLog()
     for t, path in snaps:
         sender.send(pipe.due(t).datagrams)
+        pipe.interfaces_read(read_optional(d / f"{t}.ifconfig"))
         info = read_optional(path.with_suffix(".info"))
         entries = timeouts.parse_info(info).states if info is not None else None
         up, out = pipe.poll(path.read_text(errors="replace"), t, entries=entries)

@@ -10,6 +10,7 @@ records repeat the packet count, as the kernel does: counted once per export).
 from __future__ import annotations
 
 import struct
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as hs
@@ -91,7 +92,7 @@ def test_spans_sum_to_the_final_counters_and_never_overlap(history, secs):
         spans = [flows.entry_times(e) for e in entries]
         for (f, last) in spans:
             assert f <= last
-        for (_f1, l1), (f2, _l2) in zip(spans, spans[1:], strict=False):
+        for (_f1, l1), (f2, _l2) in pairwise(spans):
             assert f2 > l1
         for e in entries:
             c = flows.entry_counters(e)
