@@ -11,8 +11,8 @@ decode, Tracker.update, flow_pair and Exporter (NetFlow v5) for every expired st
 flush.  Interleaved best of three: floor(A), first poll (a new tracker sees A), then
 steady poll (the same tracker sees B), and floor(B).  The tracker's counts are checked
 against the workload (new, gone, changed, 0 parse errors) before any figure is printed.
-Peak RSS during the first poll above the RSS before it (A's bytes loaded) is measured
-in a child process, per state; so is what the tracker keeps once the poll is done.
+Peak RSS during the first poll above the RSS before it is measured in a child process
+that holds only A's bytes, per state; so is what the tracker keeps once the poll is done.
 
 The lines before #16's rewrite (poll_N_changedP_cpu_s, states_per_s, bytes_per_state by
 tracemalloc) came from a steady poll with 1 % new / 1 % gone / 0 or 10 % changed and no
@@ -27,6 +27,7 @@ import json
 import random
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,10 +94,11 @@ def check(u: Update, what: str, states: int, new: int, gone: int, changed: int) 
                          f" expired) {got}, the workload made {want}")
 
 
-def child(n: int) -> None:
-    """In a fresh process: the first poll's peak RSS above the RSS before it, and what
-    stays once it is done (the tracker), as one JSON line."""
-    a, _b, _counts = workload(n, 0, 0, 0)
+def child(path: str) -> None:
+    """In a fresh process that holds only table A's bytes (read from the file the parent
+    wrote, so no garbage of building it is left to reuse): the first poll's peak RSS
+    above the RSS before it, and what stays once it is done (the tracker), as JSON."""
+    a = Path(path).read_bytes()
     holder: list[Tracker] = []
 
     def run() -> object:
@@ -117,7 +119,7 @@ def main() -> None:
                     help="share of A's survivors with new counters (default 0.01)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="20,000 states (a smoke run)")
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args.child)
@@ -140,7 +142,10 @@ def main() -> None:
     }, args.runs)
     check(last["first"][0], "first poll", n, n, 0, 0)  # type: ignore[index]
     check(last["steady"][0], "steady poll", n - n_gone + n_new, n_new, n_gone, n_changed)  # type: ignore[index]
-    mem = common.in_child(__file__, [str(n)])
+    with tempfile.NamedTemporaryFile(prefix="poll-", suffix=".txt") as f:
+        f.write(a)
+        f.flush()
+        mem = common.in_child(__file__, [f.name])
     print(f"# {n} states, {len(a):,} bytes of pfctl -ss -vv; steady: {n_new} new, {n_gone} gone,"
           f" {n_changed} changed; best of {args.runs}; {common.interpreter()}")
     print(common.figure(f"first_poll_{n}", best["first"], best["floor_a"],
