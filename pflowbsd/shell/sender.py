@@ -70,6 +70,8 @@ class Sender:
                     except ConnectionRefusedError as e:  # an earlier datagram's ICMP error:
                         self.stats["send_errors"] += 1  # that one was lost; this one goes
                         self._fail(dst, e)
+                        for tap in self.taps:
+                            tap.failed(dst)
                         s.send(d)
                     self.stats["datagrams"] += 1
                     self.stats["bytes"] += len(d)

@@ -124,3 +124,25 @@ def test_the_daemon_says_where_the_statistics_go(tmp_path):
     assert err.count(f"statistics file: {prom}") == 1, err
     *_, err = run_live(script, until=4, words=["stats-file", "none"])
     assert err.count("statistics file: none") == 1, err
+
+
+def test_the_per_collector_counts_add_up_to_the_senders_own():
+    """The meter counts through the sender's tap: per flowdst, and in sum what
+    sender.stats counts, failures included (a refusing collector)."""
+    from pflowbsd.shell.sender import Sender
+    from pflowbsd.shell.statsfile import Meter
+
+    with rd.listener() as up, rd.listener() as gone:
+        dsts = [("127.0.0.1", up.getsockname()[1]), ("127.0.0.1", gone.getsockname()[1])]
+    with rd.listener() as up:  # the second port is closed now: its sends are refused
+        dsts[0] = ("127.0.0.1", up.getsockname()[1])
+        sender, meter = Sender(dsts), Meter("pflow0", 0.0)
+        sender.taps.append(meter)
+        for _ in range(20):
+            sender.send({d: [b"x" * 100] for d in dsts})
+        sender.close()
+    counts = meter.per_collector
+    assert counts[f"127.0.0.1:{dsts[0][1]}"] == {"datagrams": 20, "bytes": 2000, "send_errors": 0}
+    assert counts[f"127.0.0.1:{dsts[1][1]}"]["send_errors"] > 0
+    for key in ("datagrams", "bytes", "send_errors"):
+        assert sum(c[key] for c in counts.values()) == sender.stats[key], (key, counts, sender.stats)
