@@ -335,9 +335,10 @@ def check_addresses(st: State) -> State:
     """The state, if inet_pton() takes its addresses as flows.pack_entry() will; else
     ValueError.  (The tracker's path, per new or changed state: the bulk parser's
     regexes only shape them.)"""
-    for h in (st.wire_src, st.wire_dst, st.stack_src, st.stack_dst):
-        try:
-            socket.inet_pton(socket.AF_INET6 if ":" in h.addr else socket.AF_INET, h.addr)
+    for af, h in ((st.af, st.wire_src), (st.af, st.wire_dst), (st.stack_af, st.stack_src),
+                  (st.stack_af, st.stack_dst)):
+        try:  # each side's two hosts of its one family
+            socket.inet_pton(socket.AF_INET6 if af == "inet6" else socket.AF_INET, h.addr)
         except OSError:
             raise ValueError(f"bad address {h.addr[:60]!r}") from None
     return st

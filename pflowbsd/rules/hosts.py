@@ -71,7 +71,8 @@ def pf_number(text: str) -> int:
     return int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
 
 
-NUMBER = pp.Regex(r"0x[0-9a-fA-F]+|[0-9]+").set_parse_action(lambda t: pf_number(t[0]))
+NUMBER = pp.Regex(r"(?:0x[0-9a-fA-F]{1,16}|[0-9]{1,20})(?![0-9a-fA-F])").set_parse_action(
+    lambda t: pf_number(t[0]))  # longer than 64 bits: not a number yylex() takes
 NOT = pp.Opt(pp.Literal("!")).set_parse_action(lambda t: bool(t))
 
 RESERVED = {
@@ -143,7 +144,7 @@ def _host_word(t: pp.ParseResults) -> Host:
     neg, word = t[0], t[1]
     bits = t[2] if len(t) > 2 else None
     af = address_af(word)
-    if bits == 0 and (word.isdigit() or af):
+    if bits == 0 and ((word.isascii() and word.isdigit()) or af):
         # 0/0 prints as any, yet host_v4/host_v6 gave it a family
         return Host(neg, "any", "any", af or "inet")
     if af:
@@ -155,7 +156,7 @@ def _host_word(t: pp.ParseResults) -> Host:
     v4 = short_v4(word)
     if v4 and bits is not None:
         return Host(neg, "addr", norm_address(v4, bits), "inet")
-    if word.isdigit():
+    if word.isascii() and word.isdigit() and len(word) <= 3 and int(word) < 256:
         # pfctl (host_v4) takes a bare number as an IPv4 network.
         return Host(neg, "addr", norm_address(
             str(ipaddress.ip_address(int(word) << 24)), bits or 8), "inet")

@@ -34,7 +34,7 @@ def _slot(m: re.Match[str]) -> tuple[str, object] | None:
         return "Q", m.group(1)
     word = m.group(2)
     if "." not in word:
-        return "N", int(word)
+        return ("N", int(word)) if len(word) <= 20 else None  # past 64 bits: the grammar's
     addr, _, bits = word.partition("/")
     try:
         ip = ipaddress.IPv4Address(addr)
@@ -44,7 +44,7 @@ def _slot(m: re.Match[str]) -> tuple[str, object] | None:
         return None
     if not bits:
         return "A", addr
-    if int(bits) >= 32:
+    if len(bits) > 2 or int(bits) >= 32:
         return None
     net = ipaddress.ip_network(word, strict=False)
     if str(net.network_address) != addr:

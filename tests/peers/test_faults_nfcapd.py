@@ -66,13 +66,9 @@ def run_daemon(tmp_path, port: int) -> tuple[int, str, list[bool]]:
             time.sleep(0.05)
         alive.append(proc.poll() is None)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err, alive
+        status, err, _ = fp.stop(proc)
+    return status, err, alive
 
 
 def test_every_fault_in_one_run_loses_nothing_and_invents_nothing(tmp_path):

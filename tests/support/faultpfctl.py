@@ -3,7 +3,7 @@
 `-ss -vv` call N (counted from 0) serves snap<N>.txt, else `last`; with hang<N> it
 starts a grandchild (its pid in `grandchild`) and sleeps, never printing; with
 forever<N> it prints `last` in a loop without end.  `-si -v` serves info<N> (N: the
--ss calls made so far), else `info`.  Every call is logged to `calls`.  What is empty,
+-ss calls made so far), else `info`, and fails with failinfo<N>.  Every call is logged to `calls`.  What is empty,
 garbage, cut or of an unknown protocol is simply the snapshot text the test writes.
 """
 
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 SCRIPT = r"""#!/bin/sh
@@ -26,7 +29,9 @@ case "$*" in
     if [ -e "$D/forever$n" ]; then exec yes "$(cat "$D/last")"; fi
     if [ -e "$D/snap$n.txt" ]; then cat "$D/snap$n.txt"; else cat "$D/last"; fi ;;
   "-st") printf 'tcp.established     86400s\nudp.multiple           60s\n' ;;
-  "-si -v") if [ -e "$D/info$n" ]; then cat "$D/info$n"; else cat "$D/info"; fi ;;
+  "-si -v")
+    if [ -e "$D/failinfo$n" ]; then echo "pfctl: DIOCGETSTATUS: Permission denied" >&2; exit 1; fi
+    if [ -e "$D/info$n" ]; then cat "$D/info$n"; else cat "$D/info"; fi ;;
   "-a * -sr -vv") printf '@0 pass out all flags S/SA keep state (pflow)\n' ;;
   *) echo "pfctl: unexpected arguments: $*" >&2; exit 2 ;;
 esac
@@ -77,3 +82,16 @@ def alive(pid: int) -> bool:
         with contextlib.suppress(OSError):
             return "\nState:\tZ" not in status.read_text()
     return True
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[int, str, float]:
+    """SIGTERM the daemon; (exit status, its stderr, seconds it took to exit)."""
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err, time.monotonic() - t

@@ -37,25 +37,12 @@ def wait_polls(script: str, n: int, proc: subprocess.Popen, limit: float = 15) -
         time.sleep(0.05)
 
 
-def stop(proc: subprocess.Popen) -> tuple[int, str, float]:
-    """SIGTERM; (status, stderr, seconds to exit)."""
-    t = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err, time.monotonic() - t
-
-
 def test_a_hung_pfctl_is_killed_with_its_grandchildren_and_the_next_poll_works(tmp_path):
     script = fp.standin(tmp_path / "pf", {}, udp(1), {}, 1, hang=(1,))
     with rd.listener() as s:
         proc = start(script, s.getsockname()[1], "pfctl-timeout", "1")
         wait_polls(script, 4, proc)
-        status, err, _ = stop(proc)
+        status, err, _ = fp.stop(proc)
     assert status == 0, err
     assert fp.polls(script) >= 4, err
     assert "-ss -vv: timed out after 1 s" in err, err
@@ -71,7 +58,7 @@ def test_sigterm_while_pfctl_hangs_exits_within_two_seconds_and_flushes(tmp_path
         proc = start(script, s.getsockname()[1])
         wait_polls(script, 3, proc)
         time.sleep(0.5)  # inside the hung -ss
-        status, err, took = stop(proc)
+        status, err, took = fp.stop(proc)
         got = rd.drain(s)
     assert status == 0 and took < 2, (took, err)
     assert len(got) == 1  # the held v5 datagram with state 2's two flows
@@ -83,9 +70,41 @@ def test_endless_output_is_cut_at_its_bound_and_the_next_poll_works(tmp_path):
     with rd.listener() as s:
         proc = start(script, s.getsockname()[1])
         wait_polls(script, 4, proc)
-        status, err, _ = stop(proc)
+        status, err, _ = fp.stop(proc)
     assert status == 0, err
     assert "-ss -vv: output over" in err and fp.polls(script) >= 4, err
+
+
+def test_only_si_failing_is_logged_once_not_every_poll(tmp_path):
+    script = fp.standin(tmp_path / "pf", {}, udp(1), {}, 1)
+    for k in range(1, 6):
+        (tmp_path / "pf" / f"failinfo{k}").write_text("")
+    with rd.listener() as s:
+        proc = start(script, s.getsockname()[1])
+        wait_polls(script, 8, proc)
+        status, err, _ = fp.stop(proc)
+    assert status == 0, err
+    assert err.count("DIOCGETSTATUS") == 1 and err.count("works again") == 1, err
+
+
+def test_replay_judges_a_poll_by_its_own_info_and_old_recordings_as_before(tmp_path):
+    from pflowbsd.config import Config
+    from pflowbsd.shell.record import replay
+
+    for folder, with_info in ((tmp_path / "new", True), (tmp_path / "old", False)):
+        folder.mkdir()
+        (folder / "boottime").write_text("1000\n")
+        for t, ns in ((2000, [1, 2, 3]), (2010, [1]), (2020, [1, 2, 3])):
+            (folder / f"{t}.states").write_text("".join(udp(n) for n in ns))
+            if with_info:
+                (folder / f"{t}.info").write_text(fp.info(3))
+        with rd.listener() as s:
+            cfg = Config(flowdst=[("127.0.0.1", s.getsockname()[1])], export_all=True)
+            assert replay(cfg, str(folder)) == 0
+            got = rd.drain(s)
+        # new: 2010 is 1 of 3 current entries, partial; old: states 2 and 3 end at 2010
+        # (and come back as new states, still present at the end)
+        assert len(got) == (0 if with_info else 1), folder
 
 
 def test_a_sighup_in_the_first_moments_is_queued_not_fatal(tmp_path):
@@ -101,7 +120,7 @@ def test_a_sighup_in_the_first_moments_is_queued_not_fatal(tmp_path):
             proc.send_signal(signal.SIGHUP)
             time.sleep(0.02)
         wait_polls(script, 2, proc)
-        status, err, _ = stop(proc)
+        status, err, _ = fp.stop(proc)
     assert status == 0, err
 
 
@@ -119,7 +138,7 @@ def test_sighup_to_a_broken_configuration_keeps_the_running_one(tmp_path, broken
         n = fp.polls(script)
         wait_polls(script, n + 3, proc)
         assert proc.poll() is None
-        status, err, _ = stop(proc)
+        status, err, _ = fp.stop(proc)
         got = rd.drain(s)
     assert status == 0 and "configuration not reloaded" in err, err
     assert len(got) == 1, err  # state 2 still reached the running flowdst
@@ -153,7 +172,7 @@ def test_a_second_instance_with_the_same_pidfile_is_refused(tmp_path):
                              f"127.0.0.1:{s.getsockname()[1]}", timeout=30)
         assert second.returncode == 1 and "held by a running pflowbsd" in second.stderr
         assert pidfile.read_text().strip() == str(first.pid)
-        status, err, _ = stop(first)
+        status, err, _ = fp.stop(first)
     assert status == 0 and not pidfile.exists(), err
 
 
@@ -179,7 +198,7 @@ def test_record_files_are_private_and_bounded_by_record_max(tmp_path):
     with rd.listener() as s:
         proc = start(script, s.getsockname()[1], "record-max", "25K", args=("--record", str(rec)))
         wait_polls(script, 8, proc)
-        status, err, _ = stop(proc)
+        status, err, _ = fp.stop(proc)
     assert status == 0, err
     snaps = sorted(rec.glob("*.states"))
     assert 1 <= len(snaps) <= 3, snaps  # the oldest went
