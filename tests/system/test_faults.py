@@ -107,6 +107,20 @@ def test_replay_judges_a_poll_by_its_own_info_and_old_recordings_as_before(tmp_p
         assert len(got) == (0 if with_info else 1), folder
 
 
+def test_the_poll_time_is_when_pfctl_started(tmp_path):
+    script = fp.standin(tmp_path / "pf", {}, udp(1), {}, 1, slow=(1,))
+    rec = tmp_path / "rec"
+    with rd.listener() as s:
+        proc = start(script, s.getsockname()[1], args=("--record", str(rec)))
+        wait_polls(script, 3, proc)
+        status, err, _ = fp.stop(proc)
+    assert status == 0, err
+    started = int((tmp_path / "pf" / "started1").read_text())
+    times = sorted(int(p.name.split(".")[0]) for p in rec.glob("*.states"))
+    # the second snapshot is named by the moment pfctl began, not 2 s later
+    assert started - 1 <= times[1] <= started, (started, times)
+
+
 def test_a_sighup_in_the_first_moments_is_queued_not_fatal(tmp_path):
     script = fp.standin(tmp_path / "pf", {}, udp(1), {}, 1)
     with rd.listener() as s:
