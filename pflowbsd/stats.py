@@ -55,10 +55,14 @@ METRICS = (
     Metric("skipped_lines", "pflowbsd_skipped_lines_total", "counter",
            "Lines of pfctl -ss output that could not be read."),
     Metric("new", "pflowbsd_new_states_total", "counter", "States seen for the first time."),
+    Metric("changed", "pflowbsd_changed_states_total", "counter",
+           "Times a tracked state was seen again with new counters or timers."),
     Metric("expired", "pflowbsd_expired_states_total", "counter",
            "States gone from a complete table."),
     Metric("exported", "pflowbsd_exported_states_total", "counter",
            "Expired states that were selected and exported."),
+    Metric("active_exports", "pflowbsd_active_exports_total", "counter",
+           "Exports of a living state's gains by active-timeout."),
     Metric("not_master", "pflowbsd_not_master_states_total", "counter",
            "Expired states not exported because this firewall was not the CARP master."),
     Metric("skipped_v6", "pflowbsd_skipped_v6_states_total", "counter",
@@ -78,7 +82,8 @@ BY_KEY = {m.key: m for m in METRICS}
 BY_NAME = {m.name: m for m in METRICS}
 # The pipeline's (tracker's, exporter's) counter behind each key it provides.
 PIPELINE_KEYS = {"flows": "flows", "templates": "templates", "skipped_lines": "parse_errors",
-                 "new": "new", "expired": "expired", "exported": "exported",
+                 "new": "new", "changed": "changed", "expired": "expired",
+                 "exported": "exported", "active_exports": "active_exports",
                  "not_master": "not_master", "skipped_v6": "skipped_v6",
                  "split_records": "split_records"}
 PER_COLLECTOR = ("datagrams", "bytes", "send_errors")  # the Sender's, per flowdst
@@ -213,6 +218,7 @@ def netstat(st: Statistics) -> str:
     for key, text in (("templates", "template set{} sent"), ("states", "state{} tracked"),
                       ("new", "new state{}"), ("expired", "state{} expired"),
                       ("exported", "state{} exported"),
+                      ("active_exports", "active-timeout export{} of living states"),
                       ("not_master", "state{} not exported while not CARP master"),
                       ("skipped_v6", "IPv6 state{} skipped by NetFlow v5"),
                       ("split_records", "record{} added by splitting big counters"),

@@ -23,6 +23,7 @@ import os
 import stat
 from pathlib import Path
 
+from pflowbsd import stats
 from pflowbsd.config import Config
 from pflowbsd.pf import timeouts
 from pflowbsd.pf.ifaces import IfconfigError, parse_ifconfig
@@ -32,6 +33,7 @@ from pflowbsd.shell import pacer
 from pflowbsd.shell.pcapout import PcapWriter
 from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.sender import Sender
+from pflowbsd.shell.statsfile import Meter, StatsFile
 
 log = logging.getLogger("pflowbsd")
 SIDE_FILES = ("timeouts", "rules", "info")
@@ -184,6 +186,9 @@ def replay(cfg: Config, folder: str, capture: str | None = None) -> int:
     sender = pacer.blocking(Sender(cfg.flowdst, cfg.flowsrc), cfg.max_rate)
     if capture:
         sender.taps.append(PcapWriter(capture))
+    meter = Meter(cfg.instance, snaps[0][0])  # the statistics, on the recording's clock
+    meter.collectors(cfg.flowdst)
+    sender.taps.append(meter)
     pipe = Pipeline(cfg, side, boot)
     pipe.interfaces_read(read_optional(d / "ifconfig"))
     sender.send(pipe.start(snaps[0][0]).datagrams)
@@ -195,13 +200,13 @@ def replay(cfg: Config, folder: str, capture: str | None = None) -> int:
         entries = timeouts.parse_info(info).states if info is not None else None
         up, out = pipe.poll(path.read_text(errors="replace"), t, entries=entries)
         report_poll(say, up.errors, pipe.partial_reason)
+        meter.polled("partial" if up.partial else "ok", None, None, t)
         sender.send(out.datagrams)
     sender.send(pipe.due(snaps[-1][0]).datagrams)
     sender.send(pipe.flush(snaps[-1][0]).datagrams)
-    log.info("replay done: %d snapshots; %s", len(snaps), stats_line(pipe, sender))
+    st = meter.statistics(pipe)
+    log.info("replay done: %d snapshots; %s", len(snaps), stats.line(st))
+    if cfg.stats_file not in (None, "none"):  # only when asked: not the live default
+        StatsFile(cfg.stats_file).write(st)
     sender.close()
     return 0
-
-
-def stats_line(pipe: Pipeline, sender: Sender) -> str:
-    return " ".join(f"{k}={v}" for k, v in {**pipe.stats(), **sender.stats}.items())

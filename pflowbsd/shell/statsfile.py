@@ -44,9 +44,13 @@ class Meter:
                                                 "pfctl_bytes": None, "last_poll": None}
         self.per_collector: dict[str, dict[str, int]] = {}
 
-    def polled(self, result: str, seconds: float, pfctl_bytes: int | None, wall: float) -> None:
+    def polled(self, result: str, seconds: float | None, pfctl_bytes: int | None,
+               wall: float) -> None:
+        """A poll ended at `wall` (None: not measured, as in a replay)."""
         self.polls[result] += 1
-        self.gauges.update(poll_seconds=seconds, last_poll=wall)
+        self.gauges["last_poll"] = wall
+        if seconds is not None:
+            self.gauges["poll_seconds"] = seconds
         if pfctl_bytes is not None:
             self.gauges["pfctl_bytes"] = pfctl_bytes
 

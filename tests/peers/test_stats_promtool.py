@@ -146,3 +146,16 @@ def test_the_per_collector_counts_add_up_to_the_senders_own():
     assert counts[f"127.0.0.1:{dsts[1][1]}"]["send_errors"] > 0
     for key in ("datagrams", "bytes", "send_errors"):
         assert sum(c[key] for c in counts.values()) == sender.stats[key], (key, counts, sender.stats)
+
+
+def test_replay_writes_the_statistics_it_is_given_a_file_for(recording, tmp_path):
+    prom = tmp_path / "replay.prom"
+    run, got, _port = rd.capture(recording, "--stats-file", str(prom))
+    assert run.returncode == 0, run.stderr
+    check = promtool(prom)
+    assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), check
+    st = json.loads(rd.pflowbsd("stats", "--json", "--stats-file", str(prom)).stdout)
+    assert st["polls"] == {"ok": len(rd.SNAPS), "failed": 0, "partial": 0}
+    assert sum(st["datagrams"].values()) == len(got) and sum(st["send_errors"].values()) == 0
+    assert st["flows"] == len(rd.expected_v5())
+    assert "poll_seconds" not in st and "replay done: 4 snapshots; polls=" in run.stderr
