@@ -11,6 +11,7 @@ or IPv6 header.  The pcap and UDP layouts are collector/pcap.py's, which reads t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import struct
@@ -38,18 +39,25 @@ TTL = 64
 
 
 def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of data."""
+    """The Internet checksum (RFC 1071) of data.  The ones' complement sum of the 16-bit
+    words is the number the bytes spell modulo 0xffff (2^16 = 1 modulo 0xffff), with
+    0xffff for 0 unless every byte is 0: one big-integer operation, not a word loop."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
+    total = int.from_bytes(data, "big") % 0xFFFF
+    if total == 0 and data.count(0) != len(data):
+        total = 0xFFFF
     return ~total & 0xFFFF
+
+
+@functools.lru_cache(maxsize=64)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)  # the same few socket addresses, datagram after datagram
 
 
 def udp_packet(src: Endpoint, dst: Endpoint, payload: bytes, ident: int = 0) -> bytes:
     """The IPv4 or IPv6 packet carrying payload from src to dst, checksums filled in."""
-    s, d = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
+    s, d = _address(src[0]), _address(dst[0])
     length = UDP.size + len(payload)
     if s.version == 4:
         pseudo = struct.pack("!4s4sBBH", s.packed, d.packed, 0, IPPROTO_UDP, length)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import struct
 
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
 from pflowbsd.collector.pcap import read_pcap
 from pflowbsd.shell.pcapout import IPV4, IPV6, checksum, file_header, record, udp_packet
 
@@ -26,6 +29,16 @@ def test_checksum_is_rfc1071():
     # RFC 1071 4.1's example: 0001 f203 f4f5 f6f7 sums to ddf2, so the checksum is 220d
     assert checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
     assert checksum(b"\x01") == checksum(b"\x01\x00")
+
+
+@settings(max_examples=300, deadline=1000)
+@given(hs.binary(max_size=64) | hs.lists(hs.sampled_from([b"\0", b"\xff"]), max_size=40).map(b"".join))
+def test_checksum_is_the_word_by_word_ones_complement_sum(data):
+    padded = data + b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(padded) // 2}H", padded))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert checksum(data) == ~total & 0xFFFF
 
 
 def test_ipv4_packet_headers_and_checksums():
