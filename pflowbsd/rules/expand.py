@@ -300,6 +300,7 @@ def expand(spec: Spec, rs: Ruleset, anchor: str, tok: Token, text: str,
             one["ifaces"] = [(False, scoped)]
         rule = rule_from_spec(one, anchor, None, tok.line, text)
         rule.printed = print_spec(one)
+        rule.spec = one
         rule.src = Endpoint(printed_host(sh, one["af"]), sp)
         rule.dst = Endpoint(printed_host(dh, one["af"]), dp)
         rules.append(rule)

@@ -56,6 +56,9 @@ class Rule:
     text: str = ""
     call: str | None = None            # anchor rules: the path they call
     printed: str | None = None         # as pfctl -nv prints it, if known
+    # pf.conf: the expanded rule's spec, every word it was written with
+    # (the optimizer compares rules on it)
+    spec: Spec | None = field(default=None, repr=False, compare=False)
 
     @property
     def ruleset(self) -> str:

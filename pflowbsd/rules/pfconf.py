@@ -22,6 +22,7 @@ from pflowbsd.rules.hosts import pf_number
 from pflowbsd.rules.ifa import IfTable
 from pflowbsd.rules.lexer import Lexer, ReadFile, Token, join, line_at
 from pflowbsd.rules.model import Ruleset, RuleSyntaxError, anchor_path
+from pflowbsd.rules.optimize import automatic_tables
 from pflowbsd.rules.shapes import parse_rule_cached
 
 RULE_WORDS = {"pass", "block", "match", "anchor", "nat", "rdr", "binat",
@@ -356,8 +357,9 @@ def parse_pfconf(text: str, name: str = "pf.conf",
                  read_file: ReadFile | None = None,
                  defines: Mapping[str, str] | None = None,
                  interfaces: IfTable | Mapping[str, Sequence[tuple[str, int]]]
-                 | None = None) -> Ruleset:
-    """Parse a pf.conf into a Ruleset numbered as `pfctl -o none` would.
+                 | None = None, optimize: bool = False) -> Ruleset:
+    """Parse a pf.conf into a Ruleset numbered as `pfctl -o none` would
+    (optimize: after the optimizer's table pass, pflowbsd.rules.optimize).
 
     interfaces is the host's interface table (or a map of a name to its
     (address, prefixlen) list), for rules that name an interface, a group
@@ -369,5 +371,7 @@ def parse_pfconf(text: str, name: str = "pf.conf",
     reader = Reader(name, read_file, defines, interfaces)
     reader.run(text, name)
     reader.check_queues()
+    if optimize:
+        reader.rs.rules = automatic_tables(reader.rs.rules)
     ruleexpand.expand_nr_macros(reader.rs)
     return reader.rs

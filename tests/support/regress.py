@@ -1,6 +1,7 @@
 """Shared helpers for the pfctl regression tests (tests/fixtures/pfctl-regress)."""
 import re
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 from pflowbsd.pf.ifaces import parse_ifconfig
@@ -43,10 +44,40 @@ INTERFACES = IfTable(parse_ifconfig(
     (FIXTURES / "ifconfig" / "regress.txt").read_text()))
 
 
-def expanded(stem):
+# The Makefile's pfloadanchors targets load these with pfctl's default
+# optimizer (`pfctl -a regress -v -f -`, no `-o none`) and list them with
+# `pfctl -a 'regress/*' -sr | sed -e 's/__automatic_[0-9a-f]*_.*>/__automatic_>/'`;
+# every other pfN.ok is `pfctl -o none -nv`.
+LOAD_ANCHORS = frozenset(("pf112", "pf113"))
+AUTOMATIC = re.compile(r"__automatic_[0-9a-f_]*")
+
+
+@cache
+def expanded(stem, optimize=None):
+    """pfN.in as pfctl read it for pfN.ok (optimize None) or as asked;
+    parsed once per run (the tests only read the result)."""
     return parse_pfconf(read_fixture(f"{stem}.in"), "stdin",
                         read_file=read_fixture, defines=defines(stem),
-                        interfaces=INTERFACES)
+                        interfaces=INTERFACES,
+                        optimize=stem in LOAD_ANCHORS if optimize is None
+                        else optimize)
+
+
+def sed_automatic(rules):
+    """The optimizer's table names as the Makefile's sed leaves them: its
+    `__automatic_<random id>_<n>` (ours: pfctl -n's `__automatic_<k>`) is
+    `__automatic_`; a listing's `:count` goes too."""
+    out = []
+    for r in rules:
+        for side in ("src", "dst"):
+            end = getattr(r, side)
+            if end.host and end.host.kind == "table" and \
+                    end.host.value.startswith("__automatic_"):
+                host = end.host._replace(value=AUTOMATIC.sub(
+                    "__automatic_", end.host.value.split(":")[0]))
+                r = replace(r, **{side: end._replace(host=host)})
+        out.append(r)
+    return out
 
 
 def reachable(rules, loaded=()):
@@ -65,11 +96,13 @@ def reachable(rules, loaded=()):
     return out
 
 
+@cache
 def printed(stem):
     return parse_listing(read_fixture(f"{stem}.ok"), f"{stem}.ok",
                          numbered=False)
 
 
+@cache
 def loaded(stem, kind="loaded"):
     return parse_listing(read_fixture(f"{stem}.{kind}"), f"{stem}.{kind}")
 

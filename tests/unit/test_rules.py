@@ -164,9 +164,10 @@ def test_shape_cache_gives_what_the_grammar_gives():
 def test_printer_prints_rules_as_pfctl_nv_does():
     """Every rule line of the regress pfN.ok files the printer covers comes
     out as pfctl printed it; the others (translation, routing, ...) give
-    None, never a wrong line."""
-    from pflowbsd.rules.grammar import parse_rule_text
+    None, never a wrong line.  Read through the shape cache (the product's
+    path, checked against the grammar above; test_regress warms it)."""
     from pflowbsd.rules.printer import print_spec
+    from pflowbsd.rules.shapes import parse_rule_cached
     from tests.support.regress import REGRESS
     same = covered = 0
     for path in sorted(REGRESS.glob("pf[0-9]*.ok")):
@@ -175,7 +176,7 @@ def test_printer_prints_rules_as_pfctl_nv_does():
             if not line.startswith(("pass", "block", "match")):
                 continue
             try:
-                spec = parse_rule_text(line)
+                spec = parse_rule_cached(line)
             except Exception:
                 continue
             got = print_spec(spec)
@@ -209,3 +210,61 @@ def test_ifconfig_a_of_both_systems():
     assert fbsd[1].addresses[0].network == "172.16.0.0/20"
     with pytest.raises(IfconfigError, match=r"^ifconfig -a:1: not ifconfig"):
         parse_ifconfig("garbage\n")
+
+
+# --- the optimizer's table pass (pflowbsd.rules.optimize) --------------------
+
+def _optimized(conf):
+    from pflowbsd.rules.pfconf import parse_pfconf
+    return parse_pfconf(conf, "f", optimize=True).rules
+
+
+def _addrs(n, base="10.0.0."):
+    return "{ " + " ".join(f"{base}{i}" for i in range(1, n + 1)) + " }"
+
+
+def test_six_rules_differing_in_one_address_become_a_table():
+    """TABLE_THRESHOLD is 6: five stay rules, six are one rule on a table,
+    numbered from 0 again, and `$nr` is the number after merging."""
+    five = _optimized(f"pass from {_addrs(5)}\npass label \"r$nr\"\n")
+    assert [r.src.host.value for r in five][:5] == [
+        f"10.0.0.{i}" for i in range(1, 6)]
+    six = _optimized(f"pass from {_addrs(6)}\npass label \"r$nr\"\n")
+    assert [(r.nr, r.src.host.kind, r.src.host.value) for r in six] == [
+        (0, "table", "__automatic_0"), (1, "any", "any")]
+    assert six[0].printed == "pass inet from <__automatic_0> to any flags S/SA"
+    assert six[1].label == "r1"
+
+
+def test_tables_are_named_by_the_runs_table_counter():
+    """add_opt_table() numbers every table it starts, small ones too: the
+    two-address list takes __automatic_0 and stays two rules."""
+    rules = _optimized(f"pass in from {_addrs(2)}\n"
+                       f"pass out to {_addrs(6, '10.1.0.')}\n")
+    assert [r.dst.host.value for r in rules] == [
+        "any", "any", "__automatic_1"]
+
+
+def test_barriers_and_breaks_keep_rules_apart():
+    """A label puts each rule in its own superblock; a differing port
+    (NOMERGE) lets rules share a superblock but not a table, so each port
+    gets its own; a differing action (BREAK) splits superblocks."""
+    labelled = _optimized(f'pass from {_addrs(6)} label "x"\n')
+    assert len(labelled) == 6
+    ports = _optimized(f"pass proto tcp from {_addrs(6)} to port {{ 22 80 }}\n")
+    assert [(r.src.host.value, r.dst.port.lo) for r in ports] == [
+        ("__automatic_0", 22), ("__automatic_1", 80)]
+    lines = "".join(f"{'pass' if i % 2 else 'block'} from 10.0.0.{i}\n"
+                    for i in range(12))
+    assert len(_optimized(lines)) == 12
+
+
+def test_optimizer_off_by_default_and_in_each_anchor():
+    from pflowbsd.rules.pfconf import parse_pfconf
+    conf = f"pass from {_addrs(6)}\nanchor a {{\n pass to {_addrs(6)}\n}}\n"
+    assert len(parse_pfconf(conf, "f").rules) == 13
+    rules = _optimized(conf)
+    assert [(r.anchor, r.nr, r.src.host.value, r.dst.host.value)
+            for r in rules] == [
+        ("", 0, "__automatic_0", "any"), ("", 1, "any", "any"),
+        ("a", 0, "any", "__automatic_1")]
