@@ -23,9 +23,11 @@ ReadFile = Callable[[str], str]
 SPECIALS = "(){}<>!=,/"
 STRING_MAX = 8192       # yylex()'s buffer: longer strings are an error
 TWO_CHAR = ("<>", "><", "!=", "<=", ">=", "->")
-# A word runs to white space (str.isspace, as \s is), a special, a comment
-# or quote, or `->`; `$` inside a word is a plain character.
-WORD = re.compile(r"""(?:[^\s(){}<>!=,/#"'-]|-(?!>))+""")
+# A word runs to white space, a special, a comment or quote, or `->`; `$`
+# inside a word is a plain character.  Only printable ASCII: pfctl runs in
+# the C locale, where isalnum() and ispunct() take no byte above 0x7e, so a
+# UTF-8 letter is a byte yylex() returns alone (a syntax error).
+WORD = re.compile(r"""(?:[$%&*+.0-9:;?@A-Z\[\\\]^_`a-z|~]|-(?!>))+""")
 BLANKS = re.compile(r"[ \t\r]+")
 
 

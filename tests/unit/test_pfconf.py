@@ -180,14 +180,36 @@ def test_glued_macro_is_read_with_the_text_after_it():
 
 
 def test_dollar_inside_a_word_is_a_plain_character():
-    """yylex expands `$` only where a token starts; allowed_in_string()
-    lets `$` into a word, so `$a$b` is a's value then `$b` as text, while
-    a value ending in punctuation lets the next `$` start a token."""
+    """`$a$b`: pfctl expands a, and b only when a's value ends a word.
+
+    yylex() (OpenBSD sbin/pfctl/parse.y 1.718) expands a macro only where a
+    token starts, and never inside a value being read:
+        if (c == '$' && !expanding) {
+    the value is pushed back between START_EXPAND and DONE_EXPAND, and
+    igetc() clears `expanding` as it reads past the value:
+        else if (c == DONE_EXPAND)
+                expanding = 0;
+    but the word loop that reads the value's last word goes on through the
+    `$` that follows, which it takes as a letter:
+        } while ((c = lgetc(0)) != EOF && (allowed_in_string(c)));
+    (allowed_in_string() is isalnum() or any ispunct() but ( ) { } < > ! =
+    / # ,).  FreeBSD's yylex() has `if (c == '$' && parsebuf == NULL)` and
+    reads the value from parsebuf, cleared at its NUL: the same outcome.
+    So `$a$b` is a's value glued to the text `$b`, unless a's value is
+    empty or ends in white space or one of those specials, where the `$`
+    starts the next token and b is expanded.
+    """
     rs = parse_pfconf('a = "em"\nb = "0"\npass on $a$b\n', "f")
     assert rs.rules[0].ifname == "em$b"
     rs = parse_pfconf('a = "{ 22,"\nb = "80 }"\n'
                       "pass proto tcp to port $a$b\n", "f")
     assert [r.dst.port.lo for r in rs.rules] == [22, 80]
+    # an empty value: nothing is read before the `$`, which starts a token
+    rs = parse_pfconf('a = ""\nb = "em0"\npass on $a$b\n', "f")
+    assert rs.rules[0].ifname == "em0"
+    # a value ending in a blank ends its word there
+    rs = parse_pfconf('a = "in "\nb = "on em0"\npass $a$b\n', "f")
+    assert (rs.rules[0].direction, rs.rules[0].ifname) == ("in", "em0")
 
 
 def test_macro_in_quotes_is_not_expanded():
@@ -268,3 +290,13 @@ def test_antispoof_for_an_unknown_interface_gives_no_rule_and_says_so():
     assert [r.nr for r in rs.rules] == [0]
     assert rs.warnings == ["f:1: antispoof for em9: no such interface on "
                            "this host, no rules (as pfctl)"]
+
+
+def test_non_ascii_outside_quotes_is_a_syntax_error():
+    """pfctl reads pf.conf in the C locale: allowed_in_string()'s isalnum()
+    and ispunct() take no byte above 0x7e, so `²` or `é` is a byte yylex()
+    returns alone, which no rule takes; inside quotes anything goes."""
+    for word in ("²", "é", "em0²"):
+        with pytest.raises(RuleSyntaxError, match="syntax error"):
+            parse_pfconf(f"pass from {word}\n", "f")
+    assert parse_pfconf('pass label "é²"\n', "f").rules[0].label == "é²"
