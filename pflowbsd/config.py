@@ -58,6 +58,11 @@ class Config:
 _V6_PORT = re.compile(r"^\[([^\]]+)\](?::(\d+))?$")
 
 
+def _shown(value: str) -> str:
+    """A bad value as an error line quotes it: at most 40 characters of it."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
 def endpoint_text(addr: str | None, port: int) -> str:
     """ADDR:PORT as an operator writes it, IPv6 in brackets; `?` for an unknown address."""
     addr = addr or "?"
@@ -76,20 +81,20 @@ def parse_endpoint(text: str, need_port: bool) -> tuple[str, int]:
     try:
         addr = str(ipaddress.ip_address(addr))
     except ValueError:
-        raise ConfigError(f"{text!r}: not a numeric IPv4 or IPv6 address") from None
+        raise ConfigError(f"{_shown(text)}: not a numeric IPv4 or IPv6 address") from None
     if port is None:
         if need_port:
             raise ConfigError(f"{text!r}: a port is required (flowdst ADDR:PORT)")
         return addr, 0
     if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-        raise ConfigError(f"{text!r}: bad port")
+        raise ConfigError(f"{_shown(text)}: bad port")
     return addr, int(port)
 
 
 def _int(lo: int, hi: int) -> Callable[[str, str], int]:
     def conv(word: str, value: str) -> int:
         if not re.fullmatch(r"[0-9]{1,20}", value) or not lo <= int(value) <= hi:
-            raise ConfigError(f"{word} {value!r}: want a whole number from {lo} to {hi}")
+            raise ConfigError(f"{word} {_shown(value)}: want a whole number from {lo} to {hi}")
         return int(value)
     return conv
 
@@ -108,7 +113,7 @@ def _seconds(word: str, value: str) -> float:
     except ValueError:
         v = -1
     if not 0.1 <= v <= 86400:  # below 0.1 s the poll loop would only spin
-        raise ConfigError(f"{word} {value!r}: want seconds, from 0.1 to 86400")
+        raise ConfigError(f"{word} {_shown(value)}: want seconds, from 0.1 to 86400")
     return v
 
 
@@ -119,7 +124,7 @@ def _size(word: str, value: str) -> int:
     """SIZE: bytes, or with a K, M, G or T suffix (powers of 1024)."""
     m = re.fullmatch(r"([0-9]{1,15})([KMGT]?)", value.upper())
     if not m or not int(m[1]):
-        raise ConfigError(f"{word} {value!r}: want a size such as 500M or 1G")
+        raise ConfigError(f"{word} {_shown(value)}: want a size such as 500M or 1G")
     return int(m[1]) * _SIZE_UNITS[m[2]]
 
 
