@@ -15,12 +15,16 @@ K counting every table started in the run, small ones too.  A loaded
 ruleset's tables are renamed `__automatic_<random id>_<n>`
 (pf_opt_create_table(), arc4random()), which no reader of pf.conf can know.
 
-Not modelled: pass 1 (remove_identical_rules) and pass 3 (reorder_rules,
-which reorders a superblock for skip steps), so only numbers of rules
-outside merged superblocks are sure.  No I/O here.
+Pass 1 (remove_identical_rules()) runs first: a rule that another of its
+superblock covers (exclude_supersets(): no interface, both directions, any
+protocol or port, a wider network, no family) is dropped.  Not modelled:
+pass 3 (reorder_rules(), which reorders a superblock for skip steps), so
+only numbers of rules outside merged superblocks are sure.  No I/O here.
 """
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import cast
 
 from pflowbsd.rules.grammar import Spec
 from pflowbsd.rules.hosts import Endpoint, Host, Port
@@ -70,7 +74,7 @@ def inclusive(first: Spec, spec: Spec) -> bool:
     a, b = ifname(first), ifname(spec)
     if (interface_group(a) or interface_group(b)) and a.lower() != b.lower():
         return False
-    return break_fields(first) == break_fields(spec)
+    return break_fields(comparable(first)) == break_fields(comparable(spec))
 
 
 def side(spec: Spec, key: str) -> tuple[Host | None, list[Port] | None]:
@@ -100,6 +104,113 @@ class Table:
     def __init__(self, name: str, first: Host) -> None:
         self.name, self.hosts = name, [first]
         self.generated = False
+
+
+Comparable = dict[str, object]
+
+
+def comparable(spec: Spec) -> Comparable:
+    """comparable_rule(DC): the rule's fields as pf_rule holds them once
+    expanded (one interface, protocol, host and port; flags as set)."""
+    out = dict(spec)
+    out.pop("all", None)        # a way of writing from any to any
+    out["direction"], out["af"] = spec.get("direction"), spec.get("af")
+    keep = spec.get("keep_state")
+    out["keep_state"] = (keep or "keep") if spec["action"] == "pass" \
+        and keep != "no" else (keep if keep != "no" else None)
+    ifaces = spec.get("ifaces") or [(False, "")]
+    out["ifaces"] = ifaces[0]
+    protos = spec.get("protos")
+    proto = protos[0] if protos else None
+    out["protos"] = proto
+    flags = spec.get("flags")
+    if flags is None and spec["action"] == "pass" and \
+            spec.get("keep_state") != "no":
+        flags = "S/SA"
+    out["flags"] = None if flags == "any" or (proto and proto != "tcp") \
+        else flags
+    for key in ("from", "to"):
+        host, ports = side(spec, key)
+        out[key] = (address(host), ports)
+    return out
+
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = tuple[bool, str, Net | str | None]
+Side = tuple[Address, object]
+
+
+def address(host: Host | None) -> Address:
+    """(neg, kind, value); an ADDRMASK host's value is its network."""
+    if host is None or host.kind == "any":
+        return (bool(host and host.neg), "mask", None)
+    if host.kind == "addr":
+        return (host.neg, "mask", ipaddress.ip_network(host.value,
+                                                       strict=False))
+    return (host.neg, host.kind, host.value)
+
+
+def covers(sup: Address, sub: Address, same_af: bool) -> Address:
+    """sub's address as exclude_supersets() leaves it: none under a
+    0/0, sup's own under a wider network of the same family."""
+    sneg, skind, snet = sup
+    bneg, bkind, bnet = sub
+    if skind == "mask" and snet is None and not sneg and not bneg:
+        return (False, "mask", None)
+    if skind == bkind == "mask" and sneg == bneg and same_af and \
+            isinstance(snet, (ipaddress.IPv4Network, ipaddress.IPv6Network)) \
+            and isinstance(bnet, type(snet)) and \
+            snet.prefixlen < bnet.prefixlen and bnet.subnet_of(snet):  # type: ignore[arg-type]
+        return sup
+    return sub
+
+
+def exclude_supersets(sup: Comparable, sub: Comparable) -> None:
+    """exclude_supersets(): what sup covers is cleared from sub."""
+    sif = cast(tuple[bool, str], sup["ifaces"])
+    bif = cast(tuple[bool, str], sub["ifaces"])
+    if not sif[1]:
+        sub["ifaces"] = (bif[0], "")
+    if sup.get("direction") is None:
+        sub["direction"] = None
+    if (sup["protos"] is None or sup["protos"] == sub["protos"]) and \
+            sup["flags"] is None and sub["flags"] is not None:
+        sub["flags"] = None
+    if sup["protos"] is None:
+        sub["protos"] = None
+    for key in ("from", "to"):
+        saddr, sports = cast(Side, sup[key])
+        baddr, bports = cast(Side, sub[key])
+        sub[key] = (covers(saddr, baddr, sup.get("af") == sub.get("af")),
+                    bports if sports else None)
+    if sup.get("af") is None:
+        sub["af"] = None
+
+
+def remove_identical(block: list[Rule]) -> list[Rule]:
+    """remove_identical_rules(): of two rules one of which covers the
+    other, the covered one goes."""
+    alive = list(block)
+    comps = {id(r): comparable(r.spec or {}) for r in block}
+    i = 0
+    while i < len(alive):
+        j, dropped_i = i + 1, False
+        while j < len(alive):
+            a, b = dict(comps[id(alive[i])]), dict(comps[id(alive[j])])
+            a2, b2 = dict(a), dict(b)
+            exclude_supersets(a, b)
+            exclude_supersets(b2, a2)
+            if a == b:
+                del alive[j]
+                continue
+            if a2 == b2:
+                del alive[i]
+                dropped_i = True
+                break
+            j += 1
+        if not dropped_i:
+            i += 1
+    return alive
 
 
 def combine(block: list[Rule], counter: list[int]) -> list[Rule]:
@@ -195,8 +306,8 @@ def automatic_tables(rules: list[Rule]) -> list[Rule]:
             by_anchor[r.anchor].append(r)
     for anchor, filt in by_anchor.items():
         done = [r for block in superblocks(filt)
-                for r in (combine(block, counter) if len(block) > 1
-                          else block)]
+                for r in (combine(remove_identical(block), counter)
+                          if len(block) > 1 else block)]
         nr = 0
         for i, r in enumerate(done):
             if r.nr is not None:

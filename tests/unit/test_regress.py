@@ -26,19 +26,22 @@ PFAIL = [c for c in cases("pfail*.in")
 
 # Each reason is the cause (checked by strict xfail: fixing it fails the run).
 EXPAND_XFAIL: dict[str, str] = {}
-# pfN.optimized (-o basic) against our table pass (optimize=True): the
-# optimizer's other passes are not modelled.  Each case was sorted by what its
-# rules show: the same rules in another order (reorder_rules, pass 3), or
-# fewer rules, each one of ours (remove_identical_rules, pass 1, which runs
-# before the table pass and so also decides pf14's and pf60's tables).
-PASS1 = "remove_identical_rules (optimizer pass 1) is not modelled"
-PASS3 = "reorder_rules (optimizer pass 3, skip steps) is not modelled"
+# pfN.optimized (-o basic) against our optimizer (passes 1 and 2,
+# optimize=True).  Each failing case was sorted by what its rules show.
+PASS3 = "reorder_rules (optimizer pass 3, skip steps) is not modelled: the " \
+        "same rules, in another order"
+NEVER = "pfctl_optimize.c's NEVER fields (max_mss, min_ttl, set_tos) are " \
+        "left out of its comparisons; ours compare scrub and set tos whole"
+NOT_RECURSIVE = "the pfoptimize target lists `pfctl -a regress -gvvsr`, not " \
+                "'regress/*': rules of called anchors are not in the listing"
+UNKNOWN = "pass 1 removes rules ours keeps; the field that differs is not " \
+          "found yet"
 OPTIMIZE_XFAIL = {
-    **dict.fromkeys(("pf2", "pf5", "pf12", "pf48", "pf87"), PASS3),
-    **dict.fromkeys(("pf3", "pf4", "pf7", "pf10", "pf13", "pf14", "pf15",
-                     "pf27", "pf31", "pf32", "pf40", "pf44", "pf49", "pf60",
-                     "pf68", "pf81", "pf82", "pf88", "pf91", "pf92",
-                     "pf100"), PASS1),
+    **dict.fromkeys(("pf2", "pf5", "pf7", "pf12", "pf48", "pf81", "pf87"),
+                    PASS3),
+    "pf15": NEVER,
+    **dict.fromkeys(("pf91", "pf92", "pf100"), NOT_RECURSIVE),
+    **dict.fromkeys(("pf10", "pf31", "pf68"), UNKNOWN),
 }
 NUMBER_XFAIL = {
     "pf35": "pf35.loaded lists another ruleset than pf35.in (stale)",
@@ -66,8 +69,9 @@ def test_numbering_matches_loaded(stem):
 
 
 @pytest.mark.parametrize("stem", marked(OPTIMIZED, OPTIMIZE_XFAIL))
-def test_table_pass_matches_optimized(stem):
-    """pf114: fifteen rules one table, and `$nr` numbered after it."""
+def test_optimizer_matches_optimized(stem):
+    """pf114: fifteen rules one table, and `$nr` numbered after it; pf60:
+    subsets removed before any table is made."""
     rs = expanded(stem, optimize=True)
     ours = sed_automatic(reachable(rs.rules, rs.loaded))
     assert diff(ours, sed_automatic(loaded(stem, "optimized").rules),

@@ -268,3 +268,14 @@ def test_optimizer_off_by_default_and_in_each_anchor():
             for r in rules] == [
         ("", 0, "__automatic_0", "any"), ("", 1, "any", "any"),
         ("a", 0, "any", "__automatic_1")]
+
+
+def test_covered_rules_go_before_tables_are_made():
+    """remove_identical_rules() runs first: six hosts inside 10/8 next to
+    `pass from 10/8` leave that one rule and make no table; a rule the other
+    covers only partly (another direction) stays."""
+    rules = _optimized(f"pass from {_addrs(6)}\npass from 10.0.0.0/8\n")
+    assert [r.printed for r in rules] == [
+        "pass inet from 10.0.0.0/8 to any flags S/SA"]
+    rules = _optimized("pass in from 10.0.0.1\npass out from 10.0.0.0/8\n")
+    assert len(rules) == 2
