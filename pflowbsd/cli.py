@@ -7,7 +7,8 @@ Usage:
   pflowbsd dump [-l ADDR:PORT] [--json] [-r PCAP] [-c COUNT]
   pflowbsd demo [--rate N] [--duration SECS] [--proto N] [--port PORT] [--seed N]
                 [PARAM ...]
-  pflowbsd stats [-i IF] [-f FILE] [--stats-file PATH] [--json]
+  pflowbsd stats [-i IF] [-f FILE] [--stats-file PATH] [--control PATH] [--json]
+  pflowbsd ctl [-i IF] [-f FILE] [--control PATH] COMMAND [ARG]
   pflowbsd [-adnv] [-i IF] [-f FILE] [-t SECS] [-p PIDFILE] [--pfctl PATH] [--ifconfig IFCONFIG]
            [--record DIR | --replay DIR] [-w FILE] [--stats-file PATH] [PARAM ...]
   pflowbsd -h | --help | --version
@@ -21,6 +22,8 @@ PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
   sampling N   ipfix-layout openbsd|openbsd-nat|freebsd   max-rate N (datagrams/s)
   stats-file PATH|none (the statistics, default /var/db/pflowbsd/IF.prom if that exists)
   pfctl-timeout SECS (kill a longer pfctl run)   record-max SIZE (--record, default 1G)
+  control PATH|none (pflowbsd ctl's socket, default /var/run/pflowbsd.IF.sock)
+  log-facility daemon|user|local0..local7 (syslog's facility, default daemon)
 
 Daemon options:
   -a             Export every state, not only those pf flags `pflow`.
@@ -39,6 +42,7 @@ Daemon options:
   -w FILE        Write every datagram sent, IP and UDP headers included, to a pcap
                  FILE (`-` for stdout, implying -d).
   --stats-file PATH  Write the statistics there after each poll (PARAM stats-file).
+  --control PATH  The control socket (PARAM control; default /var/run/pflowbsd.IF.sock).
 
 Commands:
   states         Parse `pfctl -ss -v[v]` (FILE, `-` for stdin, or run pfctl -ss -vv),
@@ -49,6 +53,9 @@ Commands:
   dump           A small collector: print each v5/IPFIX flow received or in PCAP.
   stats          Print the statistics file of instance IF as `netstat -s -p pflow`
                  prints pflow's, or as JSON with --json.
+  ctl            Ask the running daemon of -i IF (its control socket): statistics,
+                 config, states, expire-all, send-template, debug on|off, reload,
+                 shutdown.
   demo           Run the whole pipeline on a simulated pf, exporting to a collector
                  it starts on 127.0.0.1, and show the flows as they arrive; or, given
                  flowdst ADDR:PORT (and flowsrc, pflowproto, mtu, domain, tmpl-interval,
@@ -68,6 +75,8 @@ Demo options:
   --seed N          Seed of the simulation [default: 1].
 """
 
+# Over 400 lines: the usage text above (docopt's single source, ~80 lines) and one short
+# function per command; help and usage errors are read from it by pflowbsd/usage.py.
 from __future__ import annotations
 
 import gzip
@@ -80,10 +89,14 @@ from typing import Any, TypeVar
 
 from docopt import DocoptExit, docopt
 
-from pflowbsd import __version__
-from pflowbsd.config import Config, ConfigError, apply_file, apply_words, check
+from pflowbsd import __version__, usage
+from pflowbsd.config import Config, ConfigError, apply_file, apply_words, check, endpoint_text
 
 Args = dict[str, Any]  # docopt's answer: option or argument -> its value
+
+
+class UsageError(ConfigError):
+    """A bad option, word or value on the command line: exit 2, with the usage line."""
 N = TypeVar("N", int, float)
 
 
@@ -109,7 +122,7 @@ def _input(arg: str | None, pfctl: str, *pfctl_args: str) -> str:
 def load_config(args: Args) -> Config:
     """Defaults, then the file, then the command line: the last word wins."""
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,14}", args["-i"]):
-        raise ConfigError(f"-i {args['-i']!r}: want an interface name such as pflow0")
+        raise UsageError(f"-i {args['-i']!r}: want an interface name such as pflow0")
     cfg = Config(instance=args["-i"])
     path = args["-f"] or f"/etc/pflowbsd.{cfg.instance}.conf"
     if args["-f"] or os.path.exists(path):
@@ -117,16 +130,26 @@ def load_config(args: Args) -> Config:
             with open(path, encoding="utf-8", errors="replace") as f:  # a Latin-1 comment
                 apply_file(cfg, f.read(), path)
         except OSError as e:
-            raise ConfigError(f"{path}: {e.strerror}") from None
-    apply_words(cfg, args["PARAM"])
+            raise ConfigError(f"-f {path}: {(e.strerror or 'cannot read').lower()}: give the "
+                              "configuration file's path") from None
+    try:  # the command line's words: a mistake there is a usage error
+        apply_words(cfg, args["PARAM"])
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if args["-t"]:
+        try:
+            apply_words(Config(), ["interval", args["-t"]])
+        except ConfigError:
+            raise UsageError(f"-t {args['-t']!r}: want seconds, from 0.1 to 86400") from None
+        apply_words(cfg, ["interval", args["-t"]])
     if args["-a"]:
         cfg.export_all = True
-    if args["-t"]:
-        apply_words(cfg, ["interval", args["-t"]])
     if args["--pfctl"]:
         cfg.pfctl = args["--pfctl"]
     if args["--stats-file"]:
         cfg.stats_file = args["--stats-file"]
+    if args.get("--control"):
+        cfg.control = args["--control"]
     return cfg
 
 
@@ -188,16 +211,31 @@ def cmd_rules(args: Args) -> int:
 
 def cmd_dump(args: Args) -> int:
     from pflowbsd.collector.dump import cmd_dump as body
+    from pflowbsd.collector.dump import listen_endpoint
 
     count = _number(args, "-c", int) if args["-c"] else None
+    if not args["-r"]:
+        try:
+            listen_endpoint(args["-l"])
+        except ValueError:
+            raise UsageError(f"-l {args['-l']}: want a numeric ADDR:PORT to listen on, "
+                             "such as 127.0.0.1:9995 or [::1]:9995") from None
     return body(args["-l"], args["--json"], args["-r"], count, sys.stdout, sys.stderr)
 
 
 def cmd_demo(args: Args) -> int:
     from pflowbsd.sim.demo import cmd_demo as body
 
-    return body(rate=_number(args, "--rate", float), duration=_number(args, "--duration", float),
-                proto=_number(args, "--proto", int), port=_number(args, "--port", int),
+    rate, duration = _number(args, "--rate", float), _number(args, "--duration", float)
+    proto, port = _number(args, "--proto", int), _number(args, "--port", int)
+    for bad, why in ((proto not in (5, 10), "--proto {}: want 5 or 10"),
+                     (not 0 <= rate < float("inf"), "--rate {}: want 0 or more"),
+                     (not 0 < duration < float("inf"), "--duration {}: want more than 0"),
+                     (not 0 <= port < 65536, "--port {}: want 0 to 65535")):
+        if bad:
+            opt = why.split()[0]
+            raise UsageError(why.format(args[opt]))
+    return body(rate=rate, duration=duration, proto=proto, port=port,
                 seed=_number(args, "--seed", int), out=sys.stdout, params=args["PARAM"])
 
 
@@ -205,7 +243,7 @@ def _number(args: Args, opt: str, kind: Callable[[str], N]) -> N:
     try:
         return kind(args[opt])
     except ValueError:
-        raise ConfigError(f"{opt} {args[opt]!r}: not a number") from None
+        raise UsageError(f"{opt} {args[opt]!r}: not a number") from None
 
 
 def cmd_check(cfg: Config, args: Args) -> int:
@@ -225,7 +263,7 @@ def cmd_check(cfg: Config, args: Args) -> int:
     listed = side.ruleset.rules if side.ruleset else []
     n = len(listed)
     chosen = [r for r in listed if side.selector.decide_rule(r)[0]]
-    dsts = ", ".join(f"{a}:{p}" for a, p in cfg.flowdst)
+    dsts = ", ".join(endpoint_text(a, p) for a, p in cfg.flowdst)
     print(f"pflowbsd: configuration OK: {cfg.instance} flowdst {dsts} pflowproto "
           f"{cfg.pflowproto}; {n} rules, {len(chosen)} select their states for export")
     _check_interfaces(cfg, args)
@@ -257,7 +295,7 @@ def cmd_daemon(args: Args) -> int:
         return cmd_check(cfg, args)
     foreground = args["-d"] or bool(args["--replay"]) or args["-w"] == "-"
     capture = args["-w"] if args["-w"] in (None, "-") else os.path.abspath(args["-w"])
-    process.setup_logging(foreground, args["-v"], cfg.instance)
+    process.setup_logging(foreground, args["-v"], cfg.instance, cfg.log_facility)
     if args["--replay"]:
         return replay(cfg, args["--replay"], capture)
     reload = lambda: _checked(load_config(args))
@@ -266,7 +304,7 @@ def cmd_daemon(args: Args) -> int:
         if args["-p"]:
             process.lock_pidfile(args["-p"])
     except OSError as e:
-        process.startup_error(_oneline(e), cfg.instance)
+        process.startup_error(_oneline(e), cfg.instance, cfg.log_facility)
         return 1
     if not foreground:
         process.daemonize()
@@ -297,6 +335,12 @@ def cmd_stats(args: Args) -> int:
     from pflowbsd.shell import statsfile
 
     cfg = load_config(args)
+    from pflowbsd.control import socket_path
+    from pflowbsd.shell import control
+
+    sock = socket_path(cfg, control.run_dir())
+    if not args["--json"] and control.running(sock):  # the daemon's own counters, now
+        return _ctl(sock or "", "statistics", None)
     path = statsfile.stats_path(cfg)
     if path is None:
         raise ConfigError(f"{cfg.instance}: no statistics file (stats-file none, or no "
@@ -309,16 +353,58 @@ def cmd_stats(args: Args) -> int:
     return 0
 
 
+def cmd_ctl(args: Args) -> int:
+    """One request to the running daemon of -i IF, its reply printed."""
+    from pflowbsd.control import ControlError, parse_request, socket_path
+    from pflowbsd.shell import control
+
+    cfg = load_config(args)
+    words = [args["COMMAND"]] + ([args["ARG"]] if args["ARG"] else [])
+    try:
+        req = parse_request(" ".join(words).encode("ascii", "replace"))
+    except ControlError as e:
+        raise UsageError(f"ctl: {e}") from None
+    sock = socket_path(cfg, control.run_dir())
+    if sock is None:
+        raise ConfigError(f"{cfg.instance}: control none: its daemon has no control socket")
+    return _ctl(sock, req.command, req.arg)
+
+
+def _ctl(path: str, command: str, arg: str | None) -> int:
+    from pflowbsd.shell import control
+
+    ok, text = control.ask(path, command, arg)
+    if not ok:
+        print(f"pflowbsd: ctl {command}: {text}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
 COMMANDS = {"states": cmd_states, "rules": cmd_rules, "dump": cmd_dump, "demo": cmd_demo,
-            "stats": cmd_stats}
+            "stats": cmd_stats, "ctl": cmd_ctl}
+
+
+def _parse(argv: list[str] | None) -> Args:
+    """docopt's answer; UsageError (not docopt's words) on a command line it refuses."""
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    if command and ("-h" in argv or "--help" in argv):
+        sys.stdout.write(usage.command_help(__doc__ or "", command))
+        raise SystemExit(0)
+    try:
+        return dict(docopt(__doc__, argv, version=f"pflowbsd {__version__}"))
+    except DocoptExit:  # its message is its own ("found unmatched ... Option(...)")
+        raise UsageError(usage.refused(__doc__ or "", argv, command), command) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = docopt(__doc__, argv, version=f"pflowbsd {__version__}")
-    except DocoptExit as e:
-        print(e, file=sys.stderr)
-        return 2
+        args = _parse(argv)
+    except UsageError as e:
+        return _say_usage(e)
+    except SystemExit as e:  # -h, --version: docopt printed it
+        return 0 if e.code is None else int(e.code) if isinstance(e.code, int) else 0
     except BrokenPipeError:  # `pflowbsd -h | head`
         return _broken_pipe()
     from pflowbsd.pf import netdb
@@ -328,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     command = next((f for name, f in COMMANDS.items() if args[name]), cmd_daemon)
     try:
         return command(args)
+    except UsageError as e:
+        return _say_usage(e, next((n for n in COMMANDS if args[n]), None))
     except ConfigError as e:
         print(f"pflowbsd: {e}", file=sys.stderr)
         return 1
@@ -342,6 +430,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pflowbsd: {_oneline(e)}", file=sys.stderr)
             return 1
         raise
+
+
+def _say_usage(e: UsageError, command: str | None = None) -> int:
+    """A command-line mistake: what was wrong, the command's usage, and exit 2."""
+    command = command or (e.args[1] if len(e.args) > 1 else None)
+    print(f"pflowbsd: {e.args[0]}", file=sys.stderr)
+    print("usage:" + "\n      ".join(" " + u.strip() for u in usage.lines(__doc__ or "", command)),
+          file=sys.stderr)
+    print(f"       (pflowbsd {command + ' ' if command else ''}-h for more)", file=sys.stderr)
+    return 2
 
 
 def _broken_pipe() -> int:

@@ -53,6 +53,8 @@ class Config:
     ipfix_layout: str = "openbsd"  # the templates: openbsd, openbsd-nat or freebsd
     max_rate: int = 0  # datagrams per second per collector; 0: unlimited, as the kernel
     stats_file: str | None = None  # None: /var/db/pflowbsd/IF.prom if that folder exists; "none": off
+    control: str | None = None  # the control socket; None: /var/run/pflowbsd.IF.sock; "none": off
+    log_facility: str = "daemon"  # syslog(3)'s facility, by its syslog.conf(5) name
 
 
 _V6_PORT = re.compile(r"^\[([^\]]+)\](?::(\d+))?$")
@@ -157,6 +159,10 @@ def _carp(cfg: Config, word: str, value: str) -> None:
         raise ConfigError(f"carp {value!r}: want an interface name such as carp0, or none")
 
 
+# syslog.conf(5)'s facility names a daemon may log under (log-facility)
+LOG_FACILITIES = ("daemon", "user", "local0", "local1", "local2", "local3", "local4",
+                  "local5", "local6", "local7")
+
 # word -> (takes a value, apply)
 WORDS = {
     "flowsrc": (True, _flowsrc),
@@ -179,6 +185,8 @@ WORDS = {
         "openbsd": "openbsd", "openbsd-nat": "openbsd-nat", "freebsd": "freebsd"}))),
     "max-rate": (True, _set("max_rate", _int(0, 10**7))),
     "stats-file": (True, _set("stats_file", lambda w, v: v)),
+    "control": (True, _set("control", lambda w, v: v)),
+    "log-facility": (True, _set("log_facility", _choice(**{f: f for f in LOG_FACILITIES}))),
     "-flowsrc": (False, lambda cfg, w, v: setattr(cfg, "flowsrc", None)),
     "-flowdst": (False, lambda cfg, w, v: cfg.flowdst.clear()),
 }
@@ -232,3 +240,38 @@ def check(cfg: Config) -> None:
         fams = {ipaddress.ip_address(a).version for a, _ in cfg.flowdst}
         if ipaddress.ip_address(cfg.flowsrc[0]).version not in fams:
             raise ConfigError("flowsrc and flowdst are of different address families")
+
+
+def _render_select(t: SelectTest) -> str:
+    if t.kind == "rule" and isinstance(t.arg, tuple):
+        anchor, nr = t.arg
+        return f"select rule {shlex.quote(anchor) + ' ' if anchor else ''}{nr}"
+    return f"select {t.kind}" + (f" {shlex.quote(str(t.arg))}" if t.arg is not None else "")
+
+
+def render(cfg: Config) -> str:
+    """The configuration in the file's own words, one `word value` a line, defaults
+    included, as `ifconfig pflowN` shows every setting: apply_file() of it gives cfg."""
+    seconds = lambda v: f"{v:g}"
+    lines = [f"# {cfg.instance}"]
+    if cfg.flowsrc:
+        lines.append(f"flowsrc {endpoint_text(*cfg.flowsrc) if cfg.flowsrc[1] else cfg.flowsrc[0]}")
+    lines += [f"flowdst {endpoint_text(*d)}" for d in cfg.flowdst]
+    lines += [f"pflowproto {cfg.pflowproto}", f"mtu {cfg.mtu}", f"domain {cfg.domain}",
+              f"tmpl-interval {cfg.tmpl_interval}", f"nat {'on' if cfg.nat else 'off'}",
+              f"export {'all' if cfg.export_all else 'pflow'}", f"sync {cfg.sync}",
+              f"active-timeout {cfg.active_timeout}", f"sampling {cfg.sampling}",
+              f"ipfix-layout {cfg.ipfix_layout}", f"max-rate {cfg.max_rate}",
+              f"carp {cfg.carp or 'none'}", f"interval {seconds(cfg.interval)}",
+              f"pfctl {shlex.quote(cfg.pfctl)}"]
+    if cfg.pfctl_timeout is not None:
+        lines.append(f"pfctl-timeout {seconds(cfg.pfctl_timeout)}")
+    lines.append(f"record-max {cfg.record_max}")
+    lines += [_render_select(t) for t in cfg.select]
+    for word, attr in (("stats-file", "stats_file"), ("state-file", "state_file"),
+                       ("control", "control")):  # the file words, set or by default
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            lines.append(f"{word} {shlex.quote(value)}")
+    lines.append(f"log-facility {cfg.log_facility}")
+    return "\n".join(lines) + "\n"

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 
 from pflowbsd.config import Config, Endpoint
 from pflowbsd.export.exporter import Exporter
-from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.flows import Clock, entry_counters, entry_times, flow_pair, with_span
 from pflowbsd.pf import snapshot as pfsnapshot
 from pflowbsd.pf import timeouts
 from pflowbsd.pf.ifaces import IfconfigError, parse_ifconfig
 from pflowbsd.pf.record import State
 from pflowbsd.rules.model import Rule, Ruleset, RuleSyntaxError, parse_listing
 from pflowbsd.rules.select import Selector
-from pflowbsd.tracker import Tracker, Update
+from pflowbsd.tracker import EXPORTED, KEY, Tracker, Update
 
 log = logging.getLogger("pflowbsd")
 
@@ -196,6 +196,7 @@ class Pipeline:
         flushed = bool(pending)
         if any(getattr(cfg, w) != getattr(old, w) for w in EXPORTER_WORDS):
             self.exporter = exporter_for(cfg)
+            self.exporter.stats = before.stats  # the statistics go on counting
             pending += self.exporter.start(self.clock(wall))
         elif (cfg.flowdst, cfg.flowsrc) != (old.flowdst, old.flowsrc):
             # pflowioctl(SIOCSETPFLOW): a new destination gets the templates at once,
@@ -211,6 +212,43 @@ class Pipeline:
             for d in fresh:
                 out.datagrams[d] = lead + out.datagrams[d]
         return out
+
+    def expire_all(self, wall: float) -> tuple[int, Output]:
+        """`pflowbsd ctl expire-all`: every selected state exports what it has not yet
+        exported (all of it, or since its last active-timeout span), First/Last up to
+        `wall`, and everything held leaves at once.  The states stay tracked: what was
+        exported is kept in the tracker's side table, so at removal only the rest goes.
+        The number of states exported, and the datagrams."""
+        now = self.clock(wall)
+        t, at, out, n = self.tracker, int(now.up), [], 0
+        for tail, entry in t.entries.items():
+            if entry is None:
+                continue
+            key = tail[-KEY:]
+            done = t.exported.get(key)
+            current = entry_counters(entry)
+            if done is None:
+                first, counts = entry_times(entry)[0], (0, 0, 0, 0)
+            else:
+                first, *rest = EXPORTED.unpack(done)
+                counts = (rest[0], rest[1], rest[2], rest[3])
+            gained = tuple(c - d for c, d in zip(current, counts, strict=True))
+            if not gained[2] and not gained[3]:
+                continue
+            last = entry_times(entry)[1]
+            span = with_span(entry, first, min(max(last, first), at),
+                             (gained[0], gained[1], gained[2], gained[3]))
+            t.exported[key] = EXPORTED.pack(at + 1, *current)
+            out += self.exporter.export_state(*flow_pair(span), now)
+            n += 1
+        if t.active_timeout:  # each state's next span is due from its new start
+            t.set_active_timeout(t.active_timeout)
+        return n, self._out(out + self.exporter.flush(now))
+
+    def send_template(self, wall: float) -> Output:
+        """`pflowbsd ctl send-template`: the templates now (IPFIX; v5 has none), their
+        timer started again from now, as pflow_sendout_ipfix_tmpl does."""
+        return self._out(self.exporter.start(self.clock(wall)))
 
     def stats(self) -> dict[str, int]:
         return {**self.tracker.stats, "skipped_polls": self.skipped_polls,

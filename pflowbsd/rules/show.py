@@ -21,6 +21,8 @@ from pflowbsd.rules.load import load_ruleset
 from pflowbsd.rules.model import Rule, Ruleset, RuleSyntaxError
 from pflowbsd.rules.select import Selector
 
+MAX_ERRORS = 10  # unreadable lines named one by one; past these, one line with the count
+
 
 def number_text(rs: Ruleset, rule: Rule) -> str:
     if rule.nr is not None:
@@ -91,6 +93,10 @@ def cmd_states(text: str, rs: Ruleset | None, selector: Selector,
         else:
             line = summary(st).replace("\n", " ")
             out.write(f"{line}\t{'export' if export else '-'}\t{why}\n")
-    for e in table.errors:
+    for e in table.errors[:MAX_ERRORS]:
         err.write(f"pflowbsd: line {e.line}: {e.reason}\n")
+    if len(table.errors) > MAX_ERRORS:
+        err.write(f"pflowbsd: {len(table.errors) - MAX_ERRORS} more unreadable lines "
+                  f"({len(table.errors)} in all, {len(table.states)} states read): is it "
+                  "pfctl -ss -v[v] output?\n")
     return 1 if table.errors else 0

@@ -25,10 +25,11 @@ import socket
 import time
 from collections.abc import Callable
 
-from pflowbsd import stats
-from pflowbsd.config import Config, endpoint_text
+from pflowbsd import control, stats
+from pflowbsd.config import Config, endpoint_text, render
 from pflowbsd.pf import timeouts
 from pflowbsd.pipeline import Output, PfSide, Pipeline
+from pflowbsd.shell.control import ControlServer, run_dir
 from pflowbsd.shell.pacer import Pacer
 from pflowbsd.shell.pcapout import PcapWriter
 from pflowbsd.shell.pfctl import Pfctl, PfctlError, boottime, carp_status, ifconfig_all, pfctl_for
@@ -45,7 +46,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class Daemon:
     def __init__(self, cfg: Config, record: str | None = None,
-                 reload: Callable[[], Config] | None = None, capture: str | None = None) -> None:
+                 reload: Callable[[], Config] | None = None, capture: str | None = None,
+                 control_group: int | None = None) -> None:
         self.pending: list[int] = []
         self._catch_signals()
         self.cfg, self.reload = cfg, reload  # reload() -> a fresh Config (SIGHUP)
@@ -54,6 +56,8 @@ class Daemon:
         self.pacer = Pacer(cfg.max_rate)  # max-rate; idle while it is 0
         try:
             self.recorder = Recorder(record, cfg.record_max) if record else None
+            path = control.socket_path(cfg, run_dir())  # made before any privilege drop
+            self.control = ControlServer(path, control_group) if path else None
         except OSError:
             self.sender.close()
             raise
@@ -209,6 +213,48 @@ class Daemon:
         self.send(out)
         self._polled("partial" if up.partial else "ok", started, len(text))
 
+    def exit_line(self, st: stats.Statistics) -> str:
+        """What the exporter made, then what each collector was sent: with several
+        flowdsts the sender's sum would hide that each got the same datagrams."""
+        made = self.pipe.exporter.stats
+        sent = "; ".join(f"{dst}: {n} datagrams, {st.labelled('send_errors').get(dst, 0)} "
+                         "send errors" for dst, n in sorted(st.labelled("datagrams").items()))
+        return (f"exporter: {made['flows']} flows in {made['datagrams']} datagrams "
+                f"({made['templates']} templates); sent to {sent or 'no flowdst'}; "
+                + stats.line(st))
+
+    @property
+    def handlers(self) -> dict[str, control.Handler]:
+        """`pflowbsd ctl COMMAND`: what each command does here (pflowbsd/control.py)."""
+        return {"statistics": lambda r: stats.netstat(self.meter.statistics(self.pipe)),
+                "config": lambda r: render(self.cfg),
+                "states": lambda r: control.states_text(self.pipe.tracker),
+                "expire-all": self._expire_all, "send-template": self._send_template,
+                "debug": self._debug, "reload": lambda r: self._signal(signal.SIGHUP),
+                "shutdown": lambda r: self._signal(signal.SIGTERM)}
+
+    def _expire_all(self, req: control.Request) -> str:
+        n, out = self.pipe.expire_all(time.time())
+        self.send(out)
+        log.info("control: expire-all: %d states exported in %d datagrams", n, out.count())
+        return f"{n} states exported, {out.count()} datagrams sent\n"
+
+    def _send_template(self, req: control.Request) -> str:
+        if self.cfg.pflowproto != 10:
+            raise control.ControlError("pflowproto 5 has no templates (pflowproto 10 has)")
+        out = self.pipe.send_template(time.time())
+        self.send(out)
+        return f"templates sent: {out.count()} datagrams\n"
+
+    def _debug(self, req: control.Request) -> str:
+        log.setLevel(logging.DEBUG if req.arg == "on" else logging.INFO)
+        log.info("control: debug %s", req.arg)
+        return f"debug {req.arg}\n"
+
+    def _signal(self, sig: int) -> str:
+        self.pending.append(sig)  # done by the loop, as the signal would be
+        return "reloading\n" if sig == signal.SIGHUP else "shutting down\n"
+
     def master(self) -> bool:
         """With `carp carpN`: export only while MASTER (unknown counts as master, so a
         broken ifconfig loses nothing; it is logged)."""
@@ -228,6 +274,8 @@ class Daemon:
         self.pipe = Pipeline(self.cfg, self.side, boot)
         sel = selectors.DefaultSelector()
         sel.register(self.rsock, selectors.EVENT_READ)
+        if self.control:
+            self.control.register(sel)
         log.info("started: flowdst %s, pflowproto %d, poll every %g s",
                  ", ".join(endpoint_text(a, p) for a, p in self.cfg.flowdst),
                  self.cfg.pflowproto, self.cfg.interval)
@@ -248,11 +296,14 @@ class Daemon:
                 wait = min(wait, out.next_deadline - time.time())
             if (paced := self.pacer.next_due()) is not None:  # max-rate: a backlog drains
                 wait = min(wait, paced - time.monotonic())
-            if not self.pending and sel.select(max(0.0, wait)):
-                try:
-                    self.rsock.recv(64)
-                except BlockingIOError:
-                    pass
+            for key, _ in [] if self.pending else sel.select(max(0.0, wait)):
+                if key.fileobj is self.rsock:
+                    try:
+                        self.rsock.recv(64)
+                    except BlockingIOError:
+                        pass
+                elif self.control:
+                    self.control.ready(sel, key.fileobj, self.handlers)
             while self.pending:
                 sig = self.pending.pop(0)
                 if sig in STATS_SIGNALS:
@@ -264,8 +315,10 @@ class Daemon:
                     self.send(self.pipe.flush(time.time()))
                     self.pacer.drain(self.sender.send)
                     st = self.meter.statistics(self.pipe)
-                    log.info("exiting on signal %d: %s", sig, stats.line(st))
+                    log.info("exiting on signal %d: %s", sig, self.exit_line(st))
                     if self.stats_file:
                         self.stats_file.write(st)
                     self.sender.close()
+                    if self.control:
+                        self.control.close()
                     return 0

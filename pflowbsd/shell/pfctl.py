@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import selectors
 import signal
@@ -25,6 +26,8 @@ from collections.abc import Callable
 
 from pflowbsd.config import Config
 from pflowbsd.pf import carp, timeouts
+
+log = logging.getLogger("pflowbsd")
 
 MiB = 1 << 20
 MAX_OUTPUT = 1 << 30  # bytes, when the table's size is not known
@@ -56,9 +59,14 @@ def run_command(argv: list[str], timeout: float, limit: int = MAX_OUTPUT,
                                 stderr=subprocess.PIPE, start_new_session=True,
                                 env={**os.environ, "LC_ALL": "C"})
     except FileNotFoundError:
-        raise PfctlError(argv[0], "command not found") from None
+        raise PfctlError(argv[0], "cannot be run (its #! interpreter is missing?)"
+                         if os.path.exists(argv[0]) else "no such program: give its path "
+                         "(--pfctl PATH, or pfctl in the configuration)") from None
+    except PermissionError:
+        raise PfctlError(argv[0], "not executable (permission denied): chmod +x it, or give "
+                         "the path of pf's own program") from None
     except OSError as e:
-        raise PfctlError(argv[0], e.strerror or type(e).__name__) from None
+        raise PfctlError(argv[0], (e.strerror or type(e).__name__).lower()) from None
     assert proc.stdout is not None and proc.stderr is not None
     out: list[bytes] = []
     err = bytearray()
@@ -149,14 +157,24 @@ def pfctl_for(cfg: Config, interrupted: Callable[[], bool] = lambda: False) -> P
 
 
 def boottime() -> int:
-    """The kernel's boot time, whole epoch seconds, so that uptimes match pf's."""
+    """The kernel's boot time, whole epoch seconds, so that uptimes match pf's.  Without
+    kern.boottime (not a BSD) it is now, said once a process: a state older than that
+    gets First clamped to now in NetFlow v5, whose times are uptimes."""
     try:
         bt = timeouts.parse_boottime(run_command(["sysctl", "-n", "kern.boottime"], 5, MiB))
         if bt:
             return bt
-    except PfctlError:  # not a BSD: no such sysctl, or no sysctl at all
-        pass
+        why = "kern.boottime unreadable"
+    except PfctlError as e:  # not a BSD: no such sysctl, or no sysctl at all
+        why = e.reason
+    if not _said_boottime:
+        _said_boottime.append(why)
+        log.info("no kern.boottime (%s): uptimes count from now, so NetFlow v5 First/Last "
+                 "of states older than this start are clamped to it", why)
     return int(time.time())
+
+
+_said_boottime: list[str] = []  # the fallback was logged
 
 
 def ifconfig_all() -> str:

@@ -23,20 +23,29 @@ class SyslogHandler(logging.Handler):
                 logging.WARNING: syslog.LOG_WARNING, logging.ERROR: syslog.LOG_ERR,
                 logging.CRITICAL: syslog.LOG_CRIT}
 
-    def __init__(self, ident: str) -> None:
+    def __init__(self, ident: str, facility: str = "daemon") -> None:
         super().__init__()
-        syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_DAEMON)
+        syslog.openlog(ident, syslog.LOG_PID, syslog_facility(facility))
 
     def emit(self, record: logging.LogRecord) -> None:
         syslog.syslog(self.PRIORITY.get(record.levelno, syslog.LOG_INFO), self.format(record))
 
 
-def setup_logging(foreground: bool, verbose: bool, instance: str) -> None:
+def syslog_facility(name: str) -> int:
+    """`log-facility NAME` (config.LOG_FACILITIES) as syslog's LOG_NAME."""
+    return int(getattr(syslog, f"LOG_{name.upper()}", syslog.LOG_DAEMON))
+
+
+def setup_logging(foreground: bool, verbose: bool, instance: str,
+                  facility: str = "daemon") -> None:
+    """-d: to stderr, each line stamped as syslogd stamps it (local time, to the
+    second: 2026-12-03T14:25:01); else to syslog under `log-facility`."""
     if foreground:
         handler: logging.Handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(f"pflowbsd[{instance}]: %(message)s"))
+        handler.setFormatter(logging.Formatter(f"%(asctime)s pflowbsd[{instance}]: %(message)s",
+                                               "%Y-%m-%dT%H:%M:%S"))
     else:
-        handler = SyslogHandler(f"pflowbsd/{instance}")
+        handler = SyslogHandler(f"pflowbsd/{instance}", facility)
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
@@ -95,8 +104,8 @@ def remove_pidfile(path: str) -> None:
         pass
 
 
-def startup_error(message: str, instance: str) -> None:
+def startup_error(message: str, instance: str, facility: str = "daemon") -> None:
     """A start-up failure: one line to the terminal and to syslog."""
     print(f"pflowbsd: {message}", file=sys.stderr)
-    syslog.openlog(f"pflowbsd/{instance}", syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.openlog(f"pflowbsd/{instance}", syslog.LOG_PID, syslog_facility(facility))
     syslog.syslog(syslog.LOG_ERR, message)

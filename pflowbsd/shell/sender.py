@@ -23,6 +23,14 @@ from pflowbsd.config import Endpoint, endpoint_text
 log = logging.getLogger("pflowbsd")
 
 
+# What to do, by the errno a flowsrc bind or flowdst connect failed with.
+HINTS = {errno.EADDRINUSE: ": another program has that port: stop it, or give flowsrc "
+                           "another port (or none)",
+         errno.EADDRNOTAVAIL: ": not an address of this host: give flowsrc one of its own",
+         errno.EACCES: ": a port below 1024 needs root: give flowsrc another port",
+         errno.ENETUNREACH: ": no route to the collector: check flowdst and the routes"}
+
+
 class Tap(Protocol):
     def sent(self, src: Endpoint, dst: Endpoint, datagram: bytes) -> None: ...
     def failed(self, dst: Endpoint) -> None: ...
@@ -53,8 +61,10 @@ class Sender:
             except OSError as e:
                 s.close()
                 self.close()
-                err = OSError(f"flowsrc {src and src[0]} to flowdst {endpoint_text(*dst)}: "
-                              f"{e.strerror or type(e).__name__}")  # one line, no [Errno N]
+                source = (endpoint_text(*src) if src[1] else src[0]) if src else "any"
+                err = OSError(f"flowsrc {source} to flowdst {endpoint_text(*dst)}: "
+                              f"{(e.strerror or type(e).__name__).lower()}"
+                              + HINTS.get(e.errno or 0, ""))  # one line, no [Errno N]
                 err.errno = e.errno
                 raise err from None
             self.sockets.append((dst, s))

@@ -66,7 +66,7 @@ def test_usage_is_parsed():
     # guards the parsers above: the sets they read must hold what we know is there
     assert {"-a", "-d", "-i", "-f", "--pfctl", "--record", "--replay", "-l", "-r", "-c",
             "--json", "--rate", "--help", "--version"} <= usage_options()
-    assert usage_commands() == {"states", "rules", "dump", "demo", "stats"}
+    assert usage_commands() == {"states", "rules", "dump", "demo", "stats", "ctl"}
     assert {"flowsrc", "flowdst", "pflowproto", "mtu", "domain", "tmpl-interval", "nat",
             "export"} <= usage_params()
 

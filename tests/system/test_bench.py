@@ -45,3 +45,13 @@ def test_versus_softflowd() -> None:
         assert re.search(f"^{name}_softflowd{RATIO}  packets [1-9]", out, re.M), out
         assert re.search(f"^{name}_ratio \\d+\\.\\d\\d pflowbsd/softflowd$", out, re.M), out
     assert "# left out: softflowd's capture" in out
+
+
+def test_daemon() -> None:
+    if not Path("/proc/self/status").exists():
+        import pytest
+        pytest.skip("bench/daemon.py reads /proc")
+    out = run("daemon.py")
+    assert re.search(r"^empty_table rss_mb \d+  peak_mb \d+  cpu_s ", out, re.M), out
+    assert re.search(r"^daemon_20000 rss_mb \d+ \(\d+\.\d x empty\)  peak_mb \d+ \(\d+\.\d x empty\)"
+                     f"  cpu{RATIO}  table_mb \\d+$", out, re.M), out

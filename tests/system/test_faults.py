@@ -184,8 +184,8 @@ def test_a_second_instance_with_the_same_pidfile_is_refused(tmp_path):
         first = start(script, s.getsockname()[1], args=("-p", str(pidfile)))
         wait_polls(script, 1, first)
         assert pidfile.read_text().strip() == str(first.pid)
-        second = rd.pflowbsd("-d", "-p", str(pidfile), "--pfctl", script, "flowdst",
-                             f"127.0.0.1:{s.getsockname()[1]}", timeout=30)
+        second = rd.pflowbsd("-d", "-p", str(pidfile), "--pfctl", script, "control", "none",
+                             "flowdst", f"127.0.0.1:{s.getsockname()[1]}", timeout=30)
         assert second.returncode == 1 and "held by a running pflowbsd" in second.stderr
         assert pidfile.read_text().strip() == str(first.pid)
         status, err, _ = fp.stop(first)
