@@ -3,9 +3,11 @@
 Each rule a pf.conf statement expands to is printed with its own interface,
 protocol, addresses and ports, the way `pfctl -nv` shows it, so `pflowbsd
 rules` lists `pass ... port = 53` and `pass ... port = 80` rather than the
-statement twice.  Only the words the spec model holds are printed: a spec
-with anything else (translation, routing, queues, scrub, ...) gives None and
-the caller shows the statement's text instead.
+statement twice.  Only the words the spec model holds are printed, nat-to
+and rdr-to included when their pool is one address with at most a port: a
+spec with anything else (pools of several addresses or with options,
+routing, divert, queues, scrub, icmp-type, return-icmp, tos, set prio, ...)
+gives None and the caller shows the statement's text instead.
 """
 from collections.abc import Sequence
 
@@ -15,7 +17,7 @@ from pflowbsd.rules.hosts import Host, Port
 PRINTED = {"action", "block_policy", "direction", "log", "quick", "ifaces",
            "af", "protos", "from", "to", "all", "uids", "gids", "flags",
            "keep_state", "state_opts", "timeouts", "label", "tag", "tagged",
-           "repeated", "anchor_name", "block_open"}
+           "repeated", "anchor_name", "block_open", "nat_to", "rdr_to"}
 # print_rule's order of state options, then the timeouts in PFTM order.
 OPT_ORDER = ("max", "no-sync", "source-track", "max-src-states",
              "max-src-conn", "max-src-conn-rate", "max-src-nodes", "if-bound",
@@ -77,6 +79,26 @@ def state_text(spec: Spec) -> str:
     return text + (f" ({', '.join(words)})" if words else "")
 
 
+def pool_text(word: str, pool: tuple[Sequence[Host], Port | None,
+                                     Sequence[object]] | None) -> str | None:
+    """print_pool() for one translation address and its port; None for a
+    pool of several addresses or with options (not modelled yet)."""
+    if not pool:
+        return ""
+    hosts, port, opts = pool
+    if len(hosts) != 1 or opts or hosts[0].kind not in ("addr", "dynamic",
+                                                        "table"):
+        return None
+    out = f" {word} " + host_text(hosts[0])
+    if port is None:
+        return out
+    if port.op == "=":
+        return out + f" port {port.lo}"
+    if port.op == ":" and port.hi is not None:
+        return out + f" port {port.lo}:{port.hi}"
+    return None
+
+
 def print_spec(spec: Spec) -> str | None:
     """print_rule() for one expanded combination, or None (see above)."""
     given = {k for k, v in spec.items()
@@ -134,4 +156,9 @@ def print_spec(spec: Spec) -> str | None:
         neg, name = ("! ", tagged[2:]) if tagged.startswith("! ") else \
             ("", tagged)
         out += f" {neg}tagged {name}"
+    for key, word in (("nat_to", "nat-to"), ("rdr_to", "rdr-to")):
+        pool = pool_text(word, spec.get(key))
+        if pool is None:
+            return None
+        out += pool
     return out
