@@ -17,7 +17,11 @@ from pflowbsd.rules.hosts import Host, Port
 PRINTED = {"action", "block_policy", "direction", "log", "quick", "ifaces",
            "af", "protos", "from", "to", "all", "uids", "gids", "flags",
            "keep_state", "state_opts", "timeouts", "label", "tag", "tagged",
-           "repeated", "anchor_name", "block_open", "nat_to", "rdr_to"}
+           "repeated", "anchor_name", "block_open", "nat_to", "rdr_to",
+           "icmp_types"}
+# Types whose codes pfctl_parser.c's icmp_code[] names none: a number there
+# prints as given.
+NO_CODE_NAMES = ("echorep", "echoreq")
 # print_rule's order of state options, then the timeouts in PFTM order.
 OPT_ORDER = ("max", "no-sync", "source-track", "max-src-states",
              "max-src-conn", "max-src-conn-rate", "max-src-nodes", "if-bound",
@@ -146,6 +150,21 @@ def print_spec(spec: Spec) -> str | None:
         out += " flags " + flags
     elif flags == "any" and spec["action"] == "pass":
         out += " flags any"
+    icmp = spec.get("icmp_types")
+    if icmp:
+        word, types = icmp
+        if isinstance(types, tuple):    # one expanded: (proto, (type, code))
+            word = "icmp-type" if word == "icmp" else "icmp6-type"
+            types = [types]
+        # geticmptypebynumber() prints a known number by name: only names as
+        # written (and a number as code of a type with no code names) are sure.
+        if len(types) != 1 or str(types[0][0]).isdigit() or (
+                len(types[0]) > 1 and str(types[0][1]).isdigit()
+                and types[0][0] not in NO_CODE_NAMES):
+            return None
+        out += f" {word} {types[0][0]}"
+        if len(types[0]) > 1:
+            out += f" code {types[0][1]}"
     out += state_text(spec)
     if spec.get("label"):
         out += f' label "{spec["label"]}"'
