@@ -185,3 +185,21 @@ def test_the_default_socket_and_control_none(tmp_path, run_dir):
         assert run.returncode == 2, run.stderr  # `control` is not a command
     finally:
         off.stop()
+
+
+def test_under_u_the_socket_is_root_and_the_users_group(tmp_path):
+    pytest.importorskip("pflowbsd.shell.privsep")
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    nobody = pwd.getpwnam("nobody")
+    tmp_path.chmod(0o755)
+    d = Running(tmp_path, [a()], a(), "-u", "nobody")
+    try:
+        st = os.stat(d.sock)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, nobody.pw_gid, 0o660)
+        assert ctl(d.sock, "statistics").returncode == 0  # the daemon answers as nobody
+    finally:
+        status, err = d.stop()
+    assert status == 0, err
+    assert "running as nobody" in err
