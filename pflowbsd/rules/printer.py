@@ -4,11 +4,13 @@ Each rule a pf.conf statement expands to is printed with its own interface,
 protocol, addresses and ports, the way `pfctl -nv` shows it, so `pflowbsd
 rules` lists `pass ... port = 53` and `pass ... port = 80` rather than the
 statement twice.  Only the words the spec model holds are printed, nat-to
-and rdr-to included when their pool is one address with at most a port: a
-spec with anything else (pools of several addresses or with options,
+and rdr-to included when their pool is one address with at most a port and
+pool options: a spec with anything else (pools of several addresses, a
+source-hash key given as a string,
 routing, divert, queues, scrub, icmp-type, return-icmp, tos, set prio, ...)
 gives None and the caller shows the statement's text instead.
 """
+import re
 from collections.abc import Sequence
 
 from pflowbsd.rules.grammar import TIMEOUT_NAMES, Spec
@@ -22,6 +24,11 @@ PRINTED = {"action", "block_policy", "direction", "log", "quick", "ifaces",
 # Types whose codes pfctl_parser.c's icmp_code[] names none: a number there
 # prints as given.
 NO_CODE_NAMES = ("echorep", "echoreq")
+# print_pool's order of pool options; a source-hash key prints as 0x + 32
+# hex digits (a key given as a string is hashed: not printed).
+POOL_ORDER = ("bitmask", "random", "source-hash", "round-robin",
+              "least-states", "sticky-address", "static-port")
+SOURCE_HASH_KEY = re.compile(r"source-hash 0x[0-9a-f]{32}")
 # print_rule's order of state options, then the timeouts in PFTM order.
 OPT_ORDER = ("max", "no-sync", "source-track", "max-src-states",
              "max-src-conn", "max-src-conn-rate", "max-src-nodes", "if-bound",
@@ -90,17 +97,26 @@ def pool_text(word: str, pool: tuple[Sequence[Host], Port | None,
     if not pool:
         return ""
     hosts, port, opts = pool
-    if len(hosts) != 1 or opts or hosts[0].kind not in ("addr", "dynamic",
-                                                        "table"):
-        return None
+    if len(hosts) != 1 or hosts[0].kind not in ("addr", "dynamic", "table"):
+        return None     # several addresses: pfctl makes a table of them
     out = f" {word} " + host_text(hosts[0])
     if port is None:
-        return out
-    if port.op == "=":
-        return out + f" port {port.lo}"
-    if port.op == ":" and port.hi is not None:
-        return out + f" port {port.lo}:{port.hi}"
-    return None
+        pass
+    elif port.op == "=":
+        out += f" port {port.lo}"
+    elif port.op == ":" and port.hi is not None:
+        out += f" port {port.lo}:{port.hi}"
+    else:
+        return None
+    words = [str(o) for o in opts]
+    if len(set(words)) != len(words) or set(words) - set(POOL_ORDER) - {
+            w for w in words if SOURCE_HASH_KEY.fullmatch(w)}:
+        return None     # a hashed key string, or an option twice
+    if "static-port" in words and (word != "nat-to" or port is not None):
+        return None
+    rank = {w: i for i, w in enumerate(POOL_ORDER)}
+    words.sort(key=lambda w: rank.get(w, rank["source-hash"]))
+    return out + "".join(" " + w for w in words)
 
 
 def print_spec(spec: Spec) -> str | None:

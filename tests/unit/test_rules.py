@@ -183,20 +183,25 @@ def test_printer_prints_rules_as_pfctl_nv_does():
             if got is not None:
                 covered += 1
                 same += got == line
-    assert covered >= 650 and same == covered
+    assert covered >= 723 and same == covered
 
 
 def test_printer_falls_back_where_pfctl_would_rename():
     """A number pfctl prints by name (icmp-type 0 is echorep, unreach's
-    code 0 is net-unr) and a pool with options are not printed (None: the
+    code 0 is net-unr), a hashed source-hash key and a pool of several
+    addresses (pfctl makes a table of them) are not printed (None: the
     statement's text is shown); a single nat-to/rdr-to address is."""
     from pflowbsd.rules.printer import print_spec
     from pflowbsd.rules.shapes import parse_rule_cached
     for text in ("pass in inet proto icmp all icmp-type 0",
                  "pass in inet proto icmp all icmp-type unreach code 0",
-                 "match out on lo0 inet all nat-to 10.0.0.1 static-port"):
+                 "match out on lo0 inet all nat-to 10.0.0.1 source-hash k",
+                 "match out on lo0 inet all nat-to { 10.0.0.1, 10.0.0.2 }"):
         assert print_spec(parse_rule_cached(text)) is None, text
     for text in ("match out on lo0 inet all nat-to 10.0.0.1 port 1000:2000",
+                 "match out on lo0 inet all nat-to 10.0.0.1 static-port",
+                 "match in on lo0 inet all rdr-to 10.0.0.0/24 random"
+                 " sticky-address",
                  "pass in inet proto icmp all icmp-type echoreq code 0"):
         assert print_spec(parse_rule_cached(text)) == text
 
