@@ -134,10 +134,17 @@ def print_spec(spec: Spec) -> str | None:
         out += " " + policy
     if spec.get("direction"):
         out += " " + spec["direction"]
-    if spec.get("log") is True:
+    log = spec.get("log")
+    if log is True:
         out += " log"
-    elif spec.get("log"):
-        return None
+    elif log:
+        # print_rule: all, matches, user, then `to pflogN` (pflog0 is the
+        # default logif 0, not printed).
+        words = [w for w in ("all", "matches", "user") if w in log] + [
+            w for w in log if w.startswith("to pflog") and w != "to pflog0"]
+        if len(words) + ("to pflog0" in log) != len(log):
+            return None
+        out += " log" + (f" ({', '.join(words)})" if words else "")
     if spec.get("quick"):
         out += " quick"
     for neg, name in (spec.get("ifaces") or [])[:1]:

@@ -183,7 +183,7 @@ def test_printer_prints_rules_as_pfctl_nv_does():
             if got is not None:
                 covered += 1
                 same += got == line
-    assert covered >= 723 and same == covered
+    assert covered >= 735 and same == covered
 
 
 def test_printer_falls_back_where_pfctl_would_rename():
@@ -202,8 +202,11 @@ def test_printer_falls_back_where_pfctl_would_rename():
                  "match out on lo0 inet all nat-to 10.0.0.1 static-port",
                  "match in on lo0 inet all rdr-to 10.0.0.0/24 random"
                  " sticky-address",
+                 "pass log (all, user, to pflog2) all flags S/SA",
                  "pass in inet proto icmp all icmp-type echoreq code 0"):
         assert print_spec(parse_rule_cached(text)) == text
+    assert print_spec(parse_rule_cached("block log (to pflog0) all")) == \
+        "block drop log all"    # logif 0 is not printed
 
 
 def test_ifconfig_a_of_both_systems():
