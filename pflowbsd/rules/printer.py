@@ -5,9 +5,9 @@ protocol, addresses and ports, the way `pfctl -nv` shows it, so `pflowbsd
 rules` lists `pass ... port = 53` and `pass ... port = 80` rather than the
 statement twice.  Only the words the spec model holds are printed, nat-to
 and rdr-to included when their pool is one address with at most a port and
-pool options: a spec with anything else (pools of several addresses, a
-source-hash key given as a string,
-routing, divert, queues, scrub, icmp-type, return-icmp, tos, set prio, ...)
+pool options, and log options: a spec with anything else (pools of several
+addresses, a source-hash key given as a string, an icmp-type number pfctl
+renames, routing, divert, queues, scrub, return-icmp, tos, set prio, ...)
 gives None and the caller shows the statement's text instead.
 """
 import re
