@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # bench/ is not a package: its own directory is on sys.path
 
+from pflowbsd import statefile
 from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.shell.statsfile import write_atomically
 from pflowbsd.tracker import Tracker, Update
 
 COUNTERS = re.compile(r"   age (\d+):(\d\d):(\d\d), expires in (\d+):(\d\d):(\d\d), "
@@ -134,10 +136,27 @@ def main() -> None:
     def steady() -> object:
         return poll(trackers[0], Exporter(proto=5), b, UP_B)
 
+    state = tempfile.NamedTemporaryFile(prefix="pflowbsd-bench-", suffix=".state")  # noqa: SIM115
+
+    def save() -> object:
+        """#12: the state file after the steady poll, encoded and written as the daemon
+        does (temporary file, fsync, rename, folder fsync)."""
+        entries, exported = trackers[0].snapshot()
+        data = statefile.encode(statefile.Saved("pflow0", 0, "", entries, exported,
+                                                *Exporter(proto=5).snapshot()))
+        write_atomically(state.name, data, 0o600)
+        return len(data)
+
+    def load() -> object:
+        with open(state.name, "rb") as f:
+            return len(statefile.decode(f.read()).entries)
+
     best, last = common.interleaved({
         "floor_a": lambda: lambda: common.floor(a),
         "first": lambda: first,
         "steady": lambda: steady,
+        "state_save": lambda: save,
+        "state_load": lambda: load,
         "floor_b": lambda: lambda: common.floor(b),
     }, args.runs)
     check(last["first"][0], "first poll", n, n, 0, 0)  # type: ignore[index]
@@ -155,6 +174,10 @@ def main() -> None:
     print(f"first_poll_{n}_rss {int(mem['peak']) / n:.0f} B/state peak above before"  # type: ignore[call-overload]
           f"  kept {int(mem['kept']) / n:.0f} B/state"  # type: ignore[call-overload]
           f"  before_mb {int(mem['before']) / 2**20:.0f}  peak_above_mb {int(mem['peak']) / 2**20:.0f}")  # type: ignore[call-overload]
+    print(f"state_file_save_{n} {best['state_save'] / best['steady']:.2f} x steady_poll"
+          f"  cpu_s {best['state_save']:.3f}  bytes {last['state_save']}"
+          f"  load {best['state_load'] / best['steady']:.2f} x steady_poll"
+          f"  load_cpu_s {best['state_load']:.3f}")
 
 
 if __name__ == "__main__":

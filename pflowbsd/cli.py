@@ -10,7 +10,8 @@ Usage:
   pflowbsd stats [-i IF] [-f FILE] [--stats-file PATH] [--control PATH] [--json]
   pflowbsd ctl [-i IF] [-f FILE] [--control PATH] COMMAND [ARG]
   pflowbsd [-adnv] [-i IF] [-f FILE] [-t SECS] [-p PIDFILE] [--pfctl PATH] [--ifconfig IFCONFIG]
-           [--record DIR | --replay DIR] [-w FILE] [--stats-file PATH] [PARAM ...]
+           [--record DIR | --replay DIR] [-w FILE] [--stats-file PATH] [--state-file PATH]
+           [-u USER] [PARAM ...]
   pflowbsd -h | --help | --version
 
 PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
@@ -21,6 +22,8 @@ PARAM is ifconfig's own vocabulary, as in hostname.pflowN(5):
   sync own|all (own: only states this host created)   active-timeout SECS
   sampling N   ipfix-layout openbsd|openbsd-nat|freebsd   max-rate N (datagrams/s)
   stats-file PATH|none (the statistics, default /var/db/pflowbsd/IF.prom if that exists)
+  state-file PATH|none (what a restart needs, default /var/db/pflowbsd/IF.state if that
+                exists; replay: none)
   pfctl-timeout SECS (kill a longer pfctl run)   record-max SIZE (--record, default 1G)
   control PATH|none (pflowbsd ctl's socket, default /var/run/pflowbsd.IF.sock)
   log-facility daemon|user|local0..local7 (syslog's facility, default daemon)
@@ -42,6 +45,10 @@ Daemon options:
   -w FILE        Write every datagram sent, IP and UDP headers included, to a pcap
                  FILE (`-` for stdout, implying -d).
   --stats-file PATH  Write the statistics there after each poll (PARAM stats-file).
+  --state-file PATH  Keep the tracked states, sequences and held records there, so a
+                 restart loses and repeats nothing (PARAM state-file).
+  -u USER        Started as root: run as USER (default _pflowbsd, or $PFLOWBSD_USER),
+                 but for a helper that stays root to run pfctl, sysctl and ifconfig.
   --control PATH  The control socket (PARAM control; default /var/run/pflowbsd.IF.sock).
 
 Commands:
@@ -148,6 +155,8 @@ def load_config(args: Args) -> Config:
         cfg.pfctl = args["--pfctl"]
     if args["--stats-file"]:
         cfg.stats_file = args["--stats-file"]
+    if args.get("--state-file"):
+        cfg.state_file = args["--state-file"]
     if args.get("--control"):
         cfg.control = args["--control"]
     return cfg
@@ -299,8 +308,14 @@ def cmd_daemon(args: Args) -> int:
     if args["--replay"]:
         return replay(cfg, args["--replay"], capture)
     reload = lambda: _checked(load_config(args))
+    from pflowbsd.shell import privsep
+    from pflowbsd.shell.record import Recorder
+
     try:  # everything that can fail, before detaching: one line, terminal and syslog
-        daemon = Daemon(cfg, record=args["--record"], reload=reload, capture=capture)
+        user = privsep.account(privsep.user_name(args["-u"]))
+        Recorder.writer = user.uid if user else None
+        daemon = Daemon(cfg, record=args["--record"], reload=reload, capture=capture,
+                        control_group=user.gid if user else None)  # ctl: USER's group
         if args["-p"]:
             process.lock_pidfile(args["-p"])
     except OSError as e:
@@ -310,6 +325,8 @@ def cmd_daemon(args: Args) -> int:
         process.daemonize()
     if args["-p"]:
         process.write_pidfile(args["-p"])
+    privsep.start(user, privsep.user_name(args["-u"]), cfg.pfctl, args["-p"],
+                  privsep.files_of(daemon))  # -u: from here on as USER
     try:
         return daemon.run()
     finally:

@@ -53,6 +53,7 @@ class Config:
     ipfix_layout: str = "openbsd"  # the templates: openbsd, openbsd-nat or freebsd
     max_rate: int = 0  # datagrams per second per collector; 0: unlimited, as the kernel
     stats_file: str | None = None  # None: /var/db/pflowbsd/IF.prom if that folder exists; "none": off
+    state_file: str | None = None  # None: /var/db/pflowbsd/IF.state if that folder exists; "none": off
     control: str | None = None  # the control socket; None: /var/run/pflowbsd.IF.sock; "none": off
     log_facility: str = "daemon"  # syslog(3)'s facility, by its syslog.conf(5) name
 
@@ -185,6 +186,7 @@ WORDS = {
         "openbsd": "openbsd", "openbsd-nat": "openbsd-nat", "freebsd": "freebsd"}))),
     "max-rate": (True, _set("max_rate", _int(0, 10**7))),
     "stats-file": (True, _set("stats_file", lambda w, v: v)),
+    "state-file": (True, _set("state_file", lambda w, v: v)),
     "control": (True, _set("control", lambda w, v: v)),
     "log-facility": (True, _set("log_facility", _choice(**{f: f for f in LOG_FACILITIES}))),
     "-flowsrc": (False, lambda cfg, w, v: setattr(cfg, "flowsrc", None)),

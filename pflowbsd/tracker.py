@@ -231,6 +231,17 @@ class Tracker:
                 self._due.append((first + secs, t))
         heapq.heapify(self._due)
 
+    def snapshot(self) -> tuple[dict[str, Entry | None], dict[str, bytes]]:
+        """What a state file keeps (pflowbsd.statefile): the tracked states and the
+        active timeout's side table.  The live tables: encode them before the next poll."""
+        return self.entries, self.exported
+
+    def restore(self, entries: dict[str, Entry | None], exported: dict[str, bytes]) -> None:
+        """A restart: the states known before it.  The active timeout's schedule is made
+        again from them; rules with timeouts of their own are looked up again."""
+        self.entries, self.exported, self.rules = dict(entries), dict(exported), {}
+        self.set_active_timeout(self.active_timeout)
+
     def _rest(self, key: str, entry: Entry, seen_gone: float) -> Entry | None:
         """What a state that is gone still has to export: all of it, or with the active
         timeout what it gained since its last export (None: nothing)."""

@@ -16,6 +16,11 @@ import pytest
 
 from tests.support import replaydata as rd
 
+# The daemons a test starts as root stay root (-u's default is $PFLOWBSD_USER), as the
+# tests expect of the files in their tmp_path; set here, at import, before any test
+# module copies os.environ.  tests/system/test_privsep.py drops privileges for real.
+os.environ.setdefault("PFLOWBSD_USER", "root")
+
 
 @pytest.fixture(scope="session")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:

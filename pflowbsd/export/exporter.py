@@ -265,6 +265,25 @@ class Exporter:
             deadlines.append(self._tmpl_deadline)
         return min(deadlines, default=None)
 
+    def snapshot(self, records: bool = True
+                 ) -> tuple[int, int, float | None, list[tuple[int, float, int, list[bytes]]]]:
+        """What a state file keeps: gcounter, sequence, the template deadline and each
+        held buffer as (key, deadline, gcounter, records) (records=False: none copied)."""
+        return (self._gcounter, self._sequence, self._tmpl_deadline,
+                [(k, b.deadline, b.gcounter, list(b.records) if records else [])
+                 for k, b in self._buffers.items()])
+
+    def restore(self, gcounter: int, sequence: int, tmpl_deadline: float | None,
+                buffers: list[tuple[int, float, int, list[bytes]]]) -> None:
+        """A restart: the counters continue and the held records leave at their
+        deadlines.  ValueError for a buffer this encoding does not have."""
+        for key, _deadline, _gc, records in buffers:
+            if key not in self._encoding.maxcount or not records \
+                    or len(records) >= max(1, self._encoding.maxcount[key]):
+                raise ValueError(f"a held buffer {key} of {len(records)} records")
+        self._gcounter, self._sequence, self._tmpl_deadline = gcounter, sequence, tmpl_deadline
+        self._buffers = {k: _Buffer(d, g, list(r)) for k, d, g, r in buffers}
+
     def _sendout(self, key: int, now: Clock) -> bytes:
         buf = self._buffers.pop(key)
         self.stats["datagrams"] += 1

@@ -36,6 +36,7 @@ from pflowbsd.shell.pfctl import Pfctl, PfctlError, boottime, carp_status, ifcon
 from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.record import Recorder
 from pflowbsd.shell.sender import Sender, Tap
+from pflowbsd.shell.statewriter import StateKeeper, state_path
 from pflowbsd.shell.statsfile import STATE_DIR, Meter, StatsFile, stats_path
 
 log = logging.getLogger("pflowbsd")
@@ -66,6 +67,9 @@ class Daemon:
         self.stats_file: StatsFile | None = None
         self.taps: list[Tap] = [self.meter] + ([PcapWriter(capture)] if capture else [])
         self._statistics(cfg, first=True)
+        path = state_path(cfg)  # read by run(), written before each send
+        log.info("state file: %s", path or f"none (state-file none, or no {STATE_DIR})")
+        self.state = StateKeeper(path) if path else None
         self.pf_errors: dict[str, str] = {}  # pfctl call -> the failure last logged
         self.say = RateLog()
         self.carp_status: str | None = None
@@ -123,6 +127,8 @@ class Daemon:
         return text
 
     def send(self, out: Output) -> None:
+        if self.state:  # first: a kill in between loses these datagrams, never repeats them
+            self.state.save(self.pipe)
         if self.cfg.max_rate or self.pacer.held:
             self.pacer.set_rate(self.cfg.max_rate)
             self.sender.send(self.pacer.offer(out.datagrams, time.monotonic()))
@@ -272,6 +278,8 @@ class Daemon:
         if self.recorder:
             self.recorder.start(boot)
         self.pipe = Pipeline(self.cfg, self.side, boot)
+        if self.state:
+            self.state.load(self.pipe)
         sel = selectors.DefaultSelector()
         sel.register(self.rsock, selectors.EVENT_READ)
         if self.control:

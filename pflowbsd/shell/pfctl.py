@@ -33,6 +33,9 @@ MiB = 1 << 20
 MAX_OUTPUT = 1 << 30  # bytes, when the table's size is not known
 BYTES_PER_STATE = 1024  # a -vv record is 250-450 bytes; FreeBSD's origif line included
 STDERR_KEPT = 1 << 16
+Interrupted = Callable[[], bool]
+# -u USER: the privileged helper's client (shell/privsep.py) runs every command instead
+RUNNER: Callable[[list[str], float, int, Interrupted], str] | None = None
 
 
 class PfctlError(RuntimeError):
@@ -53,6 +56,8 @@ def run_command(argv: list[str], timeout: float, limit: int = MAX_OUTPUT,
                 interrupted: Callable[[], bool] = lambda: False) -> str:
     """argv's stdout as text; PfctlError on a failure, a timeout, more than `limit`
     bytes, or interrupted()."""
+    if RUNNER is not None:
+        return RUNNER(argv, timeout, limit, interrupted)
     command = " ".join(argv)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -28,11 +28,12 @@ from pflowbsd.config import Config
 from pflowbsd.pf import timeouts
 from pflowbsd.pf.ifaces import IfconfigError, parse_ifconfig
 from pflowbsd.pf.states import parse_states
-from pflowbsd.pipeline import PfSide, Pipeline
+from pflowbsd.pipeline import Output, PfSide, Pipeline
 from pflowbsd.shell import pacer
 from pflowbsd.shell.pcapout import PcapWriter
 from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.sender import Sender
+from pflowbsd.shell.statewriter import StateKeeper
 from pflowbsd.shell.statsfile import Meter, StatsFile
 
 log = logging.getLogger("pflowbsd")
@@ -62,6 +63,8 @@ def _snapshot_key(name: str) -> tuple[int, int] | None:
 class Recorder:
     """Writes what the daemon read from pfctl into a --record folder."""
 
+    writer: int | None = None  # -u USER: the uid that writes it after the drop
+
     def __init__(self, folder: str, max_bytes: int = 1 << 30) -> None:
         self.folder, self.max_bytes = folder, max_bytes
         self.fd = self._open(folder)
@@ -85,7 +88,7 @@ class Recorder:
                               " (a directory, not a symlink)") from None
         st = os.fstat(fd)
         why = None
-        if st.st_uid != os.geteuid():
+        if st.st_uid not in (os.geteuid(), Recorder.writer):
             why = f"owned by uid {st.st_uid}, not by uid {os.geteuid()} that pflowbsd runs as"
         elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             why = f"writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
@@ -169,7 +172,9 @@ class Recorder:
 
 def replay(cfg: Config, folder: str, capture: str | None = None) -> int:
     """Run the pipeline over a --record folder, its snapshot names as the clock; with
-    `capture` (-w), every datagram sent also goes to that pcap file."""
+    `capture` (-w), every datagram sent also goes to that pcap file.  With `state-file
+    PATH` (none by default here) it is read at start and written before each send, as
+    live: a recording replayed in two parts sends what one replay sends."""
     d = Path(folder)
     found = ((_snapshot_key(p.name), p) for p in d.glob("*.states"))
     snaps = [(k[0], p) for k, p in sorted((k, p) for k, p in found if k is not None)]
@@ -191,19 +196,29 @@ def replay(cfg: Config, folder: str, capture: str | None = None) -> int:
     sender.taps.append(meter)
     pipe = Pipeline(cfg, side, boot)
     pipe.interfaces_read(read_optional(d / "ifconfig"))
-    sender.send(pipe.start(snaps[0][0]).datagrams)
+    keeper = StateKeeper(os.path.abspath(cfg.state_file)) \
+        if cfg.state_file not in (None, "none") else None
+    if keeper:
+        keeper.load(pipe)
+
+    def send(out: Output) -> None:
+        if keeper:
+            keeper.save(pipe)  # before sending: a crash loses, never repeats
+        sender.send(out.datagrams)
+
+    send(pipe.start(snaps[0][0]))
     say = RateLog()
     for t, path in snaps:
-        sender.send(pipe.due(t).datagrams)
+        send(pipe.due(t))
         pipe.interfaces_read(read_optional(d / f"{t}.ifconfig"))
         info = read_optional(path.with_suffix(".info"))
         entries = timeouts.parse_info(info).states if info is not None else None
         up, out = pipe.poll(path.read_text(errors="replace"), t, entries=entries)
         report_poll(say, up.errors, pipe.partial_reason)
         meter.polled("partial" if up.partial else "ok", None, None, t)
-        sender.send(out.datagrams)
-    sender.send(pipe.due(snaps[-1][0]).datagrams)
-    sender.send(pipe.flush(snaps[-1][0]).datagrams)
+        send(out)
+    send(pipe.due(snaps[-1][0]))
+    send(pipe.flush(snaps[-1][0]))
     st = meter.statistics(pipe)
     log.info("replay done: %d snapshots; %s", len(snaps), stats.line(st))
     if cfg.stats_file not in (None, "none"):  # only when asked: not the live default

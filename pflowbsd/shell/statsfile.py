@@ -26,11 +26,17 @@ STATE_DIR = "/var/db/pflowbsd"  # made by the rc.d scripts
 
 def stats_path(cfg: Config, state_dir: str = STATE_DIR) -> str | None:
     """`stats-file PATH`; by default STATE_DIR/IF.prom when STATE_DIR exists; `none`: off."""
-    if cfg.stats_file == "none":
+    return in_state_dir(cfg.stats_file, f"{cfg.instance}.prom", state_dir)
+
+
+def in_state_dir(word: str | None, name: str, state_dir: str = STATE_DIR) -> str | None:
+    """A file word's path: `none` is off, a PATH is itself, unset is state_dir/name
+    when state_dir exists (else off)."""
+    if word == "none":
         return None
-    if cfg.stats_file:
-        return cfg.stats_file
-    return os.path.join(state_dir, f"{cfg.instance}.prom") if os.path.isdir(state_dir) else None
+    if word:
+        return word
+    return os.path.join(state_dir, name) if os.path.isdir(state_dir) else None
 
 
 class Meter:
@@ -96,16 +102,24 @@ class StatsFile:
             self.error = None
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, data: str | bytes, mode: int = 0o644) -> None:
+    """A temporary file in path's folder, fsync, rename over path, fsync the folder:
+    a reader (or a crash) sees the old file or the new one, whole.  The mode defaults
+    to 0644: node_exporter reads the statistics as its own user."""
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter reads it as its own user
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -9,12 +9,15 @@ numbers of any length, odd whitespace, control characters), mutated, so most
 examples get past the first check.  max_examples keeps the file to a few seconds.
 """
 
+import functools
 import io
+import struct
+import zlib
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pflowbsd import cli
+from pflowbsd import cli, statefile
 from pflowbsd.config import Config, ConfigError, apply_file, apply_words
 from pflowbsd.pf import snapshot, timeouts
 from pflowbsd.pf.states import cmd_states, parse_states, scan
@@ -22,6 +25,9 @@ from pflowbsd.pipeline import PfSide, Pipeline
 from pflowbsd.rules.load import load_ruleset
 from pflowbsd.rules.model import RuleSyntaxError, parse_listing
 from tests.support.pftext import record, sid
+from tests.support.replaydata import BOOT
+from tests.support.replaydata import T0 as rd_T0
+from tests.unit import test_statefile
 
 FUZZ = settings(max_examples=150, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 
@@ -160,3 +166,44 @@ def test_command_line(argv):
     except SystemExit as e:  # docopt's -h and --version
         code = e.code
     assert code in (0, 1, 2, None)
+
+
+# --- the state file (issue 12): whatever the bytes, StateFileError or a usable Saved ----
+
+@functools.cache
+def _state_file() -> bytes:
+    return statefile.encode(statefile.capture(test_statefile.fed(10, 5)))
+
+
+def _resealed(blob: bytes) -> bytes:
+    """blob's payload under a whole header and a right checksum: only the field checks
+    stand between it and the tracker."""
+    head = statefile.HEADER.pack(statefile.MAGIC, statefile.VERSION, 0, b"pflow0", BOOT,
+                                 len(blob) - statefile.HEADER.size, 0)
+    payload = blob[statefile.HEADER.size:]
+    return head[:-4] + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head[:-4]))) + payload
+
+
+@FUZZ
+@given(st.data())
+def test_state_file(data):
+    good = _state_file()
+    how = data.draw(st.sampled_from(["cut", "flip", "splice", "resealed", "raw"]))
+    if how == "raw":
+        blob = data.draw(st.binary(max_size=300))
+    elif how == "cut":
+        blob = good[:data.draw(st.integers(0, len(good)))]
+    else:
+        k = data.draw(st.integers(statefile.HEADER.size, len(good) - 1))
+        blob = good[:k] + data.draw(st.binary(max_size=40)) + good[k + (how != "splice"):]
+        if how == "resealed":
+            blob = _resealed(blob)
+    try:
+        saved = statefile.decode(blob)
+        pipe = test_statefile.pipeline(10, 5)
+        statefile.restore(pipe, saved)
+    except statefile.StateFileError:
+        return
+    pipe.flush(BOOT + 10**6)  # what was restored can be sent, and polled on
+    for t in (rd_T0 + 100, rd_T0 + 200):
+        pipe.poll("", t)
