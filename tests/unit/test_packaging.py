@@ -59,11 +59,11 @@ def test_freebsd_pkg_plist_names_what_autoplist_does_not():
                     if line and not line.startswith("@"))
     assert listed == own == ["etc/rc.d/pflowbsd"]
     assert not set(listed) & set(plist.installed())  # nothing listed twice
-    assert re.search(r"^USERS=\t+pflowbsd$", make, re.M) and re.search(r"^GROUPS=\t+pflowbsd$", make, re.M)
+    assert re.search(r"^USERS=\t+_pflowbsd$", make, re.M) and re.search(r"^GROUPS=\t+_pflowbsd$", make, re.M)
     uid = (FREEBSD / "UIDs").read_text().strip().splitlines()[-1]
     gid = (FREEBSD / "GIDs").read_text().strip().splitlines()[-1]
-    assert re.fullmatch(r"pflowbsd:\*:(\d+):\1::0:0:[^:]+:/nonexistent:/usr/sbin/nologin", uid)
-    assert gid == f"pflowbsd:*:{uid.split(':')[2]}:"
+    assert re.fullmatch(r"_pflowbsd:\*:(\d+):\1::0:0:[^:]+:/nonexistent:/usr/sbin/nologin", uid)
+    assert gid == f"_pflowbsd:*:{uid.split(':')[2]}:"
     assert (FREEBSD / "pkg-descr").read_text().strip()
 
 
