@@ -22,7 +22,7 @@ import os
 from pflowbsd import statefile
 from pflowbsd.config import Config
 from pflowbsd.pipeline import Pipeline
-from pflowbsd.shell.statsfile import STATE_DIR, in_state_dir, write_atomically
+from pflowbsd.shell.statsfile import STATE_DIR, AtomicFile, in_state_dir
 
 log = logging.getLogger("pflowbsd")
 
@@ -37,7 +37,7 @@ class StateKeeper:
     def __init__(self, path: str) -> None:
         self.path = path
         self.written: tuple[object, ...] | None = None
-        self.error: str | None = None
+        self.file = AtomicFile(path, "state file", logging.ERROR, 0o600)
 
     def _aside(self, why: str) -> None:
         bad = self.path + ".bad"
@@ -87,14 +87,5 @@ class StateKeeper:
         mark = statefile.fingerprint(pipe)
         if mark == self.written:
             return
-        try:
-            write_atomically(self.path, statefile.encode(statefile.capture(pipe)), 0o600)
-        except OSError as e:
-            if self.error != e.strerror:
-                log.error("state file %s: %s", self.path, e.strerror or e)
-                self.error = e.strerror
-            return
-        if self.error:
-            log.warning("state file %s: written again", self.path)
-            self.error = None
-        self.written = mark
+        if self.file.write(statefile.encode(statefile.capture(pipe))):
+            self.written = mark

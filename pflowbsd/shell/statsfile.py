@@ -87,19 +87,32 @@ class StatsFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.error: str | None = None
+        self.file = AtomicFile(path, "statistics file", logging.WARNING)
 
     def write(self, st: stats.Statistics) -> None:
+        self.file.write(stats.prometheus(st))
+
+
+class AtomicFile:
+    """A file rewritten whole (write_atomically); a failure is logged once per change
+    of error, and once more when writing works again, and the daemon goes on."""
+
+    def __init__(self, path: str, what: str, level: int, mode: int = 0o644) -> None:
+        self.path, self.what, self.level, self.mode = path, what, level, mode
+        self.error: str | None = None
+
+    def write(self, data: str | bytes) -> bool:
         try:
-            write_atomically(self.path, stats.prometheus(st))
+            write_atomically(self.path, data, self.mode)
         except OSError as e:
             if self.error != e.strerror:
-                log.warning("statistics file %s: %s", self.path, e.strerror or e)
+                log.log(self.level, "%s %s: %s", self.what, self.path, e.strerror or e)
                 self.error = e.strerror
-            return
+            return False
         if self.error:
-            log.warning("statistics file %s: written again", self.path)
+            log.warning("%s %s: written again", self.what, self.path)
             self.error = None
+        return True
 
 
 def write_atomically(path: str, data: str | bytes, mode: int = 0o644) -> None:
