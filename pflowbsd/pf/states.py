@@ -42,9 +42,11 @@ __all__ = [
     "Scan",
     "State",
     "Table",
+    "checked_states",
     "cmd_states",
     "parse_record",
     "parse_states",
+    "printable",
     "scan",
     "summary",
 ]
@@ -350,10 +352,11 @@ def _printable(s: str) -> str:
     return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def cmd_states(text: str, as_json: bool, out: TextIO, err: TextIO) -> int:
-    """`pflowbsd states`: a summary line (or a JSON object) per state to out, one line
-    per ParseError to err; 1 when there were errors."""
+def checked_states(text: str) -> Table:
+    """parse_states, with each state's addresses checked in its own family (the bulk
+    parser leaves that to the tracker): a state that fails is moved to the errors."""
     table = parse_states(text)
+    good = []
     for st in table.states:
         try:
             check_addresses(st)
@@ -361,6 +364,20 @@ def cmd_states(text: str, as_json: bool, out: TextIO, err: TextIO) -> int:
             table.errors.append(ParseError(st.line, _line_at(text, _line_offset(text, st.line)),
                                            str(bad)))
             continue
+        good.append(st)
+    table.states[:] = good
+    return table
+
+
+def printable(s: str) -> str:
+    return _printable(s)
+
+
+def cmd_states(text: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    """`pflowbsd states`: a summary line (or a JSON object) per state to out, one line
+    per ParseError to err; 1 when there were errors."""
+    table = checked_states(text)
+    for st in table.states:
         if as_json:
             out.write(json.dumps(st.to_json(), separators=(",", ":")) + "\n")
         else:

@@ -14,7 +14,7 @@ texts, the output streams and how to read included files: no I/O here.
 import json
 from typing import TextIO
 
-from pflowbsd.pf.states import parse_states, summary
+from pflowbsd.pf.states import checked_states, printable, summary
 from pflowbsd.rules.ifa import IfTable
 from pflowbsd.rules.lexer import ReadFile
 from pflowbsd.rules.load import load_ruleset
@@ -80,7 +80,7 @@ def cmd_states(text: str, rs: Ruleset | None, selector: Selector,
                as_json: bool, out: TextIO, err: TextIO) -> int:
     """`pflowbsd states` with the export decision of each state, from the
     creating rule in rs (None: rules unknown) and the selector."""
-    table = parse_states(text)
+    table = checked_states(text)
     for st in table.states:
         rule, unknown = rs.resolve(st.anchor, st.rule) if rs is not None \
             else (None, "no rules")
@@ -91,7 +91,7 @@ def cmd_states(text: str, rs: Ruleset | None, selector: Selector,
             obj = {**st.to_json(), "export": export, "why": why}
             out.write(json.dumps(obj, separators=(",", ":")) + "\n")
         else:
-            line = summary(st).replace("\n", " ")
+            line = printable(summary(st)).replace("\n", " ")
             out.write(f"{line}\t{'export' if export else '-'}\t{why}\n")
     for e in table.errors[:MAX_ERRORS]:
         err.write(f"pflowbsd: line {e.line}: {e.reason}\n")

@@ -302,3 +302,17 @@ def test_covered_rules_go_before_tables_are_made():
         "pass inet from 10.0.0.0/8 to any flags S/SA"]
     rules = _optimized("pass in from 10.0.0.1\npass out from 10.0.0.0/8\n")
     assert len(rules) == 2
+
+
+def test_states_command_skips_a_state_whose_addresses_are_not_of_its_family():
+    """`pflowbsd states` (rules/show.cmd_states) checks addresses as pf/states does."""
+    import io
+
+    from pflowbsd.rules.select import Selector
+    from pflowbsd.rules.show import cmd_states
+    text = ("all tcp 10.0.0.1:1 -> 2001:db8::1:2       ESTABLISHED:ESTABLISHED\n"
+            "   age 00:00:01, expires in 00:00:10, 1:1 pkts, 1:1 bytes\n"
+            "   id: 0000000000000001 creatorid: 00000001\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert cmd_states(text, None, Selector(), False, out, err) == 1
+    assert out.getvalue() == "" and "bad address" in err.getvalue()
