@@ -87,6 +87,10 @@ class Tracker:
         self._overdue: set[str] = set()  # tails of states due with nothing gained yet
         self.stats = dict(polls=0, partial=0, parse_errors=0, new=0, changed=0,
                           expired=0, exported=0, restarted=0, active_exports=0)
+        # What changed since take_changes(): tails whose entry was set or removed, and
+        # keys whose `exported` record was, so a state file can be written as a delta.
+        self.touched: set[str] = set()
+        self.touched_exported: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -122,9 +126,12 @@ class Tracker:
             if prev is None:
                 up.new += 1
                 self.entries[t] = self._admit(t, st, poll, nstates)
+                self.touched.add(t)
             else:
                 up.changed += 1
                 self._changed(t, self.entries.pop(prev), st, poll, nstates, up, prev)
+                self.touched.add(t)
+                self.touched.add(prev)
         self.stats["polls"] += 1
         self.stats["parse_errors"] += len(up.errors)
         if up.partial:
@@ -133,6 +140,7 @@ class Tracker:
             for t in old.values():
                 up.gone += 1
                 entry = self.entries.pop(t)
+                self.touched.add(t)
                 self.rules.pop(t[-KEY:], None)
                 if entry is not None:
                     if self._overdue:
@@ -236,16 +244,26 @@ class Tracker:
         active timeout's side table.  The live tables: encode them before the next poll."""
         return self.entries, self.exported
 
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """The tails whose entry was set or removed and the keys whose `exported` record
+        was set or removed since the last call (or restore()); the sets start again."""
+        out = self.touched, self.touched_exported
+        self.touched, self.touched_exported = set(), set()
+        return out
+
     def restore(self, entries: dict[str, Entry | None], exported: dict[str, bytes]) -> None:
         """A restart: the states known before it.  The active timeout's schedule is made
         again from them; rules with timeouts of their own are looked up again."""
         self.entries, self.exported, self.rules = dict(entries), dict(exported), {}
+        self.touched, self.touched_exported = set(), set()
         self.set_active_timeout(self.active_timeout)
 
     def _rest(self, key: str, entry: Entry, seen_gone: float) -> Entry | None:
         """What a state that is gone still has to export: all of it, or with the active
         timeout what it gained since its last export (None: nothing)."""
         done = self.exported.pop(key, None) if self.exported else None
+        if done is not None:
+            self.touched_exported.add(key)
         if done is None:
             return self._final(entry, seen_gone)
         first, *counts = EXPORTED.unpack(done)
@@ -290,6 +308,7 @@ class Tracker:
             up.active.append(flows.with_span(entry, first, min(max(last, first), now),
                                              (p0, p1, b0, b1)))
             self.exported[key] = EXPORTED.pack(now + 1, *current)
+            self.touched_exported.add(key)
             heapq.heappush(heap, (now + 1 + self.active_timeout, t))
         self.stats["active_exports"] += len(up.active)
 
