@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import NamedTuple, TextIO
 
 from pflowbsd.pf import grammar as g
+from pflowbsd.pf.fastscan import findall
 from pflowbsd.pf.record import Host, State, build_into, build_strict, check_addresses, summary
 
 __all__ = [
@@ -178,10 +179,11 @@ def _parse_states(text: str) -> Table:
     cut = bool(text) and not text.endswith("\n")
     if cut:
         text += "\n"
-    rx, base = _FAST["vv" if vv else "v" if v else "ss"]
+    kind = "vv" if vv else "v" if v else "ss"
+    rx, base = _FAST[kind]
     if not cut:
         try:
-            states = _parse_clean(text, rx, base)
+            states = _parse_clean(text, kind, base)
         except ValueError:
             states = None
         if states is not None:
@@ -189,7 +191,7 @@ def _parse_states(text: str) -> Table:
     return _parse_checked(text, cut, v, vv, rx, base)
 
 
-def _parse_clean(text: str, rx: re.Pattern[str], base: int) -> list[State] | None:
+def _parse_clean(text: str, kind: str, base: int) -> list[State] | None:
     """The whole table as the fast regex reads it (findall(): no match
     objects), or None unless its records cover the text: records are whole
     lines, so they do iff their line counts add up to the text's. Line numbers
@@ -202,7 +204,7 @@ def _parse_clean(text: str, rx: re.Pattern[str], base: int) -> list[State] | Non
     while pos < n:
         m = _RECORD_START.search(text, pos + _CHUNK)
         end = m.end() if m else n
-        line = build_into(rx.findall(text, pos, end), line, base, append)
+        line = build_into(findall(kind, text, pos, end), line, base, append)
         pos = end
     return states if line - 1 == text.count("\n") else None
 
