@@ -2,17 +2,46 @@
 
 Strategy.  Every bulk reader of a state table (parse_states, the tracker's first
 sighting) goes through findall() here, so an accelerated scanner can stand in for the
-regex in one place.  This is the pure-Python one: the regex itself.
+regex in one place.  Two implementations give identical lists (tests/unit/
+test_fastscan.py checks them against each other on the golden tables and under
+hypothesis): the C extension `_fastscan` (built by setup.py when a compiler is there),
+and the regex itself, which runs when the extension did not build or when the
+environment sets PFLOWBSD_PURE=1.  On the 200,000-state golden table the regex's
+findall costs about 4.5 x the floor of bench/common.py, the C one about 2.5 x (most
+of which is making the 34 strings of each tuple, as the regex must too): figures from
+`python3 bench/parse.py`.  ACCELERATED says which one runs.
 """
 
 from __future__ import annotations
+
+import os
+from typing import cast
 
 from pflowbsd.pf import grammar as g
 from pflowbsd.pf.grammar import FastRecord
 
 _RX = g.FAST_RECORD
+_KIND = {"ss": 0, "v": 1, "vv": 2}  # _fastscan's numbering of FAST_RECORD's keys
 
 
-def findall(kind: str, text: str, pos: int = 0, end: int | None = None) -> list[FastRecord]:
+def findall_regex(kind: str, text: str, pos: int = 0, end: int | None = None) -> list[FastRecord]:
     """FAST_RECORD[kind].findall(text, pos, end): kind "ss", "v" or "vv"."""
     return _RX[kind].findall(text, pos, len(text) if end is None else end)
+
+
+try:
+    if os.environ.get("PFLOWBSD_PURE") == "1":
+        raise ImportError("PFLOWBSD_PURE=1")
+    from pflowbsd.pf import _fastscan
+except ImportError:
+    _fastscan = None  # type: ignore[assignment]
+
+
+def findall_c(kind: str, text: str, pos: int = 0, end: int | None = None) -> list[FastRecord]:
+    """The same list from _fastscan (which must have imported: see ACCELERATED)."""
+    return cast(list[FastRecord],
+                _fastscan.findall(_KIND[kind], text, pos, len(text) if end is None else end))
+
+
+ACCELERATED: bool = _fastscan is not None
+findall = findall_c if ACCELERATED else findall_regex

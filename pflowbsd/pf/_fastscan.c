@@ -1,0 +1,502 @@
+/* The fast path's scanner in C: grammar.FAST_RECORD[kind].findall(text, pos, end), exactly.
+ *
+ * Strategy.  The three FAST_RECORD regexes (pflowbsd/pf/grammar.py) are transcribed here as
+ * hand-written matchers, one function per line of pfctl's record, in the regex's order.
+ * The regex backtracks in only one place that can change its result: the age line's tail
+ * "(?:, anchor N|)(?:, rule N|)(, [^\n]*+|)\n", where an anchor or rule that does not end
+ * its token falls back into the opts group; age_tail() tries the alternatives in sre's
+ * order.  Everywhere else a "(?:X|)" that matched X and then failed later would fail with
+ * the empty alternative too (what follows X never starts with X's first character), every
+ * run is possessive or bounded by a character it excludes, and the address forms are
+ * exclusive, so taking the first alternative that matches whole is what sre ends up with.
+ *
+ * findall's scanning: with re.M, "^" matches at index 0 or after a "\n" (not at pos itself
+ * unless one of those holds); a failed start moves to the next line; the text ends at end
+ * for every look, the "(?!\[)" lookahead included.  pos and end are clamped as sre clamps
+ * them.  Any str kind works (1, 2 or 4 bytes per code point): the matchers read through
+ * PyUnicode_READ with the kind a compile-time constant, specialised three times; "\d" is
+ * ASCII [0-9] (re.A), "[^ \n]" takes any code point.  Groups come back as new str slices
+ * (PyUnicode_Substring), "" for a group that took no part, 34 to a tuple (FAST_FIELDS).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define NGROUPS 34
+enum {
+    G_IFNAME, G_PROTO, G_LA, G_LP4, G_LP6, G_LXA, G_LXP4, G_LXP6, G_GW1, G_ARROW,
+    G_RA, G_RP4, G_RP6, G_RXA, G_RXP4, G_RXP6, G_GW2, G_STATE,
+    G_SEQ, G_AGE_H, G_AGE_MS, G_EXP_H, G_EXP_MS, G_P0, G_P1, G_B0, G_B1, G_ANCHOR, G_RULE,
+    G_OPTS, G_ID, G_CREATORID, G_IDX, G_ORIGIF
+};
+
+typedef struct {
+    Py_ssize_t start[NGROUPS];
+    Py_ssize_t stop[NGROUPS];
+} groups_t;
+
+typedef struct {
+    int kind;
+    const void *data;
+    Py_ssize_t end;
+} text_t;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SCAN_INLINE static inline __attribute__((always_inline))
+#else
+#define SCAN_INLINE static inline
+#endif
+
+/* The code point at i, or 0 at and past the end (no pattern character is NUL). */
+#define AT(t, i) ((i) < (t)->end ? PyUnicode_READ((t)->kind, (t)->data, (i)) : 0)
+
+SCAN_INLINE void set(groups_t *g, int n, Py_ssize_t a, Py_ssize_t b)
+{
+    g->start[n] = a;
+    g->stop[n] = b;
+}
+
+SCAN_INLINE int is_digit(Py_UCS4 c) { return c >= '0' && c <= '9'; }
+SCAN_INLINE int is_hex(Py_UCS4 c) { return is_digit(c) || (c >= 'a' && c <= 'f'); }
+
+/* \d*+ from p: the end of the run. */
+SCAN_INLINE Py_ssize_t digits(const text_t *t, Py_ssize_t p)
+{
+    while (p < t->end && is_digit(PyUnicode_READ(t->kind, t->data, p)))
+        p++;
+    return p;
+}
+
+/* [0-9a-f]*+, plus '.' and ':' when asked. */
+SCAN_INLINE Py_ssize_t hexrun(const text_t *t, Py_ssize_t p, int dot, int colon)
+{
+    while (p < t->end) {
+        Py_UCS4 c = PyUnicode_READ(t->kind, t->data, p);
+        if (!(is_hex(c) || (dot && c == '.') || (colon && c == ':')))
+            break;
+        p++;
+    }
+    return p;
+}
+
+/* [^ \n]*+ (space != 0) or [^\n]*+ or [^}\n]*+ from p: the end of the run. */
+SCAN_INLINE Py_ssize_t run_not(const text_t *t, Py_ssize_t p, Py_UCS4 other)
+{
+    if (t->kind == PyUnicode_1BYTE_KIND && other == '\n') {
+        const Py_UCS1 *s = (const Py_UCS1 *)t->data;
+        const void *nl = memchr(s + p, '\n', (size_t)(t->end - p));
+        return nl ? (const Py_UCS1 *)nl - s : t->end;
+    }
+    while (p < t->end) {
+        Py_UCS4 c = PyUnicode_READ(t->kind, t->data, p);
+        if (c == '\n' || c == other)
+            break;
+        p++;
+    }
+    return p;
+}
+
+/* The literal s (ASCII) at p: the position after it, or -1. */
+SCAN_INLINE Py_ssize_t lit(const text_t *t, Py_ssize_t p, const char *s, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    if (p < 0 || t->end - p < n)
+        return -1;
+    for (i = 0; i < n; i++)
+        if (PyUnicode_READ(t->kind, t->data, p + i) != (Py_UCS4)(unsigned char)s[i])
+            return -1;
+    return p + n;
+}
+#define LIT(t, p, s) lit((t), (p), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+/* \d++ then the literal c: after c, or -1 (an empty run fails). */
+SCAN_INLINE Py_ssize_t digits_then(const text_t *t, Py_ssize_t p, Py_UCS4 c)
+{
+    Py_ssize_t q = digits(t, p);
+    return (q > p && AT(t, q) == c) ? q + 1 : -1;
+}
+
+/* _FAST_HOST: ((?:\(\d++\) |)ADDR)(?::(\d++)|\[(\d++)\]|), groups n, n+1, n+2.
+ * ADDR: \d++\.\d++\.\d++\.\d++(?!\[) | [0-9a-f]*+:[0-9a-f.]*+:[0-9a-f:.]*+ */
+SCAN_INLINE Py_ssize_t host(const text_t *t, Py_ssize_t p, groups_t *g, int n)
+{
+    Py_ssize_t a = p, q, e;
+    if (AT(t, p) == '(') {
+        q = digits_then(t, p + 1, ')');
+        if (q >= 0 && AT(t, q) == ' ')
+            p = q + 1;
+    }
+    e = -1;
+    q = digits_then(t, p, '.');
+    if (q >= 0 && (q = digits_then(t, q, '.')) >= 0 && (q = digits_then(t, q, '.')) >= 0) {
+        Py_ssize_t r = digits(t, q);
+        if (r > q && AT(t, r) != '[')
+            e = r;
+    }
+    if (e < 0) {
+        q = hexrun(t, p, 0, 0);
+        if (AT(t, q) != ':')
+            return -1;
+        q = hexrun(t, q + 1, 1, 0);
+        if (AT(t, q) != ':')
+            return -1;
+        e = hexrun(t, q + 1, 1, 1);
+    }
+    set(g, n, a, e);
+    if (AT(t, e) == ':') {
+        q = digits(t, e + 1);
+        if (q > e + 1) {
+            set(g, n + 1, e + 1, q);
+            return q;
+        }
+    }
+    else if (AT(t, e) == '[') {
+        q = digits(t, e + 1);
+        if (q > e + 1 && AT(t, q) == ']') {
+            set(g, n + 2, e + 1, q);
+            return q + 1;
+        }
+    }
+    return e;
+}
+
+/* host, then (?: \(host\)|)(?: \{([^}\n]+)\}|): the NAT host in groups n+3.., gw in gw. */
+SCAN_INLINE Py_ssize_t side(const text_t *t, Py_ssize_t p, groups_t *g, int n, int gw)
+{
+    Py_ssize_t q;
+    if ((p = host(t, p, g, n)) < 0)
+        return -1;
+    if (AT(t, p) == ' ' && AT(t, p + 1) == '(') {
+        q = host(t, p + 2, g, n + 3);
+        if (q < 0 || AT(t, q) != ')')
+            return -1;  /* " (" starts none of what may follow instead */
+        p = q + 1;
+    }
+    if (AT(t, p) == ' ' && AT(t, p + 1) == '{') {
+        q = run_not(t, p + 2, '}');
+        if (q == p + 2 || AT(t, q) != '}')
+            return -1;  /* likewise " {" */
+        set(g, gw, p + 2, q);
+        p = q + 1;
+    }
+    return p;
+}
+
+/* _FAST_HEAD: the state line. */
+SCAN_INLINE Py_ssize_t state_line(const text_t *t, Py_ssize_t p, groups_t *g)
+{
+    Py_ssize_t q;
+    int i;
+    q = run_not(t, p, ' ');
+    if (q == p || AT(t, q) != ' ')
+        return -1;
+    set(g, G_IFNAME, p, q);
+    p = q + 1;
+    q = run_not(t, p, ' ');
+    if (q == p || AT(t, q) != ' ')
+        return -1;
+    set(g, G_PROTO, p, q);
+    if ((p = side(t, q + 1, g, G_LA, G_GW1)) < 0)
+        return -1;
+    if ((q = LIT(t, p, " -> ")) < 0) {
+        if ((q = LIT(t, p, " <- ")) < 0)
+            return -1;
+        set(g, G_ARROW, p + 1, p + 2);
+    }
+    if ((p = side(t, q, g, G_RA, G_GW2)) < 0)
+        return -1;
+    for (i = 0; i < 7; i++)
+        if (AT(t, p + i) != ' ')
+            return -1;
+    p += 7;
+    q = run_not(t, p, '\n');
+    if (q == p || q >= t->end)
+        return -1;
+    set(g, G_STATE, p, q);
+    return q + 1;
+}
+
+/* _SEQ_PEER: \[\d++ \+ \d++\](?:\(\+\d++\)|)(?: wscale \d++|) */
+SCAN_INLINE Py_ssize_t seq_peer(const text_t *t, Py_ssize_t p)
+{
+    Py_ssize_t q;
+    if (AT(t, p) != '[' || (p = digits_then(t, p + 1, ' ')) < 0 || (p = LIT(t, p, "+ ")) < 0
+        || (p = digits_then(t, p, ']')) < 0)
+        return -1;
+    if ((q = LIT(t, p, "(+")) >= 0 && (q = digits_then(t, q, ')')) >= 0)
+        p = q;
+    if ((q = LIT(t, p, " wscale ")) >= 0) {
+        Py_ssize_t r = digits(t, q);
+        if (r > q)
+            p = r;
+    }
+    return p;
+}
+
+/* _FAST_SEQ: (?:   (peer  peer)\n|): the position after it, or p when it is absent. */
+SCAN_INLINE Py_ssize_t seq_line(const text_t *t, Py_ssize_t p, groups_t *g)
+{
+    Py_ssize_t q = LIT(t, p, "   ");
+    if (q < 0 || (q = seq_peer(t, q)) < 0 || (q = LIT(t, q, "  ")) < 0 || (q = seq_peer(t, q)) < 0
+        || AT(t, q) != '\n')
+        return p;  /* the age line cannot start where a tcp line does: no other way */
+    set(g, G_SEQ, p + 3, q);
+    return q + 1;
+}
+
+/* (, [^\n]*+|)\n at p, nl the line's "\n": the line's end, or -1. */
+SCAN_INLINE Py_ssize_t opts_at(const text_t *t, Py_ssize_t p, Py_ssize_t nl, groups_t *g)
+{
+    if (p == nl)
+        return nl;
+    if (AT(t, p) == ',' && AT(t, p + 1) == ' ') {
+        set(g, G_OPTS, p, nl);
+        return nl;
+    }
+    return -1;
+}
+
+/* ", <word> \d++" at p: the end of the digits, or -1. */
+SCAN_INLINE Py_ssize_t token(const text_t *t, Py_ssize_t p, int rule)
+{
+    Py_ssize_t q = rule ? LIT(t, p, ", rule ") : LIT(t, p, ", anchor "), r;
+    if (q < 0)
+        return -1;
+    r = digits(t, q);
+    return r > q ? r : -1;
+}
+
+/* (?:, anchor (\d++)|)(?:, rule (\d++)|)(, [^\n]*+|)\n in sre's order of alternatives. All
+ * of them that succeed end at the same "\n" (opts runs to it), so the first one wins. */
+SCAN_INLINE Py_ssize_t age_tail(const text_t *t, Py_ssize_t p, groups_t *g)
+{
+    Py_ssize_t nl = run_not(t, p, '\n'), a, r;
+    if (nl >= t->end)
+        return -1;
+    if ((a = token(t, p, 0)) >= 0) {
+        if ((r = token(t, a, 1)) >= 0 && opts_at(t, r, nl, g) >= 0) {
+            set(g, G_ANCHOR, p + 9, a);
+            set(g, G_RULE, a + 7, r);
+            return nl;
+        }
+        if (opts_at(t, a, nl, g) >= 0) {
+            set(g, G_ANCHOR, p + 9, a);
+            return nl;
+        }
+    }
+    if ((r = token(t, p, 1)) >= 0 && opts_at(t, r, nl, g) >= 0) {
+        set(g, G_RULE, p + 7, r);
+        return nl;
+    }
+    return opts_at(t, p, nl, g);
+}
+
+/* (\d++):(\d\d:\d\d) at p into groups n, n+1: the position after it, or -1. */
+SCAN_INLINE Py_ssize_t hms(const text_t *t, Py_ssize_t p, groups_t *g, int n)
+{
+    Py_ssize_t q = digits_then(t, p, ':');
+    if (q < 0 || !is_digit(AT(t, q)) || !is_digit(AT(t, q + 1)) || AT(t, q + 2) != ':'
+        || !is_digit(AT(t, q + 3)) || !is_digit(AT(t, q + 4)))
+        return -1;
+    set(g, n, p, q - 1);
+    set(g, n + 1, q, q + 5);
+    return q + 5;
+}
+
+/* (\d++):(\d++) then the literal s, into groups n, n+1. */
+SCAN_INLINE Py_ssize_t pair(const text_t *t, Py_ssize_t p, groups_t *g, int n)
+{
+    Py_ssize_t q = digits_then(t, p, ':'), r;
+    if (q < 0)
+        return -1;
+    r = digits(t, q);
+    if (r == q)
+        return -1;
+    set(g, n, p, q - 1);
+    set(g, n + 1, q, r);
+    return r;
+}
+
+/* _FAST_AGE: the age, expires and counters line. */
+SCAN_INLINE Py_ssize_t age_line(const text_t *t, Py_ssize_t p, groups_t *g)
+{
+    if ((p = LIT(t, p, "   age ")) < 0 || (p = hms(t, p, g, G_AGE_H)) < 0
+        || (p = LIT(t, p, ", expires in ")) < 0 || (p = hms(t, p, g, G_EXP_H)) < 0
+        || (p = LIT(t, p, ", ")) < 0 || (p = pair(t, p, g, G_P0)) < 0
+        || (p = LIT(t, p, " pkts, ")) < 0 || (p = pair(t, p, g, G_B0)) < 0
+        || (p = LIT(t, p, " bytes")) < 0 || (p = age_tail(t, p, g)) < 0)
+        return -1;
+    return p + 1;
+}
+
+/* [0-9a-f]{n} at p. */
+SCAN_INLINE int hex_n(const text_t *t, Py_ssize_t p, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    if (t->end - p < n)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!is_hex(PyUnicode_READ(t->kind, t->data, p + i)))
+            return 0;
+    return 1;
+}
+
+/* _FAST_ID: the id line, then (?:   origif: ([^ \n]+)\n|). */
+SCAN_INLINE Py_ssize_t id_line(const text_t *t, Py_ssize_t p, groups_t *g)
+{
+    Py_ssize_t q, nl;
+    if ((p = LIT(t, p, "   id: ")) < 0 || !hex_n(t, p, 16))
+        return -1;
+    set(g, G_ID, p, p + 16);
+    if ((q = LIT(t, p + 16, " creatorid: ")) < 0 || !hex_n(t, q, 8))
+        return -1;
+    set(g, G_CREATORID, q, q + 8);
+    q += 8;
+    nl = run_not(t, q, '\n');
+    if (nl >= t->end)
+        return -1;
+    set(g, G_IDX, q, nl);
+    p = nl + 1;
+    if ((q = LIT(t, p, "   origif: ")) >= 0) {
+        Py_ssize_t r = run_not(t, q, ' ');
+        if (r > q && r < t->end && AT(t, r) == '\n') {
+            set(g, G_ORIGIF, q, r);
+            return r + 1;
+        }
+    }
+    return p;
+}
+
+/* One record of this verbosity at p (a line start): its end, or -1. */
+SCAN_INLINE Py_ssize_t record(const text_t *t, Py_ssize_t p, int verbosity, groups_t *g)
+{
+    int i;
+    for (i = 0; i < NGROUPS; i++)
+        g->start[i] = -1;
+    if ((p = state_line(t, p, g)) < 0 || verbosity == 0)
+        return p;
+    p = seq_line(t, p, g);
+    if ((p = age_line(t, p, g)) < 0 || verbosity == 1)
+        return p;
+    return id_line(t, p, g);
+}
+
+/* The text's kind as a constant, so each copy reads its own width without a switch. */
+#define RECORD_OF_KIND(K)                                                                   \
+    static Py_ssize_t record_##K(const void *data, Py_ssize_t end, Py_ssize_t p, int v,    \
+                                 groups_t *g)                                               \
+    {                                                                                       \
+        text_t t = {K, data, end};                                                          \
+        return record(&t, p, v, g);                                                         \
+    }
+RECORD_OF_KIND(PyUnicode_1BYTE_KIND)
+RECORD_OF_KIND(PyUnicode_2BYTE_KIND)
+RECORD_OF_KIND(PyUnicode_4BYTE_KIND)
+
+static PyObject *empty;  /* "" for every group that took no part */
+
+static PyObject *groups_tuple(PyObject *text, const groups_t *g)
+{
+    PyObject *tuple = PyTuple_New(NGROUPS), *s;
+    int i;
+    if (tuple == NULL)
+        return NULL;
+    for (i = 0; i < NGROUPS; i++) {
+        if (g->start[i] < 0) {
+            Py_INCREF(empty);
+            s = empty;
+        }
+        else if ((s = PyUnicode_Substring(text, g->start[i], g->stop[i])) == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, s);
+    }
+    return tuple;
+}
+
+/* The first line start after p (the index after the next "\n" before end), or -1. */
+static Py_ssize_t next_line(int kind, const void *data, Py_ssize_t p, Py_ssize_t end)
+{
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *s = (const Py_UCS1 *)data;
+        const void *nl = memchr(s + p, '\n', (size_t)(end - p));
+        return nl ? (const Py_UCS1 *)nl - s + 1 : -1;
+    }
+    for (; p < end; p++)
+        if (PyUnicode_READ(kind, data, p) == '\n')
+            return p + 1;
+    return -1;
+}
+
+PyDoc_STRVAR(findall_doc,
+"findall(kind, text, pos, end) -> list of 34-str tuples\n\n"
+"grammar.FAST_RECORD[(\"ss\", \"v\", \"vv\")[kind]].findall(text, pos, end), in C.");
+
+static PyObject *fastscan_findall(PyObject *module, PyObject *args)
+{
+    int verbosity, kind;
+    PyObject *text, *list, *tuple;
+    Py_ssize_t pos, end, length, p, q;
+    const void *data;
+    groups_t g;
+    Py_ssize_t (*match)(const void *, Py_ssize_t, Py_ssize_t, int, groups_t *);
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "iUnn:findall", &verbosity, &text, &pos, &end))
+        return NULL;
+    if (verbosity < 0 || verbosity > 2) {
+        PyErr_Format(PyExc_ValueError, "kind must be 0 (ss), 1 (v) or 2 (vv), not %d", verbosity);
+        return NULL;
+    }
+    if (PyUnicode_READY(text) < 0)
+        return NULL;
+    length = PyUnicode_GET_LENGTH(text);
+    kind = PyUnicode_KIND(text);
+    data = PyUnicode_DATA(text);
+    /* sre's clamping of pos and endpos */
+    pos = pos < 0 ? 0 : (pos > length ? length : pos);
+    end = end < 0 ? 0 : (end > length ? length : end);
+    match = kind == PyUnicode_1BYTE_KIND ? record_PyUnicode_1BYTE_KIND
+          : kind == PyUnicode_2BYTE_KIND ? record_PyUnicode_2BYTE_KIND
+          : record_PyUnicode_4BYTE_KIND;
+    if ((list = PyList_New(0)) == NULL)
+        return NULL;
+    p = pos;
+    if (p > 0 && p < end && PyUnicode_READ(kind, data, p - 1) != '\n')
+        p = next_line(kind, data, p, end);
+    while (p >= 0 && p < end) {
+        q = match(data, end, p, verbosity, &g);
+        if (q < 0) {
+            p = next_line(kind, data, p, end);
+            continue;
+        }
+        if ((tuple = groups_tuple(text, &g)) == NULL || PyList_Append(list, tuple) < 0) {
+            Py_XDECREF(tuple);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(tuple);
+        p = q;
+    }
+    return list;
+}
+
+static PyMethodDef fastscan_methods[] = {
+    {"findall", fastscan_findall, METH_VARARGS, findall_doc},
+    {NULL, NULL, 0, NULL}
+};
+
+static struct PyModuleDef fastscan_module = {
+    PyModuleDef_HEAD_INIT, "_fastscan",
+    "grammar.FAST_RECORD's findall() in C (see pflowbsd/pf/fastscan.py).", -1, fastscan_methods,
+    NULL, NULL, NULL, NULL
+};
+
+PyMODINIT_FUNC PyInit__fastscan(void)
+{
+    if (empty == NULL && (empty = PyUnicode_FromStringAndSize("", 0)) == NULL)
+        return NULL;
+    return PyModule_Create(&fastscan_module);
+}
