@@ -5,7 +5,9 @@ Strategy.  `installed()` lists the paths, relative to PREFIX, that building a wh
 this tree and installing it with pypa/installer (what OpenBSD's MODPY_PYBUILD and
 FreeBSD's USE_PYTHON=pep517 run) produce: the console script, every module (that git
 tracks) of the packages setuptools finds (each with its two byte-compiled files, optimization levels
-0 and 1, as installer writes them), the dist-info files and setup.cfg's data_files.
+0 and 1, as installer writes them), the optional C extension of each .c file in them
+(setup.py builds it; a ports build has a compiler), the dist-info files and setup.cfg's
+data_files.
 That list was checked once against a real `pip wheel` + `python -m installer` run of
 this tree.  `openbsd_plist()` writes those paths in the ports tree's own variables
 (${MODPY_VERSION}, ${MODPY_PYCACHE}, ...), the man pages where OpenBSD keeps them
@@ -45,10 +47,14 @@ def setup_cfg() -> configparser.ConfigParser:
 @functools.cache
 def source_files() -> list[Path]:
     """The tree's files: those git tracks in a checkout (what a clone, an sdist and so a
-    package hold; a module still being written is not part of it yet), else all."""
+    package hold; a module still being written is not part of it yet), else all.  Tracked
+    means in the index or in HEAD: a file committed through a private index (several
+    people committing in one work tree) is the clone's as much as an added one."""
     try:
-        listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True,
-                                check=True).stdout.decode().split("\0")
+        listed = set()
+        for cmd in (["ls-files", "-z"], ["ls-tree", "-r", "-z", "--name-only", "HEAD"]):
+            listed |= set(subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True,
+                                         check=True).stdout.decode().split("\0"))
     except (OSError, subprocess.CalledProcessError):
         return sorted(p for p in ROOT.rglob("*") if p.is_file())
     return sorted(ROOT / name for name in listed if name and (ROOT / name).is_file())
@@ -68,9 +74,14 @@ def find_packages(include: list[str]) -> list[str]:
     return found
 
 
+def files_of(folder: str, suffix: str) -> list[Path]:
+    """The files of one package folder (relative to ROOT) that end in suffix."""
+    return [f for f in source_files() if f.parent == ROOT / folder and f.suffix == suffix]
+
+
 def modules(folder: str) -> list[Path]:
     """The .py files of one package folder (relative to ROOT)."""
-    return [f for f in source_files() if f.parent == ROOT / folder and f.suffix == ".py"]
+    return files_of(folder, ".py")
 
 
 def version() -> str:
@@ -93,6 +104,8 @@ def installed() -> list[str]:
             paths.append(f"{site}/{folder}/{module.name}")
             for suffix in ("pyc", "opt-1.pyc"):
                 paths.append(f"{site}/{folder}/__pycache__/{module.stem}.{TAG}.{suffix}")
+        for source in files_of(folder, ".c"):
+            paths.append(f"{site}/{folder}/{source.stem}.{TAG}.so")
     dist = f"{site}/{cfg['metadata']['name']}-{version()}.dist-info"
     paths += [f"{dist}/"] + [f"{dist}/{name}" for name in DIST_INFO]
     for target, sources in cfg["options.data_files"].items():
@@ -108,6 +121,7 @@ def openbsd_name(path: str) -> str:
                   r"${MODPY_PYCACHE}\1.${MODPY_PYC_MAGIC_TAG}${MODPY_PYOEXTENSION}", path)
     path = re.sub(rf"__pycache__/(\w+)\.{TAG}\.pyc$", r"${MODPY_PYCACHE}\1.${MODPY_PYC_MAGIC_TAG}pyc",
                   path)
+    path = re.sub(rf"\.{TAG}\.so$", r".${MODPY_PYC_MAGIC_TAG}so", path)  # an extension module
     path = path.replace("/__pycache__/", "/${MODPY_PYCACHE}/")
     if path.startswith("share/man/"):  # the port's post-install moves them to ${PREFIX}/man
         return "@man " + path[len("share/"):]
