@@ -80,6 +80,8 @@ _COUNTERS = 22  # packets[0], packets[1], bytes[0], bytes[1]
 _QQQQ = struct.Struct("<QQQQ")
 _FIRST = 6  # first, then last
 _TIMES = struct.Struct("<qq")
+_LAST = struct.Struct("<q")
+_KEY_HEAD = struct.Struct("<BBHH")  # flags, proto, src_port, dst_port
 
 
 def _pflow_keys(st: State) -> tuple[str, Host, Host, str, Host, Host]:
@@ -110,6 +112,27 @@ def pack_entry(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)
         out += (NAT_PORTS.pack(osrc.port, odst.port) + socket.inet_pton(fam, osrc.addr)
                 + socket.inet_pton(fam, odst.addr))
     return out
+
+
+def key_is(entry: Entry, src: str, sport: int, dst: str, dport: int) -> bool:
+    """Whether the entry's pflow key is src:sport -> dst:dport (addresses as text): a
+    known state's record checked cheaply (a bad address is simply not the key)."""
+    flags, _proto, esport, edport = _KEY_HEAD.unpack_from(entry)
+    if sport != esport or dport != edport:
+        return False
+    fam, n = (socket.AF_INET6, 16) if flags & INET6 else (socket.AF_INET, 4)
+    o = ENTRY.size
+    try:
+        return (socket.inet_pton(fam, src) == entry[o:o + n]
+                and socket.inet_pton(fam, dst) == entry[o + n:o + 2 * n])
+    except OSError:
+        return False
+
+
+def with_update(entry: Entry, last: int, counters: tuple[int, int, int, int]) -> Entry:
+    """The entry with a later Last and new counters (First kept): a changed state."""
+    return (entry[:_FIRST + 8] + _LAST.pack(last) + _QQQQ.pack(*counters)
+            + entry[_COUNTERS + _QQQQ.size:])
 
 
 def entry_counters(entry: Entry) -> tuple[int, int, int, int]:

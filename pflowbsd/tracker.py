@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pflowbsd import flows
 from pflowbsd.flows import Entry
 from pflowbsd.pf import snapshot
 from pflowbsd.pf import states as pfstates
-from pflowbsd.pf.record import State
+from pflowbsd.pf.counters import read_change
+from pflowbsd.pf.grammar import FAST_RECORD, FastRecord
+from pflowbsd.pf.record import State, build_into, check_addresses
 from pflowbsd.pf.timeouts import DEFAULTS, Policy
 
 TAIL, KEY = snapshot.TRACK_TAIL, snapshot.TRACK_KEY
@@ -50,6 +52,12 @@ TAIL, KEY = snapshot.TRACK_TAIL, snapshot.TRACK_KEY
 # bytes[0], bytes[1].
 EXPORTED = struct.Struct("<qQQQQ")
 NO_IF = (0, 0)  # if_index in, out: no interface table
+# A poll with more than this share of its records new or changed reads them all with the
+# bulk scanner (pf.snapshot.fresh_states) rather than finding each one.
+BULK_SHARE = 0.25
+_VV = FAST_RECORD["vv"]
+# A record to read: (tail, start, end) to find in the text, or (tail, its FastRecord).
+Item = tuple[str, int, int] | tuple[str, FastRecord]
 
 @dataclass(slots=True)
 class Update:
@@ -102,36 +110,20 @@ class Tracker:
                 or (not text.strip() and complete):
             up = Update(states=len(tails))
             fresh = cur - self.entries.keys()
-            order = [t for t in tails if t in fresh] if fresh else []
-            spans, pos = [], 0
-            for t in order:
-                pos = text.find(t, pos)
-                spans.append((t, *snapshot.record_at(text, pos)))
+            if len(fresh) > BULK_SHARE * len(tails):
+                todo: Iterable[Sequence[Item]] = snapshot.fresh_records(text, tails, fresh)
+            else:
+                todo = [snapshot.spans(text, [t for t in tails if t in fresh])] if fresh else []
         else:
             up, cur, spans = self._slow(text, complete, tails, cur)
-        if not spans and len(cur) == len(self.entries):
+            todo = [spans]
+            fresh = set(t for t, _s, _e in spans)
+        if not fresh and len(cur) == len(self.entries):
             old = {}  # nothing new and nothing missing: the usual quiet poll
         else:
             old = {t[-KEY:]: t for t in self.entries.keys() - cur}
-        nstates = up.states
-        for t, start, end in spans:
-            try:
-                st = pfstates.parse_record(text, start, end)
-            except ValueError as e:
-                line = text.count("\n", 0, start) + 1
-                up.errors.append(pfstates.ParseError(line, text[start:end].split("\n")[0], str(e)))
-                old.pop(t[-KEY:], None)  # skipped, counted, and treated as present:
-                continue                 # it neither expires nor blocks other expiries
-            prev = old.pop(t[-KEY:], None)
-            if prev is None:
-                up.new += 1
-                self.entries[t] = self._admit(t, st, poll, nstates)
-                self.touched.add(t)
-            else:
-                up.changed += 1
-                self._changed(t, self.entries.pop(prev), st, poll, nstates, up, prev)
-                self.touched.add(t)
-                self.touched.add(prev)
+        for items in todo:
+            self._read(text, items, old, poll, up)
         self.stats["polls"] += 1
         self.stats["parse_errors"] += len(up.errors)
         if up.partial:
@@ -155,6 +147,111 @@ class Tracker:
         self.stats["expired"] += up.gone
         self.stats["exported"] += len(up.expired)
         return up
+
+    def _read(self, text: str, todo: Sequence[Item],
+              old: dict[str, str], poll: float, up: Update) -> None:
+        """The records of new and changed tails: (tail, start, end) to find in the text,
+        or (tail, FastRecord) from the bulk scanner.  A changed state is updated from its
+        counters alone where it can be (read_change); the rest are built in one batch."""
+        nstates, entries = up.states, self.entries
+        build: list[tuple[str, FastRecord | None, int, int]] = []
+        for item in todo:
+            t = item[0]
+            key = t[-KEY:]
+            prev = old.get(key)
+            if prev is not None and entries[prev] is None:
+                del old[key], entries[prev]  # tracked, not selected: nothing to read
+                entries[t] = None
+                self.touched.update((t, prev))
+                up.changed += 1
+                continue
+            if len(item) == 3:
+                start, end = item[1], item[2]
+                m = _VV.match(text, start, end)
+                rec: FastRecord | None = m.groups() if m and m.end() == end else None  # type: ignore[assignment]
+            else:
+                rec, start, end = item[1], -1, -1
+            if prev is not None and rec is not None and self._counters(t, prev, rec, poll, nstates):
+                del old[key]
+                up.changed += 1
+                continue
+            build.append((t, rec, start, end))
+        for t, st in self._built(text, build, up):
+            if st is None:
+                old.pop(t[-KEY:], None)  # skipped, counted, and treated as present:
+                continue                 # it neither expires nor blocks other expiries
+            prev = old.pop(t[-KEY:], None)
+            if prev is None:
+                up.new += 1
+                entries[t] = self._admit(t, st, poll, nstates)
+                self.touched.add(t)
+            else:
+                up.changed += 1
+                self._changed(t, entries.pop(prev), st, poll, nstates, up, prev)
+                self.touched.update((t, prev))
+
+    @staticmethod
+    def _built(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update
+               ) -> Iterator[tuple[str, State | None]]:
+        """(tail, State) per record, its addresses checked; State None for a record that
+        failed (its ParseError is in up.errors).  Records the fast scanner took are built
+        in one batch; the others, or a batch that fails, record by record."""
+        fast = [r for _t, r, _s, _e in todo if r is not None]
+        states: list[State] = []
+        if len(fast) == len(todo):
+            try:
+                build_into(fast, 0, 3, states.append)
+            except (ValueError, KeyError):
+                states = []
+        if len(states) == len(todo):
+            for (t, _r, start, _e), st in zip(todo, states, strict=True):
+                try:
+                    yield t, check_addresses(st)
+                except ValueError as e:
+                    if start < 0:
+                        start = snapshot.record_at(text, text.find(t))[0]
+                    up.errors.append(pfstates.ParseError(
+                        text.count("\n", 0, start) + 1, text[start:text.find("\n", start)],
+                        str(e)))
+                    yield t, None
+            return
+        for t, _r, start, end in todo:
+            if start < 0:
+                start, end = snapshot.record_at(text, text.find(t))
+            try:
+                yield t, pfstates.parse_record(text, start, end)
+            except ValueError as e:
+                line = text.count("\n", 0, start) + 1
+                up.errors.append(pfstates.ParseError(line, text[start:end].split("\n")[0], str(e)))
+                yield t, None
+
+    def _counters(self, t: str, prev: str, rec: FastRecord, poll: float, nstates: int) -> bool:
+        """A selected state's new counters, from its record's counter fields: False when
+        the record must be read in full (unusual text, counters gone down, another key)."""
+        old = self.entries[prev]
+        assert old is not None
+        ch = read_change(rec)
+        if ch is None:
+            return False
+        st, sa, sp, da, dp = ch
+        p0, p1 = st.packets
+        b0, b1 = st.bytes
+        o0, o1, o2, o3 = flows.entry_counters(old)
+        if p0 < o0 or p1 < o1 or b0 < o2 or b1 < o3 or not flows.key_is(old, sa, sp, da, dp):
+            return False  # another connection, maybe: _changed() decides
+        rule = self.rules.get(t[-KEY:]) if st.rule is None else None
+        last, _known = self.policy.last_packet(st, poll, nstates, rule)
+        try:
+            entry = flows.with_update(old, int(last), (p0, p1, b0, b1))
+        except struct.error:
+            return False  # past 64 bits: the full parse refuses it, with a reason
+        del self.entries[prev]
+        self.entries[t] = entry
+        self.touched.update((t, prev))
+        if self._overdue and prev in self._overdue:
+            self._overdue.discard(prev)
+            heapq.heappush(self._due, (0, t))
+        return True
 
     def _slow(self, text: str, complete: bool, tails: list[str], distinct: set[str]
               ) -> tuple[Update, set[str], list[tuple[str, int, int]]]:

@@ -4,14 +4,26 @@ The tracker does not parse a table it has seen before: it finds each record's ta
 (grammar.TRACK_TAIL) with one findall and checks with a few str.count() calls that the
 tails account for every state line.  These are those counts, and the way back from a
 tail to the whole record when the record must be parsed after all.
+
+When many records must be parsed (a first poll, a busy interval), finding each one
+costs more than reading them all: fresh_records() runs the fast scanner over the whole
+text in chunks, pairs its records with the tails in text order, and hands out the
+fresh ones' groups, unbuilt, a chunk at a time (so that only one chunk's groups are
+alive at once).  From a chunk whose records are not exactly its tails' and every line
+on, it hands out spans instead, so the record-by-record path names what is wrong.
 """
 
 from __future__ import annotations
 
-from pflowbsd.pf.grammar import TRACK_KEY, TRACK_TAIL
+import re
+from collections.abc import Collection, Iterator, Sequence
+from operator import itemgetter
 
-__all__ = ["PARTIAL_SHARE", "TRACK_KEY", "TRACK_TAIL", "heads", "partial_reason", "record_at",
-           "state_lines"]
+from pflowbsd.pf.fastscan import findall
+from pflowbsd.pf.grammar import TRACK_KEY, TRACK_TAIL, FastRecord
+
+__all__ = ["PARTIAL_SHARE", "TRACK_KEY", "TRACK_TAIL", "fresh_records", "heads", "partial_reason",
+           "record_at", "spans", "state_lines"]
 
 
 def heads(text: str) -> int:
@@ -59,3 +71,50 @@ def partial_reason(text: str, entries: int | None) -> str | None:
     if entries is not None and n < entries * PARTIAL_SHARE:
         return f"{n} states of {entries} current entries"
     return None
+
+
+# Where a chunk of fresh_records() may end: before a state line.
+_RECORD_START = re.compile(r"\n(?! )")
+_CHUNK = 1 << 14
+_SEQ, _ORIGIF = itemgetter(18), itemgetter(33)  # grammar.FAST_FIELDS "seq", "origif"
+
+
+def fresh_records(text: str, tails: Sequence[str], fresh: Collection[str]
+                  ) -> Iterator[list[tuple[str, FastRecord]] | list[tuple[str, int, int]]]:
+    """Chunk by chunk, (tail, its grammar.FastRecord) of each record whose tail is in
+    `fresh`, in text order.  From a chunk whose records are not exactly its tails' (one
+    each) or do not cover its every line on: (tail, start, end) spans of the remaining
+    fresh records instead, for the record-by-record path to read and judge."""
+    pos, n, i = 0, len(text), 0
+    count = text.count
+    while pos < n:
+        m = _RECORD_START.search(text, pos + _CHUNK)
+        end = m.end() if m else n
+        recs = findall("vv", text, pos, end)
+        k = len(recs)
+        lines = 3 * k + sum(map(bool, map(_SEQ, recs))) + sum(map(bool, map(_ORIGIF, recs)))
+        out: list[tuple[str, FastRecord]] = []
+        if lines == count("\n", pos, end) and i + k <= len(tails):
+            for t, r in zip(tails[i:i + k], recs, strict=True):
+                if t in fresh:
+                    # the pairing, checked where it matters: id and creatorid
+                    if not (t.endswith(r[31] or "\0")
+                            and t.startswith(r[30] or "\0", len(t) - TRACK_KEY)):
+                        break
+                    out.append((t, r))
+            else:
+                yield out
+                i += k
+                pos = end
+                continue
+        yield spans(text, [t for t in tails[i:] if t in fresh], pos)
+        return
+
+
+def spans(text: str, order: Sequence[str], pos: int = 0) -> list[tuple[str, int, int]]:
+    """(tail, start, end) of each tail's record, the tails in text order from pos."""
+    out = []
+    for t in order:
+        pos = text.find(t, pos)
+        out.append((t, *record_at(text, pos)))
+    return out

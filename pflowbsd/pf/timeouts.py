@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -178,6 +178,17 @@ class Policy:
     # state -> its Rule or None; read are a rule's `timeouts` (name -> s) and
     # `states_cur`, where it has them.
     rule_of: Callable[[State], object] | None = None
+    _scaled: dict[int, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
+
+    def _scale(self, nstates: int) -> dict[str, int]:
+        """Every class's effective timeout at this table size, kept for the next
+        states of the same poll (one table: the size changes from poll to poll)."""
+        start, end = self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]
+        table = {k: effective(self.timeouts.get(k, v), nstates, start, end)
+                 for k, v in DEFAULTS.items()}
+        self._scaled.clear()
+        self._scaled[nstates] = table
+        return table
 
     def last_packet(self, st: State, poll: float, nstates: int,
                     rule: object = None) -> tuple[float, bool]:
@@ -193,6 +204,15 @@ class Policy:
         if rule is None and self.rule_of:
             rule = self.rule_of(st)
         own: dict[str, int] = getattr(rule, "timeouts", None) or {}
+        if not own:  # the usual case: `pfctl -st`'s values, scaled for this table size
+            table = self._scaled.get(nstates)
+            if table is None:
+                table = self._scale(nstates)
+            t = table[klass]
+            if st.expires_in_s > t and klass in LONGER_ALTERNATIVE:
+                t = table[LONGER_ALTERNATIVE[klass]]
+            remaining = st.expires_in_s
+            return poll - (t - (remaining if remaining <= t else 0)), True
         if "adaptive.start" in own or "adaptive.end" in own:
             start, end = own.get("adaptive.start", 0), own.get("adaptive.end", 0)
             count = getattr(rule, "states_cur", None) or nstates
