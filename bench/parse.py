@@ -3,17 +3,20 @@ measured in the same run: python bench/parse.py [--quick] [--states N] [FILE(.gz
 
 Strategy.  Cold means a fresh process: pf.states keeps memo caches, so a second parse in
 the same process is cheaper than what a daemon pays for new states.  Each round runs one
-child that loads the table's bytes, times the floor (decode + split into lines), then
-parse_states(decode) once (cold), then again (warm).  Best of three rounds, each
-figure against the floor of the same rounds.  The table must parse with 0 errors.
-Default: the 200,000-state golden table; `--states N` takes its first N records
-(replicated past 200k, see common.replicate).
+child per scanner (pf/fastscan.py: the C extension, and the regex under PFLOWBSD_PURE=1)
+that loads the table's bytes, times the floor (decode + split into lines), then
+parse_states(decode) once (cold), then again (warm), then the scanner's findall alone.
+Best of three rounds; every figure is against the least floor of all the children of
+the run.  The table must parse with 0 errors.  Without the extension only the regex's
+figures are printed.  Default: the 200,000-state golden table; `--states N` takes its
+first N records (replicated past 200k, see common.replicate).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # bench/ is not a package: its own directory is on sys.path
 
+from pflowbsd.pf import fastscan
 from pflowbsd.pf.states import parse_states
+
+PATHS = {"c": "", "pure": "1"}  # PFLOWBSD_PURE for each scanner's child
 
 
 def child(path: Path, n: int) -> None:
@@ -33,8 +39,27 @@ def child(path: Path, n: int) -> None:
     states, errors = len(table.states), len(table.errors)  # type: ignore[attr-defined]
     del table
     t_warm, _ = common.cpu(lambda: parse_states(data.decode("utf-8", "replace")))
-    print(json.dumps({"floor": t_floor, "cold": t_cold, "warm": t_warm, "states": states,
-                      "errors": errors, "bytes": len(data)}))
+    text = data.decode("utf-8", "replace")
+    t_findall, found = common.cpu(lambda: fastscan.findall("vv", text))
+    print(json.dumps({"floor": t_floor, "cold": t_cold, "warm": t_warm, "findall": t_findall,
+                      "found": len(found), "accelerated": fastscan.ACCELERATED,
+                      "states": states, "errors": errors, "bytes": len(data)}))
+
+
+def rounds_of(path: str, args: list[str], runs: int) -> dict[str, list[dict[str, object]]]:
+    """`runs` rounds, each one child per scanner, taking turns."""
+    out: dict[str, list[dict[str, object]]] = {name: [] for name in PATHS}
+    saved = os.environ.get("PFLOWBSD_PURE")
+    try:
+        for _ in range(runs):
+            for name, pure in PATHS.items():
+                os.environ["PFLOWBSD_PURE"] = pure
+                out[name].append(common.in_child(__file__, args))
+    finally:
+        os.environ.pop("PFLOWBSD_PURE", None)
+        if saved is not None:
+            os.environ["PFLOWBSD_PURE"] = saved
+    return out
 
 
 def main() -> None:
@@ -48,20 +73,25 @@ def main() -> None:
     n = 20_000 if args.quick else args.states
     if args.child:
         return child(args.file, n)
-    rounds = [common.in_child(__file__, [str(args.file), "--states", str(n)])
-              for _ in range(args.runs)]
-    r = rounds[0]
+    by_path = rounds_of(__file__, [str(args.file), "--states", str(n)], args.runs)
+    if not by_path["c"][0]["accelerated"]:
+        print("# pflowbsd.pf._fastscan is not built: the regex's figures only")
+        del by_path["c"]
+    r = by_path["pure"][0]
     if r["errors"]:
         raise SystemExit(f"{args.file}: {r['errors']} parse errors")
-    best = {k: min(float(x[k]) for x in rounds) for k in ("floor", "cold", "warm")}  # type: ignore[arg-type]
+    floor = min(float(x["floor"]) for rounds in by_path.values() for x in rounds)  # type: ignore[arg-type]
     states = int(r["states"])  # type: ignore[call-overload]
     print(f"# {states} states, {r['bytes']:,} bytes, 0 errors; best of {args.runs} fresh"
-          f" processes; {common.interpreter()}")
-    print(common.figure("parse_cold", best["cold"], best["floor"],
-                        us_per_state=f"{best['cold'] / states * 1e6:.2f}"))
-    print(common.figure("parse_warm", best["warm"], best["floor"],
-                        us_per_state=f"{best['warm'] / states * 1e6:.2f}"))
-
+          f" processes per scanner; {common.interpreter()}")
+    for name, rounds in by_path.items():
+        assert {x["found"] for x in rounds} == {states} and len({x["accelerated"] for x in rounds}) == 1
+        best = {k: min(float(x[k]) for x in rounds)  # type: ignore[arg-type]
+                for k in ("cold", "warm", "findall")}
+        for what in ("cold", "warm"):
+            print(common.figure(f"parse_{what}[{name}]", best[what], floor,
+                                us_per_state=f"{best[what] / states * 1e6:.2f}"))
+        print(common.figure(f"findall[{name}]", best["findall"], floor))
 
 if __name__ == "__main__":
     main()

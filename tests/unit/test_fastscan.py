@@ -1,0 +1,335 @@
+"""pf/fastscan.py: the C scanner (_fastscan) gives exactly what the regex gives.
+
+The regex (grammar.FAST_RECORD[kind].findall) is the reference: every test runs both on
+the same text and compares the lists, tuple for tuple and string for string: the golden
+tables (whole and sliced at random pos/end), the oddities the parser tests feed
+parse_states (their string constants, harvested from tests/unit), hand-made shapes aimed
+at the regex's alternatives, and hypothesis's mutations of real records.  Without the
+extension the comparisons skip, or fail under PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import gzip
+import os
+import random
+import re
+import subprocess
+import sys
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pflowbsd.pf import fastscan
+from pflowbsd.pf import grammar as g
+from tests.support import ROOT
+
+try:
+    from pflowbsd.pf import _fastscan
+except ImportError:  # not built: no compiler, or CC=false
+    _fastscan = None
+
+KINDS = ("ss", "v", "vv")
+GOLDEN = ROOT / "tests" / "fixtures" / "golden"
+TABLES = sorted(p.name for p in GOLDEN.glob("*.txt.gz"))
+BIG = "openbsd-big-vv.txt.gz"
+RECORD = re.compile(r"^\S.*\n(?:   .*\n)*", re.M)
+
+
+def scanner() -> ModuleType:
+    """The extension, or skip (fail under PFLOWBSD_REQUIRE_PEERS=1, as CI sets it)."""
+    if _fastscan is None:
+        message = "pflowbsd.pf._fastscan did not build (pip install -e . with a C compiler)"
+        if os.environ.get("PFLOWBSD_REQUIRE_PEERS") == "1":
+            pytest.fail(message + " (PFLOWBSD_REQUIRE_PEERS=1)")
+        pytest.skip(message)
+    return _fastscan
+
+
+def same(text: str, pos: int = 0, end: int | None = None, kinds: tuple[int, ...] = (0, 1, 2)) -> int:
+    """Assert C == regex on text[pos:end] for the kinds; the number of records found."""
+    c = scanner()
+    stop = len(text) if end is None else end
+    found = 0
+    for k in kinds:
+        want = g.FAST_RECORD[KINDS[k]].findall(text, pos, stop)
+        got = c.findall(k, text, pos, stop)
+        if got != want:  # the first record that differs, not a 200,000-line diff
+            diff = next((i, w, o) for i, (w, o) in enumerate(zip(want + [None], got + [None]))
+                        if w != o)
+            pytest.fail(f"kind {KINDS[k]} pos={pos} end={stop}: record {diff[0]}:\n"
+                        f"  regex {diff[1]!r}\n  C     {diff[2]!r}")
+        assert all(type(s) is str for rec in got for s in rec)
+        found += len(got)
+    return found
+
+
+@functools.cache
+def golden(name: str) -> str:
+    return gzip.open(GOLDEN / name).read().decode("utf-8", "surrogateescape")
+
+
+def ss_of(text: str) -> str:
+    """The -ss table of a -v/-vv one: its state lines."""
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith(" "))
+
+
+# ---- the golden tables -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [t for t in TABLES if t != BIG])
+def test_golden_tables_whole_and_sliced(name):
+    text = golden(name)
+    assert same(text, kinds=(1, 2)) > 0 and same(ss_of(text), kinds=(0,)) > 0
+    rng = random.Random(name)
+    for _ in range(20):
+        a, b = sorted(rng.randrange(-5, len(text) + 5) for _ in range(2))
+        same(text, a, b)
+
+
+def test_big_golden_table():
+    """The 200,000-state table, whole as -vv (how it is read) and in random slices."""
+    text = golden(BIG)
+    assert same(text, kinds=(2,)) == 200_000
+    rng = random.Random(16)
+    for _ in range(6):
+        a = rng.randrange(len(text))
+        same(text, a, a + rng.randrange(200_000))
+    ss = ss_of(text[:2_000_000])
+    same(ss, kinds=(0,))
+    same(ss, 5000, len(ss) - 3, kinds=(0,))
+
+
+# ---- the parser tests' oddities ----------------------------------------------------------
+
+def harvested() -> list[str]:
+    """Every string constant in tests/unit that holds a state line or a continuation line."""
+    found = set()
+    for path in sorted((ROOT / "tests" / "unit").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and re.search(r" (->|<-) |   (age|id:|\[)", node.value)):
+                found.add(node.value)
+    return sorted(found)
+
+
+REC = ("all tcp 10.0.0.5:1234 -> 10.0.0.6:80       ESTABLISHED:ESTABLISHED\n"
+       "   [1 + 2]  [3 + 4]\n"
+       "   age 00:01:00, expires in 23:59:00, 10:8 pkts, 1200:4800 bytes, rule 0\n"
+       "   id: 0000000000000001 creatorid: 1a2b3c4d\n")
+
+
+def test_parser_tests_string_constants():
+    texts = harvested()
+    assert len(texts) > 20
+    for text in texts:
+        for t in (text, text + "\n", REC + text, text + REC, text.replace("{n:02d}", "07")):
+            same(t)
+
+
+# Each line aims at one alternative of the regexes (grammar.py _FAST_*).
+ODD_HEADS = [
+    "all tcp 10.0.0.5:1234 -> 10.0.0.6:80       ESTABLISHED:ESTABLISHED",
+    "all tcp 10.0.0.5:1234 <- 10.0.0.6:80        ESTABLISHED:ESTABLISHED",    # 8 spaces
+    "all tcp 10.0.0.5:1234 <- 10.0.0.6:80      ESTABLISHED:ESTABLISHED",      # 6
+    "all tcp 10.0.0.5 -> 10.0.0.6       0:0",
+    "all tcp 10.0.0.5:x -> 10.0.0.6       0:0",
+    "all tcp 10.0.0.5[80] -> 10.0.0.6       0:0",                              # inet with [port]
+    "all tcp 10.0.0.5.7 -> 10.0.0.6       0:0",
+    "all tcp 10.0.0 -> 10.0.0.6       0:0",
+    "all tcp ::1[80] -> ::[0]       0:0",
+    "all tcp fe80::1:2.3.4.5[80] -> a:b       0:0",
+    "all tcp fe80::1:2.3.4.5:80 -> a:b:       0:0",
+    "all tcp ab:cd -> a::b[]       0:0",
+    "all tcp (3) 10.0.0.5:1 ((4) 192.0.2.1:5) {gw one} -> (3) 2001:db8::1[80] {x}       S",
+    "all tcp (3)10.0.0.5:1 -> 1.2.3.4       S",
+    "all tcp () 10.0.0.5:1 -> 1.2.3.4       S",
+    "all tcp 10.0.0.5:1 (192.0.2.1:5 -> 1.2.3.4       S",
+    "all tcp 10.0.0.5:1 (192.0.2.1:5) {} -> 1.2.3.4       S",
+    "all tcp 10.0.0.5:1 {a}b} -> 1.2.3.4       S",
+    "all tcp 10.0.0.5:1 -> 1.2.3.4 (5.6.7.8:9) {gw}       <BAD STATE LEVELS 1:2>",
+    "all tcp 10.0.0.5:1 -> 10.0.0.6:2 -> 10.0.0.7:3       S",                  # old three-host
+    "all tcp 10.0.0.5:1 -> 1.2.3.4        ",
+    "all tcp 10.0.0.5:1 -> 1.2.3.4       ",
+    "all tcp 10.0.0.5:1 -< 1.2.3.4       S",
+    " all tcp 10.0.0.5:1 -> 1.2.3.4       S",
+    "all  tcp 10.0.0.5:1 -> 1.2.3.4       S",
+    "\u00e9m0 t\u0107p 10.0.0.5:1 -> 1.2.3.4       \U0001f600:\udcff",
+    "all tcp \uff11.2.3.4 -> 1.2.3.4       S",                                # fullwidth 1
+]
+ODD_SEQ = [
+    "", "   [1 + 2]  [3 + 4]\n", "   [1 + 2](+5) wscale 7  [3 + 4](+6) wscale 8\n",
+    "   [1 + 2] wscale 7(+5)  [3 + 4]\n", "   [1 + 2]  [3 + 4] wscale\n", "   [1 + 2] [3 + 4]\n",
+    "   [1 + 2]  [3 + 4]x\n", "   [ + 2]  [3 + 4]\n", "   [1 + 2](+)  [3 + 4]\n",
+]
+ODD_TAIL = [
+    "", ", rule 0", ", anchor 5, rule 6", ", anchor 5", ", anchor 5x", ", anchor 5, rule 6x",
+    ", anchor 5, rule 6, pflow", ", rule 6, anchor 5", ", rule 6x", ", rule", ", anchor ",
+    ",rule 6", ", ", ",", " ", ", anchor 5,", ", anchor 5, pflow, rule 3", "x",
+    ", rule 99999999999999999999999999, log (all), set-tos 0xb8",
+]
+ODD_ID = [
+    "   id: 00000000000000ab creatorid: 1a2b3c4d\n",
+    "   id: 00000000000000ab creatorid: 1a2b3c4d gateway: 0.0.0.0\n   origif: le0\n",
+    "   id: 00000000000000ab creatorid: 1a2b3c4d\n   origif: le0 x\n",
+    "   id: 00000000000000ab creatorid: 1a2b3c4d\n   origif: \n",
+    "   id: 00000000000000ab creatorid: 1a2b3c4d\n   gateway: 1.2.3.4\n",
+    "   id: 00000000000000AB creatorid: 1a2b3c4d\n",
+    "   id: 00000000000000a creatorid: 1a2b3c4d\n",
+    "   id: 00000000000000ab creatorid: 1a2b3c4\n",
+    "   id: 00000000000000ab creatorid: 1a2b3c4de\n",
+    "   id: 00000000000000ab  creatorid: 1a2b3c4d\n",
+]
+
+
+def test_hand_made_shapes():
+    age = "   age 00:01:00, expires in 23:59:00, 10:8 pkts, 1200:4800 bytes"
+    found = 0
+    for head in ODD_HEADS:
+        for seq in ODD_SEQ:
+            for tail in ODD_TAIL:
+                text = head + "\n" + seq + age + tail + "\n" + ODD_ID[0]
+                found += same(text)
+    for tail in ODD_TAIL:
+        for id_ in ODD_ID:
+            found += same(ODD_HEADS[0] + "\n" + age + tail + "\n" + id_ + ODD_HEADS[0] + "\n")
+    for age_ in ("   age 0:00:00, expires in 0:00:00, 0:0 pkts, 0:0 bytes",
+                 "   age :00:00, expires in 0:00:00, 0:0 pkts, 0:0 bytes",
+                 "   age 00:0:00, expires in 0:00:00, 0:0 pkts, 0:0 bytes",
+                 "   age 1234567:00:00, expires in 0:00:00, 0:0 pkts, 0:0 bytes",
+                 "   age 00:00:00, expires in 00:00:00, 0: pkts, 0:0 bytes",
+                 "   age 00:00:00, expires in 00:00:00, 0:0 pkts, 0:0 byte"):
+        found += same(ODD_HEADS[0] + "\n" + age_ + "\n" + ODD_ID[0])
+    assert found > 1000  # the shapes the regex takes are many: the test is not vacuous
+
+
+def test_scanning_positions():
+    """^ matches at 0 or after a newline, never at pos itself otherwise; end cuts the text."""
+    text = REC * 3
+    for pos in range(0, len(REC) + 3):
+        for end in (len(text), len(text) - 1, 2 * len(REC), 2 * len(REC) - 1, pos, pos - 1, 0):
+            same(text, pos, end)
+    for pos, end in ((-10, 10**6), (10**6, 10**6), (len(text), len(text)), (-3, -1)):
+        same(text, pos, end)
+    same("")
+    same("\n\n\n")
+    c = scanner()
+    assert len(c.findall(2, text, len(REC), len(text))) == 2
+    # pos=1 is not a line start of "x" + text: its first record is skipped, as sre does
+    assert c.findall(2, "x" + text, 1, len(text) + 1) == c.findall(2, text, len(REC), len(text))
+
+
+def test_non_ascii_kinds():
+    """1-, 2- and 4-byte strs (PyUnicode kinds), surrogateescape'd bytes included."""
+    for extra in ("\u00e9", "\u0107", "\U0001f600", "\udcff", "\x00"):
+        text = REC.replace("all", "a" + extra) + REC + REC.replace("rule 0", "rule 0, " + extra)
+        assert same(text) == 9  # the odd code point is text to [^ \n] and [^\n]
+        same(text.replace("1200", "12" + extra))
+        same(text.replace("10.0.0.6", "10.0." + extra + ".6"))
+
+
+def test_bad_arguments_are_errors_not_crashes():
+    c = scanner()
+    with pytest.raises(ValueError):
+        c.findall(3, REC, 0, len(REC))
+    with pytest.raises(TypeError):
+        c.findall(0, REC.encode(), 0, len(REC))
+    with pytest.raises(TypeError):
+        c.findall(0, REC, 0)
+
+
+def test_refcounts_do_not_leak():
+    c = scanner()
+    text = REC * 50
+    c.findall(2, text, 0, len(text))
+    ref = g.FAST_RECORD["vv"].findall(text)
+    before = sys.getrefcount(text), sys.getrefcount("")
+    for _ in range(20):
+        recs = c.findall(2, text, 0, len(text))
+        # one reference each (the list's, the tuple's), as the regex's: nothing held twice
+        assert sys.getrefcount(recs) == sys.getrefcount(ref)
+        assert sys.getrefcount(recs[1]) == sys.getrefcount(ref[1])
+        assert sys.getrefcount(recs[1][3]) == sys.getrefcount(ref[1][3])
+        del recs
+    assert (sys.getrefcount(text), sys.getrefcount("")) == before
+    if hasattr(sys, "gettotalrefcount"):  # a debug build counts every reference
+        total = sys.gettotalrefcount()
+        for _ in range(5):
+            c.findall(2, text, 0, len(text))
+        assert sys.gettotalrefcount() - total < 50
+
+
+# ---- hypothesis: mutations of real records -------------------------------------------------
+
+@functools.cache
+def pool() -> list[str]:
+    """Records of every table but the big one, in both verbosities, and their state lines."""
+    recs: list[str] = []
+    for name in TABLES:
+        if name != BIG:
+            found = RECORD.findall(golden(name))
+            recs += random.Random(name).sample(found, min(40, len(found)))
+    return recs + [r.split("\n", 1)[0] + "\n" for r in recs[::4]]
+
+
+PIECES = [" ", "\n", ":", ".", "[", "]", "(", ")", "{", "}", ",", ", ", "-", ">", "<", "+",
+          "0", "9", "a", "f", "g", "\u00e9", "\udcff", "\U0001f600", "\u0100",
+          ", anchor 12", ", rule 7", ", pflow", " wscale 3", "(+5)", "   origif: em0\n",
+          "   gateway: 1.2.3.4\n", "       ", "99999999999999999999999", "   ", "\n   "]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, int, int]:
+    text = "".join(draw(st.lists(st.sampled_from(pool()), min_size=0, max_size=4)))
+    for _ in range(draw(st.integers(0, 4))):
+        at = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(("insert", "delete", "replace", "truncate", "cut_line")))
+        piece = draw(st.sampled_from(PIECES) | st.text(max_size=3))
+        if op == "insert":
+            text = text[:at] + piece + text[at:]
+        elif op == "delete":
+            text = text[:at] + text[at + draw(st.integers(1, 12)):]
+        elif op == "replace":
+            text = text[:at] + piece + text[at + len(piece):]
+        elif op == "truncate":
+            text = text[:at]
+        else:  # a line cut short: drop the rest of the line, keep its newline
+            nl = text.find("\n", at)
+            text = text[:at] + (text[nl:] if nl >= 0 else "")
+    pos = draw(st.integers(-2, len(text) + 2) | st.just(0))
+    end = draw(st.integers(-2, len(text) + 2) | st.just(len(text)))
+    return text, pos, end
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_mutated_records(case):
+    text, pos, end = case
+    same(text, pos, end)
+    same(text)
+
+
+# ---- fastscan's choice -------------------------------------------------------------------
+
+def accelerated(env: dict[str, str]) -> str:
+    code = "from pflowbsd.pf import fastscan; print(fastscan.ACCELERATED, fastscan.findall.__name__)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **env}, cwd=ROOT).stdout.strip()
+
+
+def test_pflowbsd_pure_forces_the_regex():
+    assert accelerated({"PFLOWBSD_PURE": "1"}) == "False findall_regex"
+    scanner()
+    assert accelerated({"PFLOWBSD_PURE": ""}) == "True findall_c"
+
+
+def test_both_entry_points_agree():
+    text = golden("openbsd-small-vv.txt.gz")
+    scanner()
+    for kind in KINDS:
+        assert fastscan.findall_c(kind, text) == fastscan.findall_regex(kind, text)
+        assert fastscan.findall_c(kind, text, 100, 5000) == fastscan.findall_regex(kind, text, 100, 5000)
+    assert fastscan.findall is (fastscan.findall_c if fastscan.ACCELERATED else fastscan.findall_regex)
