@@ -7,8 +7,9 @@ child per scanner (pf/fastscan.py: the C extension, and the regex under PFLOWBSD
 that loads the table's bytes, times the floor (decode + split into lines), then
 parse_states(decode) once (cold), then again (warm), then the scanner's findall alone.
 Best of three rounds; every figure is against the least floor of all the children of
-the run.  The table must parse with 0 errors.  Without the extension only the regex's
-figures are printed.  Default: the 200,000-state golden table; `--states N` takes its
+the run.  The table must parse with 0 errors.  The figures of the scanner fastscan
+picks by default (C when it is built) are parse_cold, parse_warm and findall; the
+regex's, when C is there too, end in _pure.  Default: the 200,000-state golden table; `--states N` takes its
 first N records (replicated past 200k, see common.replicate).
 """
 
@@ -88,10 +89,12 @@ def main() -> None:
         assert {x["found"] for x in rounds} == {states} and len({x["accelerated"] for x in rounds}) == 1
         best = {k: min(float(x[k]) for x in rounds)  # type: ignore[arg-type]
                 for k in ("cold", "warm", "findall")}
+        suffix = "_pure" if name == "pure" and "c" in by_path else ""  # plain: the default scanner
+        scanner = "c" if name == "c" else "regex"
         for what in ("cold", "warm"):
-            print(common.figure(f"parse_{what}[{name}]", best[what], floor,
-                                us_per_state=f"{best[what] / states * 1e6:.2f}"))
-        print(common.figure(f"findall[{name}]", best["findall"], floor))
+            print(common.figure(f"parse_{what}{suffix}", best[what], floor,
+                                us_per_state=f"{best[what] / states * 1e6:.2f}", scanner=scanner))
+        print(common.figure(f"findall{suffix}", best["findall"], floor, scanner=scanner))
 
 if __name__ == "__main__":
     main()
