@@ -32,10 +32,12 @@ Time is a parameter: `poll` is seconds since the firewall booted (kernel uptime)
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from pflowbsd import flows
 from pflowbsd.flows import Entry
@@ -103,27 +105,69 @@ class Tracker:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def update(self, text: str, poll: float, complete: bool = True) -> Update:
-        tails = TAIL.findall(text)
-        cur = set(tails)
-        if (complete and len(cur) == len(tails) == snapshot.heads(text) and text.endswith("\n")) \
-                or (not text.strip() and complete):
-            up = Update(states=len(tails))
-            fresh = cur - self.entries.keys()
-            if len(fresh) > BULK_SHARE * len(tails):
-                todo: Iterable[Sequence[Item]] = snapshot.fresh_records(text, tails, fresh)
+    def update(self, text: str | Iterable[str], poll: float,
+               complete: bool | Callable[[], bool] = True,
+               states_hint: int | None = None) -> Update:
+        """One snapshot: the whole text, or its chunks as they arrive, each cut before a
+        state line (pf.snapshot.record_chunks).  `complete` may be a function, asked once
+        the chunks are all in (the run ended well; its size was right).  A chunk's new
+        states are read at once when the tracker was empty and the table's size is known
+        (the whole text, or `states_hint`: pf's `current entries`, which adaptive
+        timeouts scale by); otherwise the records to read wait for the last chunk, since
+        a record with a known key can be told changed only once every tail is in."""
+        chunks = (text,) if isinstance(text, str) else text
+        up = Update()
+        cur: set[str] = set()
+        at_once = not self.entries and (isinstance(text, str) or states_hint is not None)
+        waiting: list[tuple[str, str, int]] = []  # (tail, record text, its line)
+        whole: tuple[list[str], list[str]] = ([], [])  # the one text's tails, fresh tails
+        line = 1  # of the chunk's first line
+        last = ""
+        blank = True
+        for chunk in chunks:
+            if not chunk:
+                continue
+            last = chunk
+            nlines, heads = snapshot.layout(chunk)
+            tails = TAIL.findall(chunk)
+            before = len(cur)
+            cur.update(tails)
+            if len(cur) - before == len(tails) == heads and chunk.endswith("\n"):
+                up.states += len(tails)
+                fresh = [t for t in tails if t not in self.entries]
+                if blank and (tails or chunk.strip()):
+                    blank = False
             else:
-                todo = [snapshot.spans(text, [t for t in tails if t in fresh])] if fresh else []
-        else:
-            up, cur, spans = self._slow(text, complete, tails, cur)
-            todo = [spans]
-            fresh = set(t for t, _s, _e in spans)
-        if not fresh and len(cur) == len(self.entries):
-            old = {}  # nothing new and nothing missing: the usual quiet poll
-        else:
+                blank = blank and not chunk.strip()
+                if blank:
+                    continue
+                fresh = self._slow(chunk, tails, cur, before, up, line)
+            if at_once:
+                nstates = len(tails) if isinstance(text, str) else states_hint or 0
+                self._now(chunk, tails, fresh, line, {}, poll, up, nstates)
+            elif isinstance(text, str):
+                whole = (tails, fresh)  # read in place, below
+            elif fresh:
+                for t, start, end in snapshot.spans(chunk, fresh):
+                    waiting.append((t, chunk[start:end], line + chunk.count("\n", 0, start)))
+            line += nlines
+        ok = complete() if callable(complete) else complete
+        if not ok or (last and not last.endswith("\n")):
+            up.partial = True
+        if not blank and not cur:
+            up.partial = True  # text, and not one record in it
+        if waiting or whole[1] or len(cur) != len(self.entries):
             old = {t[-KEY:]: t for t in self.entries.keys() - cur}
-        for items in todo:
-            self._read(text, items, old, poll, up)
+        else:
+            old = {}  # nothing new and nothing missing: the usual quiet poll
+        if whole[1]:
+            assert isinstance(text, str)
+            self._now(text, *whole, 1, old, poll, up, up.states)
+        elif waiting:
+            tails = [t for t, _r, _l in waiting]
+            starts = list(accumulate((len(r) for _t, r, _l in waiting), initial=0))
+            self._now("".join(r for _t, r, _l in waiting), tails, tails, 0, old, poll, up,
+                      up.states, lines=(starts, [n for _t, _r, n in waiting]))
         self.stats["polls"] += 1
         self.stats["parse_errors"] += len(up.errors)
         if up.partial:
@@ -141,19 +185,35 @@ class Tracker:
                     if rest is not None:
                         up.expired.append(rest)
             if self.active_timeout:
-                self._active_exports(poll, up, tails)
+                self._active_exports(poll, up, cur)
         self.stats["new"] += up.new
         self.stats["changed"] += up.changed
         self.stats["expired"] += up.gone
         self.stats["exported"] += len(up.expired)
         return up
 
-    def _read(self, text: str, todo: Sequence[Item],
-              old: dict[str, str], poll: float, up: Update) -> None:
+    def _now(self, text: str, tails: list[str], fresh: list[str], line: int,
+             old: dict[str, str], poll: float, up: Update, nstates: int,
+             lines: tuple[list[int], list[int]] | None = None) -> None:
+        """Read the fresh records of text (`tails`: all of text's, in order): the bulk
+        scanner when they are many, else record by record.  Line numbers for errors:
+        from `line` on, or (lines: records joined) each record's start and line."""
+        if not fresh:
+            return
+        line_of = _line_numbers(text, line, lines)
+        if len(fresh) > BULK_SHARE * len(tails):
+            todo: Iterable[Sequence[Item]] = snapshot.fresh_records(text, tails, set(fresh))
+        else:
+            todo = [snapshot.spans(text, fresh)]
+        for items in todo:
+            self._read(text, items, old, poll, up, nstates, line_of)
+
+    def _read(self, text: str, todo: Sequence[Item], old: dict[str, str], poll: float,
+              up: Update, nstates: int, line_of: Callable[[int], int]) -> None:
         """The records of new and changed tails: (tail, start, end) to find in the text,
         or (tail, FastRecord) from the bulk scanner.  A changed state is updated from its
         counters alone where it can be (read_change); the rest are built in one batch."""
-        nstates, entries = up.states, self.entries
+        entries = self.entries
         build: list[tuple[str, FastRecord | None, int, int]] = []
         for item in todo:
             t = item[0]
@@ -176,7 +236,7 @@ class Tracker:
                 up.changed += 1
                 continue
             build.append((t, rec, start, end))
-        for t, st in self._built(text, build, up):
+        for t, st in self._built(text, build, up, line_of):
             if st is None:
                 old.pop(t[-KEY:], None)  # skipped, counted, and treated as present:
                 continue                 # it neither expires nor blocks other expiries
@@ -191,8 +251,8 @@ class Tracker:
                 self.touched.update((t, prev))
 
     @staticmethod
-    def _built(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update
-               ) -> Iterator[tuple[str, State | None]]:
+    def _built(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update,
+               line_of: Callable[[int], int]) -> Iterator[tuple[str, State | None]]:
         """(tail, State) per record, its addresses checked; State None for a record that
         failed (its ParseError is in up.errors).  Records the fast scanner took are built
         in one batch; the others, or a batch that fails, record by record."""
@@ -211,8 +271,7 @@ class Tracker:
                     if start < 0:
                         start = snapshot.record_at(text, text.find(t))[0]
                     up.errors.append(pfstates.ParseError(
-                        text.count("\n", 0, start) + 1, text[start:text.find("\n", start)],
-                        str(e)))
+                        line_of(start), text[start:text.find("\n", start)], str(e)))
                     yield t, None
             return
         for t, _r, start, end in todo:
@@ -221,8 +280,8 @@ class Tracker:
             try:
                 yield t, pfstates.parse_record(text, start, end)
             except ValueError as e:
-                line = text.count("\n", 0, start) + 1
-                up.errors.append(pfstates.ParseError(line, text[start:end].split("\n")[0], str(e)))
+                up.errors.append(pfstates.ParseError(line_of(start), text[start:end].split("\n")[0],
+                                                     str(e)))
                 yield t, None
 
     def _counters(self, t: str, prev: str, rec: FastRecord, poll: float, nstates: int) -> bool:
@@ -253,32 +312,37 @@ class Tracker:
             heapq.heappush(self._due, (0, t))
         return True
 
-    def _slow(self, text: str, complete: bool, tails: list[str], distinct: set[str]
-              ) -> tuple[Update, set[str], list[tuple[str, int, int]]]:
-        """A table the counts do not vouch for.  The validating scan names what is wrong
+    def _slow(self, text: str, tails: list[str], cur: set[str], before: int, up: Update,
+              line: int) -> list[str]:
+        """A chunk the counts do not vouch for.  The validating scan names what is wrong
         (logged and counted); the snapshot is still whole, and may expire states, when
         every state line in it came with its counters and id, i.e. only lines that are
-        not states were skipped.  Otherwise it updates what it can and expires nothing."""
+        not states were skipped.  Otherwise it updates what it can and expires nothing.
+        Returns the chunk's fresh tails, in order; `cur` ends up holding its tails."""
         sc = pfstates.scan(text)
-        up = Update(errors=list(sc.errors), states=len(sc.records))
-        up.partial = (not complete or sc.truncated or not text.endswith("\n")
-                      or len(tails) != snapshot.state_lines(text) or len(distinct) != len(tails))
-        cur, spans = set(), []
+        up.errors += [e._replace(line=e.line + line - 1) for e in sc.errors]
+        up.states += len(sc.records)
+        distinct = set(tails)
+        if (sc.truncated or not text.endswith("\n") or len(tails) != snapshot.state_lines(text)
+                or len(distinct) != len(tails) or len(cur) - before != len(tails)):
+            up.partial = True
+        seen: set[str] = set()
+        fresh = []
         for _key, _head, _counters, start, end in sc.records:
             m = TAIL.search(text, start, end)
             if m is None:
                 up.partial = True
                 continue
             t = m[1]
-            if t in cur:
+            if t in seen:
                 up.partial = True  # the same state twice: not a table pfctl printed
                 continue
-            cur.add(t)
+            seen.add(t)
             if t not in self.entries:
-                spans.append((t, start, end))
-        if len(cur) != len(distinct):
+                fresh.append(t)
+        if len(seen) != len(distinct):
             up.partial = True  # a tail outside the records the scan accepted
-        return up, cur, spans
+        return fresh
 
     def _changed(self, t: str, old: Entry | None, st: State, poll: float, nstates: int,
                  up: Update, prev: str = "") -> None:
@@ -371,7 +435,7 @@ class Tracker:
         return flows.with_span(entry, first, min(max(last, first), int(seen_gone)),
                                (p0, p1, b0, b1))
 
-    def _active_exports(self, poll: float, up: Update, tails: list[str]) -> None:
+    def _active_exports(self, poll: float, up: Update, tails: Iterable[str]) -> None:
         """The states whose span reached active_timeout: each exports what it gained."""
         now, heap, seen = int(poll), self._due, set()
         tail_of: dict[str, str] | None = None  # key -> this poll's tail, made if needed
@@ -414,3 +478,14 @@ class Tracker:
         """Clamp Last into [First, the poll that saw the state gone]."""
         first, last = flows.entry_times(entry)
         return flows.with_times(entry, first, min(max(last, first), int(seen_gone)))
+
+
+def _line_numbers(text: str, line: int, lines: tuple[list[int], list[int]] | None
+                  ) -> Callable[[int], int]:
+    """offset -> line number in the snapshot, for an error's message: counted from
+    `line` at the text's start, or (records joined one after another) the line of the
+    record the offset lies in, from (their starts, their lines)."""
+    if lines is None:
+        return lambda at: line + text.count("\n", 0, at)
+    starts, numbers = lines
+    return lambda at: numbers[max(0, bisect.bisect_right(starts, at) - 1)]

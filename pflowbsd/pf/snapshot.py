@@ -16,14 +16,33 @@ on, it hands out spans instead, so the record-by-record path names what is wrong
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from operator import itemgetter
 
 from pflowbsd.pf.fastscan import findall
 from pflowbsd.pf.grammar import TRACK_KEY, TRACK_TAIL, FastRecord
 
-__all__ = ["PARTIAL_SHARE", "TRACK_KEY", "TRACK_TAIL", "fresh_records", "heads", "partial_reason",
-           "record_at", "spans", "state_lines"]
+__all__ = [
+    "PARTIAL_SHARE",
+    "TRACK_KEY",
+    "TRACK_TAIL",
+    "fresh_records",
+    "heads",
+    "layout",
+    "partial_reason",
+    "record_at",
+    "record_chunks",
+    "spans",
+    "state_lines",
+]
+
+
+def layout(text: str) -> tuple[int, int]:
+    """(lines, heads) of a text: heads() and the line count it is made from."""
+    lines = text.count("\n")
+    heads = lines + (0 if text.endswith("\n") else 1) - text.count("\n ") \
+        - (1 if text.startswith(" ") else 0)
+    return lines, heads
 
 
 def heads(text: str) -> int:
@@ -118,3 +137,23 @@ def spans(text: str, order: Sequence[str], pos: int = 0) -> list[tuple[str, int,
         pos = text.find(t, pos)
         out.append((t, *record_at(text, pos)))
     return out
+
+
+def record_chunks(data: Iterable[bytes]) -> Iterator[str]:
+    """pfctl's output as it arrives (blocks of bytes, cut anywhere) -> text chunks that
+    each end just before a state line, so that no record is split (the last one holds
+    whatever is left, cut or not).  Decoded as pfctl's whole output would be
+    (errors="replace"): a cut after a newline never splits a UTF-8 sequence."""
+    rest = b""
+    for block in data:
+        buf = rest + block if rest else block
+        i = buf.rfind(b"\n", 0, len(buf) - 1)
+        while i >= 0 and buf[i + 1] == 0x20:  # a continuation line: cut before its record
+            i = buf.rfind(b"\n", 0, i)
+        if i < 0:
+            rest = buf
+            continue
+        yield buf[:i + 1].decode(errors="replace")
+        rest = buf[i + 1:]
+    if rest:
+        yield rest.decode(errors="replace")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pflowbsd import tracker as tracker_mod
+from pflowbsd.pf import snapshot
 from pflowbsd.sim.simpf import SimPf
 from pflowbsd.tracker import Tracker, Update
 
@@ -111,3 +112,65 @@ def test_counters_only_update_is_taken_for_changed_states(monkeypatch: pytest.Mo
     t.update(*texts[0])
     u = t.update(*texts[1])
     assert u.changed > 100 and sum(calls) >= 0.9 * u.changed
+
+
+def blocks(text: str, size: int) -> list[bytes]:
+    data = text.encode()
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("size", [1, 97, 4096, 1 << 20])
+def test_record_chunks_cut_before_state_lines_only(size: int) -> None:
+    text = golden_polls()[0][0] + "em0 tcp 10.0.0.1:1 -> 10.0.0."  # ends inside a record
+    chunks = list(snapshot.record_chunks(blocks(text, size)))
+    assert "".join(chunks) == text
+    assert all(c.endswith("\n") for c in chunks[:-1])
+    assert not any(c.startswith(" ") for c in chunks)
+
+
+@pytest.mark.parametrize("hint", [None, "exact"])
+@pytest.mark.parametrize("size", [300, 5000, 1 << 16])
+def test_chunks_as_they_arrive_give_what_the_whole_text_gives(
+        size: int, hint: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = golden_polls() + sim_polls(4, n=12)
+    ref, t0 = run(texts, "default", monkeypatch, 30)
+    t = Tracker(select=lambda st: st.pflow or st.proto != 17, active_timeout=30)
+    got = []
+    for text, up in texts:
+        states = text.count("   id: ") if hint else None
+        u = t.update(snapshot.record_chunks(blocks(text, size)), up, states_hint=states)
+        got.append(summary(u))
+    assert got == ref
+    assert t.entries == t0.entries and t.exported == t0.exported
+
+
+def test_a_stream_that_ended_badly_expires_nothing() -> None:
+    text, up = golden_polls()[0]
+    t = Tracker(select=lambda st: True)
+    t.update(text, up)
+    u = t.update(snapshot.record_chunks(blocks(text[: len(text) // 2], 4096)), up + 10,
+                 complete=lambda: False)
+    assert u.partial and not u.expired and u.gone == 0 and len(t) > 1000
+
+
+def test_errors_in_chunks_name_the_snapshot_line() -> None:
+    text, up = golden_polls()[0]
+    lines = text.splitlines(keepends=True)
+    bad = next(i for i, ln in enumerate(lines)
+               if i > 2000 and not ln.startswith(" ") and re.search(r" \d+\.\d+\.", ln))
+    lines[bad] = re.sub(r" \d+\.(\d+\.\d+\.\d+)", r" 999.\1", lines[bad], count=1)
+    broken = "".join(lines)
+    other = sim_polls(5, n=1)[0][0]
+    for states_hint in (None, broken.count("   id: ")):
+        whole = Tracker(select=lambda st: True).update(broken, up)
+        fresh = Tracker(select=lambda st: True)  # empty: records read as they arrive
+        at_once = fresh.update(snapshot.record_chunks(blocks(broken, 7000)), up,
+                               states_hint=states_hint)
+        known = Tracker(select=lambda st: True)  # not empty: records read at the end, joined
+        known.update(other, up - 10)
+        joined = known.update(snapshot.record_chunks(blocks(broken, 7000)), up,
+                              states_hint=states_hint)
+        assert [e.line for e in whole.errors] == [bad + 1]
+        assert [e.line for e in at_once.errors] == [bad + 1]
+        assert [e.line for e in joined.errors] == [bad + 1]
+        assert whole.new == at_once.new == joined.new == len(fresh) - 0
