@@ -7,9 +7,9 @@ test_fastscan.py checks them against each other on the golden tables and under
 hypothesis): the C extension `_fastscan` (built by setup.py when a compiler is there),
 and the regex itself, which runs when the extension did not build or when the
 environment sets PFLOWBSD_PURE=1.  On the 200,000-state golden table the regex's
-findall costs about 4.5 x the floor of bench/common.py, the C one about 2.5 x (most
-of which is making the 34 strings of each tuple, as the regex must too): figures from
-`python3 bench/parse.py`.  ACCELERATED says which one runs.
+findall costs 4.8 x the floor of bench/common.py and the C one 2.8 x, most of which is
+making the tuples and their strings, as the regex must too; the cold parse_states goes
+from 10.4 to 8.2 x (`python3 bench/parse.py`).  ACCELERATED says which one runs.
 """
 
 from __future__ import annotations
