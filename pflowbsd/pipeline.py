@@ -13,6 +13,7 @@ uptime frame comes from the boot time it was given.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pflowbsd.config import Config, Endpoint
@@ -155,16 +156,28 @@ class Pipeline:
         """pfctl -ss gave no text this time: nothing can expire."""
         self.skipped_polls += 1
 
-    def poll(self, snapshot: str, wall: float, complete: bool = True,
+    def poll(self, snapshot: str | Iterable[str], wall: float,
+             complete: bool | Callable[[], bool] = True,
              export: bool = True, entries: int | None = None) -> tuple[Update, Output]:
-        """One `pfctl -ss -vv` snapshot taken at `wall`.  export=False (a CARP backup)
-        tracks but sends nothing.  entries: `current entries` of the same poll's
-        `pfctl -si -v` (None: unknown); a table far short of it expires nothing
-        (pf.snapshot.partial_reason, kept in partial_reason for the shell to log)."""
+        """One `pfctl -ss -vv` snapshot taken at `wall`: its text, or its chunks as they
+        arrive (pf.snapshot.record_chunks; `complete` then a function, asked at the end:
+        did the run end well).  export=False (a CARP backup) tracks but sends nothing.
+        entries: `current entries` of the same poll's `pfctl -si -v` (None: unknown); a
+        table far short of it expires nothing (pf.snapshot.partial_reason, kept in
+        partial_reason for the shell to log)."""
         now = self.clock(wall)
-        self.partial_reason = (None if complete else "pfctl's output was cut short") \
-            or pfsnapshot.partial_reason(snapshot, entries)
-        up = self.tracker.update(snapshot, now.up, complete and self.partial_reason is None)
+        if isinstance(snapshot, str):
+            ok = complete() if callable(complete) else complete
+            self.partial_reason = (None if ok else "pfctl's output was cut short") \
+                or pfsnapshot.partial_reason(snapshot, entries)
+            up = self.tracker.update(snapshot, now.up, ok and self.partial_reason is None)
+        else:
+            def whole(so_far: Update) -> bool:
+                ok = complete() if callable(complete) else complete
+                self.partial_reason = (None if ok else "pfctl's output was cut short") \
+                    or pfsnapshot.partial_reason_counts(so_far.blank, so_far.states, entries)
+                return self.partial_reason is None
+            up = self.tracker.update(snapshot, now.up, whole, states_hint=entries)
         if up.partial:
             self.skipped_polls += 1
             self.partial_reason = self.partial_reason or "unreadable or cut records"

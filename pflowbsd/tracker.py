@@ -67,6 +67,7 @@ class Update:
     active: list[Entry] = field(default_factory=list)  # active-timeout spans of live states
     errors: list[pfstates.ParseError] = field(default_factory=list)
     partial: bool = False
+    blank: bool = True  # the snapshot held nothing but white space
     states: int = 0
     new: int = 0
     changed: int = 0
@@ -106,11 +107,12 @@ class Tracker:
         return len(self.entries)
 
     def update(self, text: str | Iterable[str], poll: float,
-               complete: bool | Callable[[], bool] = True,
+               complete: bool | Callable[[Update], bool] = True,
                states_hint: int | None = None) -> Update:
         """One snapshot: the whole text, or its chunks as they arrive, each cut before a
-        state line (pf.snapshot.record_chunks).  `complete` may be a function, asked once
-        the chunks are all in (the run ended well; its size was right).  A chunk's new
+        state line (pf.snapshot.record_chunks).  `complete` may be a function of the Update
+        so far, asked once the chunks are all in (did the run end well; is the count of
+        records near pf's own).  A chunk's new
         states are read at once when the tracker was empty and the table's size is known
         (the whole text, or `states_hint`: pf's `current entries`, which adaptive
         timeouts scale by); otherwise the records to read wait for the last chunk, since
@@ -129,7 +131,7 @@ class Tracker:
                 continue
             last = chunk
             nlines, heads = snapshot.layout(chunk)
-            tails = TAIL.findall(chunk)
+            tails = snapshot.tails(chunk)
             before = len(cur)
             cur.update(tails)
             if len(cur) - before == len(tails) == heads and chunk.endswith("\n"):
@@ -151,7 +153,8 @@ class Tracker:
                 for t, start, end in snapshot.spans(chunk, fresh):
                     waiting.append((t, chunk[start:end], line + chunk.count("\n", 0, start)))
             line += nlines
-        ok = complete() if callable(complete) else complete
+        up.blank = blank
+        ok = complete(up) if callable(complete) else complete
         if not ok or (last and not last.endswith("\n")):
             up.partial = True
         if not blank and not cur:

@@ -45,3 +45,23 @@ def findall_c(kind: str, text: str, pos: int = 0, end: int | None = None) -> lis
 
 ACCELERATED: bool = _fastscan is not None
 findall = findall_c if ACCELERATED else findall_regex
+
+
+# The tracker's scans of a table it has seen before (pf/snapshot.py): its tails, and
+# its line and head counts.  Pure versions; the extension may stand in for them.
+def tails_regex(text: str) -> list[str]:
+    """grammar.TRACK_TAIL.findall(text)."""
+    return g.TRACK_TAIL.findall(text)
+
+
+def layout_regex(text: str) -> tuple[int, int]:
+    """(lines, heads): text.count("\\n"), and the lines that do not start with a space
+    (a last line without its newline counts)."""
+    lines = text.count("\n")
+    heads = lines + (0 if text.endswith("\n") else 1) - text.count("\n ") \
+        - (1 if text.startswith(" ") else 0)
+    return lines, heads
+
+
+tails = tails_regex
+layout = layout_regex

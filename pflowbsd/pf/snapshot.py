@@ -19,6 +19,7 @@ import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from operator import itemgetter
 
+from pflowbsd.pf import fastscan
 from pflowbsd.pf.fastscan import findall
 from pflowbsd.pf.grammar import TRACK_KEY, TRACK_TAIL, FastRecord
 
@@ -34,15 +35,18 @@ __all__ = [
     "record_chunks",
     "spans",
     "state_lines",
+    "tails",
 ]
 
 
 def layout(text: str) -> tuple[int, int]:
     """(lines, heads) of a text: heads() and the line count it is made from."""
-    lines = text.count("\n")
-    heads = lines + (0 if text.endswith("\n") else 1) - text.count("\n ") \
-        - (1 if text.startswith(" ") else 0)
-    return lines, heads
+    return fastscan.layout(text)
+
+
+def tails(text: str) -> list[str]:
+    """Every TRACK_TAIL of the text, in order."""
+    return fastscan.tails(text)
 
 
 def heads(text: str) -> int:
@@ -82,13 +86,18 @@ def partial_reason(text: str, entries: int | None) -> str | None:
     """Why a `-ss -vv` text taken with `current entries` (None: not known for this
     poll) is no whole table, or None.  Empty output is a flush only when pf says
     `current entries 0` (with no count: as pfctl printed it, an empty table)."""
-    if not text.strip():
+    return partial_reason_counts(not text.strip(), text.count("   id: "), entries)
+
+
+def partial_reason_counts(blank: bool, records: int, entries: int | None) -> str | None:
+    """partial_reason() from what a reader counted: whether the output was blank, and
+    how many records (id lines) it held."""
+    if blank:
         return None if not entries else f"empty output, current entries {entries}"
-    n = text.count("   id: ")
-    if n == 0:
+    if records == 0:
         return "no parseable state"
-    if entries is not None and n < entries * PARTIAL_SHARE:
-        return f"{n} states of {entries} current entries"
+    if entries is not None and records < entries * PARTIAL_SHARE:
+        return f"{records} states of {entries} current entries"
     return None
 
 

@@ -27,12 +27,13 @@ from collections.abc import Callable
 
 from pflowbsd import control, stats
 from pflowbsd.config import Config, endpoint_text, render
+from pflowbsd.pf import snapshot as pfsnapshot
 from pflowbsd.pf import timeouts
 from pflowbsd.pipeline import Output, PfSide, Pipeline
 from pflowbsd.shell.control import ControlServer, run_dir
 from pflowbsd.shell.pacer import Pacer
 from pflowbsd.shell.pcapout import PcapWriter
-from pflowbsd.shell.pfctl import Pfctl, PfctlError, boottime, carp_status, ifconfig_all, pfctl_for
+from pflowbsd.shell.pfctl import Pfctl, PfctlError, Stream, boottime, carp_status, ifconfig_all, pfctl_for
 from pflowbsd.shell.ratelog import RateLog, report_poll
 from pflowbsd.shell.record import Recorder
 from pflowbsd.shell.sender import Sender, Tap
@@ -114,17 +115,19 @@ class Daemon:
         try:
             text: str = getattr(pf or self.pf, what)()
         except PfctlError as e:
-            if e.reason == "interrupted":
-                return None
-            if self.pf_errors.get(what) != e.reason:
-                others = {r for w, r in self.pf_errors.items() if w != what}
-                if e.reason not in others:
-                    log.error("%s", e)
-                self.pf_errors[what] = e.reason
+            if e.reason != "interrupted":
+                self._failed(what, e)
             return None
         if self.pf_errors.pop(what, None) is not None and not self.pf_errors:
             log.warning("pfctl works again")
         return text
+
+    def _failed(self, what: str, e: PfctlError) -> None:
+        if self.pf_errors.get(what) != e.reason:
+            others = {r for w, r in self.pf_errors.items() if w != what}
+            if e.reason not in others:
+                log.error("%s", e)
+            self.pf_errors[what] = e.reason
 
     def send(self, out: Output) -> None:
         if self.state:  # first: a kill in between loses these datagrams, never repeats them
@@ -194,6 +197,9 @@ class Daemon:
                 self.load_side(info)
         self.pf.expect(entries)
         wall = time.time()  # pfctl reads pf's clock as it starts, not as it ends
+        stream = self.pf.states_stream() if entries is not None and not self.recorder else None
+        if stream is not None:
+            return self._poll_stream(stream, wall, entries, started)
         text = self._pf("states")
         if text is not None and not text.strip() and info is None:
             self.say("empty", logging.WARNING, "pfctl -ss -vv printed nothing and -si -v "
@@ -218,6 +224,31 @@ class Daemon:
                   (time.process_time() - cpu) * 1000)
         self.send(out)
         self._polled("partial" if up.partial else "ok", started, len(text))
+
+    def _poll_stream(self, stream: Stream, wall: float, entries: int | None,
+                     started: float) -> None:
+        """The poll, reading -ss -vv as pfctl prints it (parsed a chunk at a time: no
+        whole text in memory).  A run that fails part way is a partial snapshot:
+        whatever it showed is tracked, nothing expires; its error is logged as a
+        failing call's is."""
+        self.pipe.interfaces_read(self.interfaces(wall))
+        cpu = time.process_time()
+        up, out = self.pipe.poll(pfsnapshot.record_chunks(stream), wall, complete=stream.ok,
+                                 export=self.master(), entries=entries)
+        if stream.error is not None:
+            if stream.error.reason != "interrupted":
+                self._failed("states", stream.error)
+        elif self.pf_errors.pop("states", None) is not None and not self.pf_errors:
+            log.warning("pfctl works again")
+        report_poll(self.say, up.errors, None if stream.error else self.pipe.partial_reason)
+        log.debug("poll: %d states, %d new, %d changed, %d gone, %d to export, %.0f ms CPU"
+                  " (streamed)", up.states, up.new, up.changed, up.gone, len(up.expired),
+                  (time.process_time() - cpu) * 1000)
+        self.send(out)
+        if stream.error is not None and not self.stopping():
+            self._polled("failed", started, None)
+        elif stream.error is None:
+            self._polled("partial" if up.partial else "ok", started, stream.size)
 
     def exit_line(self, st: stats.Statistics) -> str:
         """What the exporter made, then what each collector was sent: with several

@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pflowbsd.config import Config
 from pflowbsd.pf import carp, timeouts
@@ -58,6 +58,38 @@ def run_command(argv: list[str], timeout: float, limit: int = MAX_OUTPUT,
     bytes, or interrupted()."""
     if RUNNER is not None:
         return RUNNER(argv, timeout, limit, interrupted)
+    return b"".join(_blocks(argv, timeout, limit, interrupted)).decode(errors="replace")
+
+
+class Stream:
+    """A run's stdout as it arrives: iterate for its blocks (1 MiB reads); afterwards
+    ok() says whether the run ended well, `error` why not, `size` how much it wrote."""
+
+    def __init__(self, argv: list[str], timeout: float, limit: int,
+                 interrupted: Callable[[], bool]) -> None:
+        self.argv, self.timeout, self.limit, self.interrupted = argv, timeout, limit, interrupted
+        self.error: PfctlError | None = None
+        self.size = 0
+        self.done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for block in _blocks(self.argv, self.timeout, self.limit, self.interrupted):
+                self.size += len(block)
+                yield block
+        except PfctlError as e:
+            self.error = e
+        finally:
+            self.done = True
+
+    def ok(self) -> bool:
+        return self.done and self.error is None
+
+
+def _blocks(argv: list[str], timeout: float, limit: int,
+            interrupted: Callable[[], bool]) -> Iterator[bytes]:
+    """argv's stdout blocks as they are read; PfctlError (at the end, or where it goes
+    wrong) as run_command() says.  The time bound counts the reader's time too."""
     command = " ".join(argv)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -73,46 +105,48 @@ def run_command(argv: list[str], timeout: float, limit: int = MAX_OUTPUT,
     except OSError as e:
         raise PfctlError(argv[0], (e.strerror or type(e).__name__).lower()) from None
     assert proc.stdout is not None and proc.stderr is not None
-    out: list[bytes] = []
     err = bytearray()
     size, deadline = 0, time.monotonic() + timeout
     why: str | None = None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        sel.register(proc.stderr, selectors.EVENT_READ)
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            sel.register(proc.stderr, selectors.EVENT_READ)
+            while sel.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    why = f"timed out after {timeout:g} s"
+                elif interrupted():
+                    why = "interrupted"
+                if why:
+                    break
+                for key, _ in sel.select(min(left, 0.2)):
+                    chunk = os.read(key.fd, MiB)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                    elif key.fileobj is proc.stdout:
+                        size += len(chunk)
+                        if size > limit:
+                            why = f"output over {limit} bytes"
+                            break
+                        yield chunk
+                    elif len(err) < STDERR_KEPT:
+                        err += chunk
+                if why:
+                    break
+        if why is None:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 why = f"timed out after {timeout:g} s"
-            elif interrupted():
-                why = "interrupted"
-            if why:
-                break
-            for key, _ in sel.select(min(left, 0.2)):
-                chunk = os.read(key.fd, MiB)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                elif key.fileobj is proc.stdout:
-                    out.append(chunk)
-                    size += len(chunk)
-                    if size > limit:
-                        why = f"output over {limit} bytes"
-                elif len(err) < STDERR_KEPT:
-                    err += chunk
-            if why:
-                break
-    if why is None:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            why = f"timed out after {timeout:g} s"
-    if why is not None:
-        _kill_group(proc)
-    else:  # its output is closed: whatever it left behind goes too
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.stdout.close()
-    proc.stderr.close()
+    finally:  # also when the reader stops early: no child is left behind
+        if why is not None or proc.returncode is None:
+            _kill_group(proc)
+        else:  # its output is closed: whatever it left behind goes too
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()
+        proc.stderr.close()
     if why is not None:
         raise PfctlError(command, why)
     if proc.returncode:
@@ -120,11 +154,11 @@ def run_command(argv: list[str], timeout: float, limit: int = MAX_OUTPUT,
         status = (f"exit {proc.returncode}" if proc.returncode > 0
                   else f"killed by signal {-proc.returncode}")
         raise PfctlError(command, status + (f": {lines[-1][:200]}" if lines else ""))
-    return b"".join(out).decode(errors="replace")
 
 
 class Pfctl:
-    """The pfctl calls the daemon makes, each returning pfctl's whole output."""
+    """The pfctl calls the daemon makes, each returning pfctl's whole output (-ss also
+    as a Stream)."""
 
     def __init__(self, path: str = "pfctl", timeout: float = 60.0,
                  interrupted: Callable[[], bool] = lambda: False) -> None:
@@ -141,6 +175,13 @@ class Pfctl:
 
     def states(self) -> str:
         return self.run("-ss", "-vv", limit=self.limit)
+
+    def states_stream(self) -> Stream | None:
+        """-ss -vv as it arrives; None where only whole texts can be had (-u: the
+        privileged helper runs pfctl and hands back its whole output)."""
+        if RUNNER is not None:
+            return None
+        return Stream([self.path, "-ss", "-vv"], self.timeout, self.limit, self.interrupted)
 
     def timeouts(self) -> str:
         return self.run("-st", limit=MiB)

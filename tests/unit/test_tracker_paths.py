@@ -149,7 +149,7 @@ def test_a_stream_that_ended_badly_expires_nothing() -> None:
     t = Tracker(select=lambda st: True)
     t.update(text, up)
     u = t.update(snapshot.record_chunks(blocks(text[: len(text) // 2], 4096)), up + 10,
-                 complete=lambda: False)
+                 complete=lambda u: False)
     assert u.partial and not u.expired and u.gone == 0 and len(t) > 1000
 
 
