@@ -3,7 +3,8 @@
 `-ss -vv` call N (counted from 0) serves snap<N>.txt, else `last`; with hang<N> it
 starts a grandchild (its pid in `grandchild`) and sleeps, never printing; with
 forever<N> it prints `last` in a loop without end; with slow<N> it notes its start
-(epoch seconds) in started<N> and takes 2 s.  `-si -v` serves info<N> (N: the
+(epoch seconds) in started<N> and takes 2 s; with failafter<N> it prints its text and
+then fails (exit 1), as a pfctl whose ioctl broke part way would.  `-si -v` serves info<N> (N: the
 -ss calls made so far), else `info`, and fails with failinfo<N>.  Every call is logged to `calls`.  What is empty,
 garbage, cut or of an unknown protocol is simply the snapshot text the test writes.
 """
@@ -29,7 +30,8 @@ case "$*" in
     fi
     if [ -e "$D/forever$n" ]; then exec yes "$(cat "$D/last")"; fi
     if [ -e "$D/slow$n" ]; then date +%s > "$D/started$n"; sleep 2; fi
-    if [ -e "$D/snap$n.txt" ]; then cat "$D/snap$n.txt"; else cat "$D/last"; fi ;;
+    if [ -e "$D/snap$n.txt" ]; then cat "$D/snap$n.txt"; else cat "$D/last"; fi
+    if [ -e "$D/failafter$n" ]; then echo "pfctl: DIOCGETSTATES: Bad address" >&2; exit 1; fi ;;
   "-st") printf 'tcp.established     86400s\nudp.multiple           60s\n' ;;
   "-si -v")
     if [ -e "$D/failinfo$n" ]; then echo "pfctl: DIOCGETSTATUS: Permission denied" >&2; exit 1; fi
@@ -49,7 +51,8 @@ def info(entries: int) -> str:
 
 def standin(folder: Path, snaps: dict[int, str], last: str, entries: dict[int, int],
             default_entries: int, hang: tuple[int, ...] = (),
-            forever: tuple[int, ...] = (), slow: tuple[int, ...] = ()) -> str:
+            forever: tuple[int, ...] = (), slow: tuple[int, ...] = (),
+            failafter: tuple[int, ...] = ()) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     for k, text in snaps.items():
         (folder / f"snap{k}.txt").write_text(text)
@@ -61,6 +64,8 @@ def standin(folder: Path, snaps: dict[int, str], last: str, entries: dict[int, i
         (folder / f"forever{k}").write_text("")
     for k in slow:
         (folder / f"slow{k}").write_text("")
+    for k in failafter:
+        (folder / f"failafter{k}").write_text("")
     (folder / "info").write_text(info(default_entries))
     (folder / "last").write_text(last)
     (folder / "n").write_text("0\n")

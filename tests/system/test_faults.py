@@ -75,6 +75,22 @@ def test_endless_output_is_cut_at_its_bound_and_the_next_poll_works(tmp_path):
     assert "-ss -vv: output over" in err and fp.polls(script) >= 4, err
 
 
+def test_a_pfctl_failing_part_way_through_its_output_expires_nothing(tmp_path):
+    """-ss -vv is read as it arrives; a run that prints part of the table and then fails
+    is a partial snapshot: state 2, missing from it, is not exported as gone."""
+    script = fp.standin(tmp_path / "pf", {0: udp(1) + udp(2), 1: udp(1), 2: udp(1)},
+                        udp(1) + udp(2), {}, 2, failafter=(1, 2))
+    with rd.listener() as s:
+        proc = start(script, s.getsockname()[1], args=("-v",))
+        wait_polls(script, 5, proc)
+        status, err, _ = fp.stop(proc)
+        got = rd.drain(s)
+    assert status == 0, err
+    assert "(streamed)" in err, err
+    assert err.count("-ss -vv: exit 1: pfctl: DIOCGETSTATES: Bad address") == 1, err
+    assert got == [], err  # nothing expired: nothing held, nothing sent at the stop
+
+
 def test_only_si_failing_is_logged_once_not_every_poll(tmp_path):
     script = fp.standin(tmp_path / "pf", {}, udp(1), {}, 1)
     for k in range(1, 6):
