@@ -100,8 +100,9 @@ class Tracker:
                           expired=0, exported=0, restarted=0, active_exports=0)
         # What changed since take_changes(): tails whose entry was set or removed, and
         # keys whose `exported` record was, so a state file can be written as a delta.
-        self.touched: set[str] = set()
-        self.touched_exported: set[str] = set()
+        # Kept only once take_changes() has been called: with no state file, nothing.
+        self.touched: set[str] = _NOWHERE
+        self.touched_exported: set[str] = _NOWHERE
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -410,8 +411,12 @@ class Tracker:
 
     def take_changes(self) -> tuple[set[str], set[str]]:
         """The tails whose entry was set or removed and the keys whose `exported` record
-        was set or removed since the last call (or restore()); the sets start again."""
-        out = self.touched, self.touched_exported
+        was set or removed since the last call (or restore()); the sets start again.
+        The first call (changes were not kept before it) gives every tail and key."""
+        if self.touched is _NOWHERE:
+            out = set(self.entries), set(self.exported)
+        else:
+            out = self.touched, self.touched_exported
         self.touched, self.touched_exported = set(), set()
         return out
 
@@ -419,7 +424,8 @@ class Tracker:
         """A restart: the states known before it.  The active timeout's schedule is made
         again from them; rules with timeouts of their own are looked up again."""
         self.entries, self.exported, self.rules = dict(entries), dict(exported), {}
-        self.touched, self.touched_exported = set(), set()
+        if self.touched is not _NOWHERE:
+            self.touched, self.touched_exported = set(), set()
         self.set_active_timeout(self.active_timeout)
 
     def _rest(self, key: str, entry: Entry, seen_gone: float) -> Entry | None:
@@ -492,3 +498,16 @@ def _line_numbers(text: str, line: int, lines: tuple[list[int], list[int]] | Non
         return lambda at: line + text.count("\n", 0, at)
     starts, numbers = lines
     return lambda at: numbers[max(0, bisect.bisect_right(starts, at) - 1)]
+
+
+class _Nowhere(set[str]):
+    """A set that keeps nothing: Tracker.touched until someone takes the changes."""
+
+    def add(self, _item: str) -> None:
+        pass
+
+    def update(self, *_items: Iterable[str]) -> None:
+        pass
+
+
+_NOWHERE = _Nowhere()

@@ -174,3 +174,15 @@ def test_errors_in_chunks_name_the_snapshot_line() -> None:
         assert [e.line for e in at_once.errors] == [bad + 1]
         assert [e.line for e in joined.errors] == [bad + 1]
         assert whole.new == at_once.new == joined.new == len(fresh) - 0
+
+
+def test_changes_are_kept_only_for_whoever_takes_them() -> None:
+    texts = golden_polls()
+    t = Tracker(select=lambda st: True)
+    t.update(*texts[0])
+    assert len(t.touched) == 0  # nobody asked: no set growing without end
+    tails, keys = t.take_changes()
+    assert tails == set(t.entries) and keys == set()  # the first call: everything
+    u = t.update(*texts[1])
+    tails, _keys = t.take_changes()
+    assert len(tails) == 2 * u.changed + u.gone and t.take_changes() == (set(), set())
