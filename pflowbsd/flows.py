@@ -26,6 +26,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from pflowbsd.pf.record import check_addresses
+
 if TYPE_CHECKING:
     from pflowbsd.pf.record import Host, State
 
@@ -99,6 +101,9 @@ def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:
 
 
 def pack_entry(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)) -> Entry:
+    """The entry of a parsed state; ValueError (as record.check_addresses words it)
+    when an address is not one inet_pton() takes in its side's family: every address
+    of the state is checked here, so the tracker need not check them twice."""
     af, src, dst, oaf, osrc, odst = _pflow_keys(st)
     fam = AF[af]
     natted = oaf == af and (osrc[:2] != src[:2] or odst[:2] != dst[:2])
@@ -107,10 +112,17 @@ def pack_entry(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)
     out = ENTRY.pack(flags, st.proto, src.port, dst.port, first, last,
                      st.packets[0], st.packets[1], st.bytes[0], st.bytes[1],
                      ifidx[0] & 0xFFFF, ifidx[1] & 0xFFFF)
-    out += socket.inet_pton(fam, src.addr) + socket.inet_pton(fam, dst.addr)
-    if natted:
-        out += (NAT_PORTS.pack(osrc.port, odst.port) + socket.inet_pton(fam, osrc.addr)
-                + socket.inet_pton(fam, odst.addr))
+    try:
+        out += socket.inet_pton(fam, src.addr) + socket.inet_pton(fam, dst.addr)
+        if natted:
+            out += (NAT_PORTS.pack(osrc.port, odst.port) + socket.inet_pton(fam, osrc.addr)
+                    + socket.inet_pton(fam, odst.addr))
+        elif oaf != af:  # af-to: the other key, unpacked, still checked in its family
+            socket.inet_pton(AF[oaf], osrc.addr)
+            socket.inet_pton(AF[oaf], odst.addr)
+    except OSError:
+        check_addresses(st)  # names the first bad one, as the parser's check does
+        raise ValueError("bad address") from None
     return out
 
 

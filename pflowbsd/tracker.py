@@ -240,26 +240,37 @@ class Tracker:
                 up.changed += 1
                 continue
             build.append((t, rec, start, end))
-        for t, st in self._built(text, build, up, line_of):
-            if st is None:
-                old.pop(t[-KEY:], None)  # skipped, counted, and treated as present:
-                continue                 # it neither expires nor blocks other expiries
-            prev = old.pop(t[-KEY:], None)
-            if prev is None:
-                up.new += 1
-                entries[t] = self._admit(t, st, poll, nstates)
-                self.touched.add(t)
-            else:
-                up.changed += 1
-                self._changed(t, entries.pop(prev), st, poll, nstates, up, prev)
-                self.touched.update((t, prev))
+        for t, st, start in self._built(text, build, up, line_of):
+            key = t[-KEY:]
+            try:
+                if st is None:
+                    raise _Skipped
+                prev = old.get(key)
+                if prev is None:
+                    entries[t] = self._admit(t, st, poll, nstates)
+                    up.new += 1
+                    self.touched.add(t)
+                else:
+                    self._changed(t, entries[prev], st, poll, nstates, up, prev)
+                    del entries[prev], old[key]
+                    up.changed += 1
+                    self.touched.update((t, prev))
+            except ValueError as e:  # an address inet_pton() refuses
+                if start < 0:
+                    start = snapshot.record_at(text, text.find(t))[0]
+                up.errors.append(pfstates.ParseError(
+                    line_of(start), text[start:text.find("\n", start)], str(e)))
+                old.pop(key, None)   # skipped, counted, and treated as present:
+            except _Skipped:         # it neither expires nor blocks other expiries
+                old.pop(key, None)
 
     @staticmethod
     def _built(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update,
-               line_of: Callable[[int], int]) -> Iterator[tuple[str, State | None]]:
-        """(tail, State) per record, its addresses checked; State None for a record that
-        failed (its ParseError is in up.errors).  Records the fast scanner took are built
-        in one batch; the others, or a batch that fails, record by record."""
+               line_of: Callable[[int], int]) -> Iterator[tuple[str, State | None, int]]:
+        """(tail, State, start or -1) per record, its addresses left to pack_entry() (or
+        check_addresses()) to check; State None for a record that failed (its ParseError
+        is in up.errors).  Records the fast scanner took are built in one batch; the
+        others, or a batch that fails, record by record."""
         fast = [r for _t, r, _s, _e in todo if r is not None]
         states: list[State] = []
         if len(fast) == len(todo):
@@ -269,24 +280,17 @@ class Tracker:
                 states = []
         if len(states) == len(todo):
             for (t, _r, start, _e), st in zip(todo, states, strict=True):
-                try:
-                    yield t, check_addresses(st)
-                except ValueError as e:
-                    if start < 0:
-                        start = snapshot.record_at(text, text.find(t))[0]
-                    up.errors.append(pfstates.ParseError(
-                        line_of(start), text[start:text.find("\n", start)], str(e)))
-                    yield t, None
+                yield t, st, start
             return
         for t, _r, start, end in todo:
             if start < 0:
                 start, end = snapshot.record_at(text, text.find(t))
             try:
-                yield t, pfstates.parse_record(text, start, end)
+                yield t, pfstates.parse_record(text, start, end), start
             except ValueError as e:
                 up.errors.append(pfstates.ParseError(line_of(start), text[start:end].split("\n")[0],
                                                      str(e)))
-                yield t, None
+                yield t, None, start
 
     def _counters(self, t: str, prev: str, rec: FastRecord, poll: float, nstates: int) -> bool:
         """A selected state's new counters, from its record's counter fields: False when
@@ -350,7 +354,10 @@ class Tracker:
 
     def _changed(self, t: str, old: Entry | None, st: State, poll: float, nstates: int,
                  up: Update, prev: str = "") -> None:
+        """A known state's record read in full; ValueError (nothing changed) if one of
+        its addresses is not one pf prints."""
         if old is None:
+            check_addresses(st)
             self.entries[t] = None  # tracked, not selected: nothing to keep
             return
         first, _last = flows.entry_times(old)
@@ -377,18 +384,22 @@ class Tracker:
             heapq.heappush(self._due, (0, t))
 
     def _admit(self, t: str, st: State, poll: float, nstates: int) -> Entry | None:
+        """A new state's entry (None: not selected); ValueError, and nothing kept, if
+        one of its addresses is not one pf prints."""
         if not self.select(st):
+            check_addresses(st)
             return None
         rule = self.policy.rule_of(st) if self.policy.rule_of else None
-        if getattr(rule, "timeouts", None):
-            self.rules[t[-KEY:]] = rule
         first = int(poll) - (st.age_s or 0)
         last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        if self.active_timeout:
-            heapq.heappush(self._due, (first + self.active_timeout, t))
         # _final() clamps Last into [First, gone]
         ifidx = flows.if_indexes(st, self.ifaces) if self.ifaces else NO_IF
-        return flows.pack_entry(st, first, int(last), ifidx)
+        entry = flows.pack_entry(st, first, int(last), ifidx)
+        if rule is not None and getattr(rule, "timeouts", None):
+            self.rules[t[-KEY:]] = rule
+        if self.active_timeout:
+            heapq.heappush(self._due, (first + self.active_timeout, t))
+        return entry
 
     def set_active_timeout(self, secs: int) -> None:
         """Turn the active timeout on, off or to another value (SIGHUP): the states
@@ -498,6 +509,10 @@ def _line_numbers(text: str, line: int, lines: tuple[list[int], list[int]] | Non
         return lambda at: line + text.count("\n", 0, at)
     starts, numbers = lines
     return lambda at: numbers[max(0, bisect.bisect_right(starts, at) - 1)]
+
+
+class _Skipped(Exception):
+    """A record that could not be read (its ParseError is already counted)."""
 
 
 class _Nowhere(set[str]):
