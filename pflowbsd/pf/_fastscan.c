@@ -21,6 +21,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #define NGROUPS 34
@@ -396,10 +397,122 @@ RECORD_OF_KIND(PyUnicode_4BYTE_KIND)
 
 static PyObject *empty;  /* "" for every group that took no part */
 
-static PyObject *groups_tuple(PyObject *text, const groups_t *g)
+/* Shared strings.  Most of findall's cost is making 34 str per record, and most of those
+ * fields repeat all through a table: a few interfaces, protocols and state names, 3,600
+ * "MM:SS", a few hundred rules, one or two creatorids.  One call keeps a direct-mapped
+ * cache of the strs it made for those fields (SHARED), keyed by their code units (every
+ * slice is of the same text, so the same kind): a slice equal to a cached one is that
+ * str again.  Equal, as the regex's are; only identity differs, which no caller uses.  A
+ * miss replaces the slot's str, so a field that does not repeat costs a hash and a store.
+ * The cache lives for the call only, sized by the text (SLOTS_*), and holds one reference
+ * to each of its strs. */
+static const char SHARED[NGROUPS] = {
+    [G_IFNAME] = 1, [G_PROTO] = 1, [G_STATE] = 1, [G_AGE_H] = 1, [G_AGE_MS] = 1,
+    [G_EXP_H] = 1, [G_EXP_MS] = 1, [G_ANCHOR] = 1, [G_RULE] = 1, [G_OPTS] = 1,
+    [G_CREATORID] = 1, [G_IDX] = 1, [G_ORIGIF] = 1,
+};
+#define SHARED_MAX 40                /* longer slices are not looked up */
+#define SLOTS_MIN 64
+#define SLOTS_MAX 16384              /* ~5,000 distinct values on the 200,000-state table */
+#define BYTES_PER_SLOT 64            /* text bytes per slot, up to SLOTS_MAX */
+
+typedef struct {
+    PyObject *str;
+    uint64_t head, tail;             /* the slice's key (slice_key) */
+    Py_ssize_t bytes, at;            /* its size in bytes, where in the text it was sliced */
+} slot_t;
+
+typedef struct {
+    slot_t *slots;
+    size_t mask;
+} cache_t;
+
+static int cache_open(cache_t *c, Py_ssize_t span)
+{
+    size_t n = SLOTS_MIN;
+    while (n < SLOTS_MAX && (Py_ssize_t)n * BYTES_PER_SLOT < span)
+        n <<= 1;
+    c->mask = n - 1;
+    if ((c->slots = PyMem_Calloc(n, sizeof(slot_t))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void cache_close(cache_t *c)
+{
+    size_t i;
+    for (i = 0; i <= c->mask; i++)
+        Py_XDECREF(c->slots[i].str);
+    PyMem_Free(c->slots);
+}
+
+SCAN_INLINE uint64_t load64(const unsigned char *u)
+{
+    uint64_t v;
+    memcpy(&v, u, 8);
+    return v;
+}
+
+SCAN_INLINE uint64_t load32(const unsigned char *u)
+{
+    uint32_t v;
+    memcpy(&v, u, 4);
+    return v;
+}
+
+/* The n bytes at u as two words that, with n, tell any two slices of up to 16 bytes
+ * apart (overlapping loads, all inside the slice); longer ones also need a memcmp. */
+SCAN_INLINE void slice_key(const unsigned char *u, Py_ssize_t n, uint64_t *head, uint64_t *tail)
+{
+    if (n >= 8) {
+        *head = load64(u);
+        *tail = load64(u + n - 8);
+    }
+    else if (n >= 4) {
+        *head = load32(u) | load32(u + n - 4) << 32;
+        *tail = 0;
+    }
+    else {
+        *head = n ? (uint64_t)u[0] | (uint64_t)u[n >> 1] << 8 | (uint64_t)u[n - 1] << 16 : 0;
+        *tail = 0;
+    }
+}
+
+/* text[a:b] as a new reference: the cached str when an equal slice is there. */
+static PyObject *shared_slice(cache_t *c, PyObject *text, int kind, const char *data,
+                              Py_ssize_t a, Py_ssize_t b)
+{
+    Py_ssize_t n = (b - a) * kind;
+    const unsigned char *u = (const unsigned char *)data + a * kind;
+    uint64_t head, tail, h;
+    slot_t *slot;
+    PyObject *s;
+    slice_key(u, n, &head, &tail);
+    h = (head * 0x9e3779b97f4a7c15u) ^ (tail * 0xc2b2ae3d27d4eb4fu) ^ (uint64_t)n;
+    slot = &c->slots[(h ^ (h >> 29)) & c->mask];
+    if (slot->str != NULL && slot->bytes == n && slot->head == head && slot->tail == tail
+        && (n <= 16 || memcmp(data + slot->at * kind, u, (size_t)n) == 0)) {
+        Py_INCREF(slot->str);
+        return slot->str;
+    }
+    if ((s = PyUnicode_Substring(text, a, b)) == NULL)
+        return NULL;
+    Py_INCREF(s);
+    Py_XSETREF(slot->str, s);
+    slot->head = head;
+    slot->tail = tail;
+    slot->bytes = n;
+    slot->at = a;
+    return s;
+}
+
+static PyObject *groups_tuple(PyObject *text, const groups_t *g, cache_t *c)
 {
     PyObject *tuple = PyTuple_New(NGROUPS), *s;
-    int i;
+    int kind = PyUnicode_KIND(text), i;
+    const char *data = PyUnicode_DATA(text);
     if (tuple == NULL)
         return NULL;
     for (i = 0; i < NGROUPS; i++) {
@@ -407,12 +520,20 @@ static PyObject *groups_tuple(PyObject *text, const groups_t *g)
             Py_INCREF(empty);
             s = empty;
         }
-        else if ((s = PyUnicode_Substring(text, g->start[i], g->stop[i])) == NULL) {
+        else if (SHARED[i] && g->stop[i] - g->start[i] <= SHARED_MAX)
+            s = shared_slice(c, text, kind, data, g->start[i], g->stop[i]);
+        else
+            s = PyUnicode_Substring(text, g->start[i], g->stop[i]);
+        if (s == NULL) {
             Py_DECREF(tuple);
             return NULL;
         }
         PyTuple_SET_ITEM(tuple, i, s);
     }
+    /* Only strs: it can be in no cycle.  The collector would untrack it at its first
+     * look (as it does every such tuple); untracked now, 200,000 new tuples do not set
+     * off collections that walk them. */
+    PyObject_GC_UnTrack(tuple);
     return tuple;
 }
 
@@ -441,6 +562,7 @@ static PyObject *fastscan_findall(PyObject *module, PyObject *args)
     Py_ssize_t pos, end, length, p, q;
     const void *data;
     groups_t g;
+    cache_t cache;
     Py_ssize_t (*match)(const void *, Py_ssize_t, Py_ssize_t, int, groups_t *);
 
     (void)module;
@@ -463,6 +585,10 @@ static PyObject *fastscan_findall(PyObject *module, PyObject *args)
           : record_PyUnicode_4BYTE_KIND;
     if ((list = PyList_New(0)) == NULL)
         return NULL;
+    if (cache_open(&cache, end - pos) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
     p = pos;
     if (p > 0 && p < end && PyUnicode_READ(kind, data, p - 1) != '\n')
         p = next_line(kind, data, p, end);
@@ -472,25 +598,181 @@ static PyObject *fastscan_findall(PyObject *module, PyObject *args)
             p = next_line(kind, data, p, end);
             continue;
         }
-        if ((tuple = groups_tuple(text, &g)) == NULL || PyList_Append(list, tuple) < 0) {
+        if ((tuple = groups_tuple(text, &g, &cache)) == NULL || PyList_Append(list, tuple) < 0) {
             Py_XDECREF(tuple);
-            Py_DECREF(list);
-            return NULL;
+            Py_CLEAR(list);
+            break;
         }
         Py_DECREF(tuple);
         p = q;
     }
+    cache_close(&cache);
     return list;
+}
+
+/* ---- The tracker's steady poll: its tails and the table's layout ---------------------- */
+
+/* The first c at or after p, or -1. */
+SCAN_INLINE Py_ssize_t find(const text_t *t, Py_ssize_t p, Py_UCS4 c)
+{
+    if (p >= t->end)
+        return -1;
+    if (t->kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *s = (const Py_UCS1 *)t->data;
+        const void *at = memchr(s + p, (int)c, (size_t)(t->end - p));
+        return at ? (const Py_UCS1 *)at - s : -1;
+    }
+    for (; p < t->end; p++)
+        if (PyUnicode_READ(t->kind, t->data, p) == c)
+            return p;
+    return -1;
+}
+
+/* grammar.TRACK_TAIL at p: " pkts, (\d++:\d++ bytes[^\n]*+\n   id: [0-9a-f]{16}
+ * creatorid: [0-9a-f]{8})". The group runs from p + 7 to the position returned, or -1. */
+SCAN_INLINE Py_ssize_t track_tail(const text_t *t, Py_ssize_t p)
+{
+    Py_ssize_t q;
+    if ((p = LIT(t, p, " pkts, ")) < 0 || (p = digits_then(t, p, ':')) < 0)
+        return -1;
+    if ((q = digits(t, p)) == p || (q = LIT(t, q, " bytes")) < 0)
+        return -1;
+    q = run_not(t, q, '\n');
+    if ((q = LIT(t, q, "\n   id: ")) < 0 || !hex_n(t, q, 16)
+        || (q = LIT(t, q + 16, " creatorid: ")) < 0 || !hex_n(t, q, 8))
+        return -1;
+    return q + 8;
+}
+
+/* TRACK_TAIL.findall(text) into list: 0, or -1 with an exception set.  Every match holds
+ * the "k" of "pkts" two characters in, and nothing else in a table does but an odd
+ * interface or option (no hex digit, state name or keyword has one), so memchr leads
+ * from one to the next; a failed look resumes one character on, as sre's search. */
+SCAN_INLINE int tails_into(const text_t *t, PyObject *text, PyObject *list)
+{
+    Py_ssize_t p = 0, k, e;
+    PyObject *s;
+    while ((k = find(t, p + 2, 'k')) >= 0) {
+        if ((e = track_tail(t, k - 2)) < 0) {
+            p = k - 1;
+            continue;
+        }
+        if ((s = PyUnicode_Substring(text, k + 5, e)) == NULL || PyList_Append(list, s) < 0) {
+            Py_XDECREF(s);
+            return -1;
+        }
+        Py_DECREF(s);
+        p = e;
+    }
+    return 0;
+}
+
+/* (text.count("\n"), text.count("\n ")): one memchr per line on the 1-byte kind. */
+SCAN_INLINE void newlines(const text_t *t, Py_ssize_t *lines, Py_ssize_t *indented)
+{
+    Py_ssize_t p = 0, n = 0, m = 0;
+    while ((p = find(t, p, '\n')) >= 0) {
+        n++;
+        p++;
+        if (p < t->end && PyUnicode_READ(t->kind, t->data, p) == ' ')
+            m++;
+    }
+    *lines = n;
+    *indented = m;
+}
+
+#define STEADY_OF_KIND(K)                                                                   \
+    static int tails_##K(PyObject *text, const void *data, Py_ssize_t end, PyObject *list) \
+    {                                                                                       \
+        text_t t = {K, data, end};                                                          \
+        return tails_into(&t, text, list);                                                  \
+    }                                                                                       \
+    static void newlines_##K(const void *data, Py_ssize_t end, Py_ssize_t *n, Py_ssize_t *m) \
+    {                                                                                       \
+        text_t t = {K, data, end};                                                          \
+        newlines(&t, n, m);                                                                 \
+    }
+STEADY_OF_KIND(PyUnicode_1BYTE_KIND)
+STEADY_OF_KIND(PyUnicode_2BYTE_KIND)
+STEADY_OF_KIND(PyUnicode_4BYTE_KIND)
+
+static int ready_str(PyObject *text, const char *name)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "%s() argument must be str, not %.100s", name,
+                     Py_TYPE(text)->tp_name);
+        return -1;
+    }
+    return PyUnicode_READY(text);
+}
+
+PyDoc_STRVAR(tails_doc,
+"tails(text) -> list of str\n\n"
+"grammar.TRACK_TAIL.findall(text), in C.");
+
+static PyObject *fastscan_tails(PyObject *module, PyObject *text)
+{
+    PyObject *list;
+    const void *data;
+    Py_ssize_t end;
+    int kind, failed;
+
+    (void)module;
+    if (ready_str(text, "tails") < 0 || (list = PyList_New(0)) == NULL)
+        return NULL;
+    kind = PyUnicode_KIND(text);
+    data = PyUnicode_DATA(text);
+    end = PyUnicode_GET_LENGTH(text);
+    failed = kind == PyUnicode_1BYTE_KIND ? tails_PyUnicode_1BYTE_KIND(text, data, end, list)
+           : kind == PyUnicode_2BYTE_KIND ? tails_PyUnicode_2BYTE_KIND(text, data, end, list)
+           : tails_PyUnicode_4BYTE_KIND(text, data, end, list);
+    if (failed)
+        Py_CLEAR(list);
+    return list;
+}
+
+PyDoc_STRVAR(layout_doc,
+"layout(text) -> (lines, heads)\n\n"
+"fastscan.layout_regex(text), in C: text.count(\"\\n\"), and the lines that do not start\n"
+"with a space (a last line without its newline counts).");
+
+static PyObject *fastscan_layout(PyObject *module, PyObject *text)
+{
+    const void *data;
+    Py_ssize_t end, lines, indented, heads;
+    int kind;
+
+    (void)module;
+    if (ready_str(text, "layout") < 0)
+        return NULL;
+    kind = PyUnicode_KIND(text);
+    data = PyUnicode_DATA(text);
+    end = PyUnicode_GET_LENGTH(text);
+    if (kind == PyUnicode_1BYTE_KIND)
+        newlines_PyUnicode_1BYTE_KIND(data, end, &lines, &indented);
+    else if (kind == PyUnicode_2BYTE_KIND)
+        newlines_PyUnicode_2BYTE_KIND(data, end, &lines, &indented);
+    else
+        newlines_PyUnicode_4BYTE_KIND(data, end, &lines, &indented);
+    heads = lines - indented;
+    if (end == 0 || PyUnicode_READ(kind, data, end - 1) != '\n')
+        heads++;
+    if (end > 0 && PyUnicode_READ(kind, data, 0) == ' ')
+        heads--;
+    return Py_BuildValue("(nn)", lines, heads);
 }
 
 static PyMethodDef fastscan_methods[] = {
     {"findall", fastscan_findall, METH_VARARGS, findall_doc},
+    {"tails", fastscan_tails, METH_O, tails_doc},
+    {"layout", fastscan_layout, METH_O, layout_doc},
     {NULL, NULL, 0, NULL}
 };
 
 static struct PyModuleDef fastscan_module = {
     PyModuleDef_HEAD_INIT, "_fastscan",
-    "grammar.FAST_RECORD's findall() in C (see pflowbsd/pf/fastscan.py).", -1, fastscan_methods,
+    "grammar.FAST_RECORD's findall(), TRACK_TAIL's and the layout count in C (see\n"
+    "pflowbsd/pf/fastscan.py).", -1, fastscan_methods,
     NULL, NULL, NULL, NULL
 };
 

@@ -48,7 +48,7 @@ findall = findall_c if ACCELERATED else findall_regex
 
 
 # The tracker's scans of a table it has seen before (pf/snapshot.py): its tails, and
-# its line and head counts.  Pure versions; the extension may stand in for them.
+# its line and head counts.
 def tails_regex(text: str) -> list[str]:
     """grammar.TRACK_TAIL.findall(text)."""
     return g.TRACK_TAIL.findall(text)
@@ -63,5 +63,15 @@ def layout_regex(text: str) -> tuple[int, int]:
     return lines, heads
 
 
-tails = tails_regex
-layout = layout_regex
+def tails_c(text: str) -> list[str]:
+    """The same list from _fastscan (see ACCELERATED)."""
+    return _fastscan.tails(text)
+
+
+def layout_c(text: str) -> tuple[int, int]:
+    """The same counts from _fastscan, in one pass (see ACCELERATED)."""
+    return _fastscan.layout(text)
+
+
+tails = tails_c if ACCELERATED else tails_regex
+layout = layout_c if ACCELERATED else layout_regex
