@@ -105,9 +105,16 @@ def pack_entry(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)
     """The entry of a parsed state; ValueError (as record.check_addresses words it)
     when an address is not one inet_pton() takes in its side's family: every address
     of the state is checked here, so the tracker need not check them twice."""
-    af, src, dst, oaf, osrc, odst = _pflow_keys(st)
+    if st.direction == "in":  # _pflow_keys(), inline: this runs for every new state
+        af, src, dst, oaf, osrc, odst = (st.af, st.wire_src, st.wire_dst, st.stack_af,
+                                         st.stack_src, st.stack_dst)
+    else:
+        af, src, dst, oaf, osrc, odst = (st.stack_af, st.stack_src, st.stack_dst, st.af,
+                                         st.wire_src, st.wire_dst)
     fam = AF[af]
-    natted = oaf == af and (osrc[:2] != src[:2] or odst[:2] != dst[:2])
+    # (the parser shares one Host for both keys where nothing was translated)
+    natted = oaf == af and (osrc is not src or odst is not dst) and (
+        osrc[:2] != src[:2] or odst[:2] != dst[:2])
     flags = ((NATTED if natted else 0) | (INET6 if af == "inet6" else 0)
              | (OUTBOUND if st.direction == "out" else 0))
     out = ENTRY.pack(flags, st.proto, src.port, dst.port, first, last,
