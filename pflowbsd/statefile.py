@@ -6,8 +6,11 @@ text and its packed flows.Entry, None when tracked but not selected) and its
 active-timeout side table `exported`; the exporter's counters (v5 flow_sequence is its
 gcounter, IPFIX's sequence is per exporter, i.e. per observation domain) and the
 records it holds, each buffer with its deadline; and the boot time, the uptime base of
-every First, Last and deadline.  encode() makes the file; decode() checks it whole
-before anything is used, and restore() hands it back to a new Pipeline.
+every First, Last and deadline.  encode() makes a base; changes() and encode_delta()
+make a delta, what changed since the last base or delta (the tracker's take_changes()),
+appended after it; decode() checks the file whole before anything is used, and
+restore() hands it back to a new Pipeline.  A delta costs what changed, a base the whole
+table: the writer appends deltas and writes a new base when they grow past a share of it.
 
 Layout (little-endian).  HEADER: magic b"PFLOWBSD", format VERSION, 0, the pflow
 instance (16 bytes, NUL padded), boot (epoch seconds), payload length, CRC-32 of
@@ -17,9 +20,15 @@ tail holds one "\n", never two), the entries' lengths (u16 each, 0 for None), th
 entries, the exported keys (TRACK_KEY characters each), their EXPORTED records, then
 NUMBERS (gcounter, sequence, template deadline, buffer count) and per buffer BUFFER
 (key, deadline, gcounter, record count), the records' lengths (u16) and the records.
+After the payload, zero or more deltas: DELTA (magic b"PFDL", its number from 1, the
+base's CRC, body length, CRC-32 of the rest of DELTA and the body), then a body of the
+same fields, where the tails and keys are those set, plus two fields: the tails and
+the keys removed.  The exporter's part of the last delta replaces the base's.
 Lengths and counts are checked against what is left, entries against their packed
 layout (flows.ENTRY), so whatever a file holds, decode() raises StateFileError or
-returns something the tracker and exporter can use.
+returns something the tracker and exporter can use.  Only the last delta may be torn
+(cut short, or failing its CRC where the file ends: a crash while it was appended); it
+is dropped, and Saved.torn says why.  Format version 1 is a base alone: still read.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise
 
@@ -36,9 +46,13 @@ from pflowbsd.pipeline import EXPORTER_WORDS, Pipeline
 from pflowbsd.tracker import EXPORTED
 
 MAGIC = b"PFLOWBSD"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # version 1: no deltas
 # magic 0, version 8, reserved 10, instance 12, boot 28, payload length 36, crc32 44
 HEADER = struct.Struct("<8sHH16sqQI")
+# magic 0, number 4, the base's crc32 8, body length 12, crc32 20
+DELTA = struct.Struct("<4sIIQI")
+DELTA_MAGIC = b"PFDL"
 FIELD = struct.Struct("<Q")
 # gcounter, sequence, template deadline (NaN: none), buffers
 NUMBERS = struct.Struct("<QQdI")
@@ -66,10 +80,26 @@ class Saved:
     sequence: int = 0
     tmpl_deadline: float | None = None
     buffers: list[Buffer] = field(default_factory=list)
+    deltas: int = 0  # applied after the base (decode)
+    torn: str | None = None  # why a last delta was dropped (decode)
 
     def held(self) -> int:
         """Records held in the exporter's buffers."""
         return sum(len(b[3]) for b in self.buffers)
+
+
+@dataclass
+class Changes:
+    """A delta: the exporter's whole part (small), and of the tracker only what changed."""
+    signature: str
+    entries: dict[str, Entry | None]  # set
+    exported: dict[str, bytes]  # set
+    gone: list[str]  # tails no longer tracked
+    unexported: list[str]  # keys whose EXPORTED record was dropped
+    gcounter: int
+    sequence: int
+    tmpl_deadline: float | None
+    buffers: list[Buffer]
 
 
 def signature(pipe: Pipeline) -> str:
@@ -81,6 +111,16 @@ def capture(pipe: Pipeline) -> Saved:
     gcounter, sequence, tmpl, buffers = pipe.exporter.snapshot()
     return Saved(pipe.cfg.instance, pipe.boot, signature(pipe), entries, exported,
                  gcounter, sequence, tmpl, buffers)
+
+
+def changes(pipe: Pipeline, tails: AbstractSet[str], keys: AbstractSet[str]) -> Changes:
+    """The delta of Tracker.take_changes()'s tails and keys: each one's value now, or gone."""
+    entries, exported = pipe.tracker.snapshot()
+    kept, done = tails & entries.keys(), keys & exported.keys()
+    gcounter, sequence, tmpl, buffers = pipe.exporter.snapshot()
+    return Changes(signature(pipe), {t: entries[t] for t in kept},
+                   {k: exported[k] for k in done}, list(tails - kept), list(keys - done),
+                   gcounter, sequence, tmpl, buffers)
 
 
 def restore(pipe: Pipeline, saved: Saved) -> bool:
@@ -110,23 +150,32 @@ def _field(data: bytes) -> bytes:
     return FIELD.pack(len(data)) + data
 
 
-def encode(saved: Saved) -> bytes:
-    tails = list(saved.entries)
-    values = list(saved.entries.values())
-    parts = [
-        saved.signature.encode(),
-        TAIL_SEP.join(tails).encode("utf-8", "surrogateescape"),
+def _tracker_parts(entries: dict[str, Entry | None], exported: dict[str, bytes]) -> list[bytes]:
+    values = list(entries.values())
+    return [
+        TAIL_SEP.join(entries).encode("utf-8", "surrogateescape"),
         struct.pack(f"<{len(values)}H", *(len(v) if v else 0 for v in values)),
         b"".join(v for v in values if v),
-        "".join(saved.exported).encode("ascii", "replace"),
-        b"".join(saved.exported.values()),
-        NUMBERS.pack(saved.gcounter, saved.sequence,
-                     math.nan if saved.tmpl_deadline is None else saved.tmpl_deadline,
-                     len(saved.buffers)),
+        "".join(exported).encode("ascii", "replace"),
+        b"".join(exported.values()),
     ]
-    for key, deadline, gcounter, records in saved.buffers:
-        parts += [BUFFER.pack(key, deadline, gcounter, len(records)),
+
+
+def _exporter_parts(gcounter: int, sequence: int, tmpl: float | None,
+                    buffers: list[Buffer]) -> list[bytes]:
+    parts = [NUMBERS.pack(gcounter, sequence, math.nan if tmpl is None else tmpl,
+                          len(buffers))]
+    for key, deadline, gc, records in buffers:
+        parts += [BUFFER.pack(key, deadline, gc, len(records)),
                   struct.pack(f"<{len(records)}H", *map(len, records)), b"".join(records)]
+    return parts
+
+
+def encode(saved: Saved) -> bytes:
+    """A base: the whole file, no delta after it yet."""
+    parts = [saved.signature.encode(), *_tracker_parts(saved.entries, saved.exported),
+             *_exporter_parts(saved.gcounter, saved.sequence, saved.tmpl_deadline,
+                              saved.buffers)]
     payload = b"".join(map(_field, parts))
     instance = saved.instance.encode()[:16]
     head = HEADER.pack(MAGIC, VERSION, 0, instance, saved.boot, len(payload), 0)
@@ -134,16 +183,32 @@ def encode(saved: Saved) -> bytes:
     return head[:-4] + struct.pack("<I", crc) + payload
 
 
+def base_crc(base: bytes) -> int:
+    """The CRC-32 in a base's HEADER: every delta after it carries it."""
+    return int(struct.unpack_from("<I", base, HEADER.size - 4)[0])
+
+
+def encode_delta(ch: Changes, number: int, crc: int) -> bytes:
+    """Delta `number` (1 after the base, then 2, ...) of the base whose CRC is `crc`."""
+    parts = [ch.signature.encode(), *_tracker_parts(ch.entries, ch.exported),
+             TAIL_SEP.join(ch.gone).encode("utf-8", "surrogateescape"),
+             "".join(ch.unexported).encode("ascii", "replace"),
+             *_exporter_parts(ch.gcounter, ch.sequence, ch.tmpl_deadline, ch.buffers)]
+    body = b"".join(map(_field, parts))
+    head = DELTA.pack(DELTA_MAGIC, number, crc, len(body), 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+
+
 class _Reader:
-    def __init__(self, data: bytes, pos: int) -> None:
-        self.data, self.pos = data, pos
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data, self.pos, self.end = data, pos, end
 
     def field(self) -> bytes:
-        if self.pos + FIELD.size > len(self.data):
+        if self.pos + FIELD.size > self.end:
             raise StateFileError("truncated")
         (n,) = FIELD.unpack_from(self.data, self.pos)
         start = self.pos + FIELD.size
-        if n > len(self.data) - start:
+        if n > self.end - start:
             raise StateFileError("truncated")
         self.pos = start + n
         return self.data[start:self.pos]
@@ -178,27 +243,36 @@ def header(data: bytes) -> tuple[str, int]:
     magic, version, _r, instance, boot, _length, _crc = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise StateFileError("not a pflowbsd state file")
-    if version != VERSION:
-        raise StateFileError(f"format version {version}, this pflowbsd reads {VERSION}")
+    if version not in READS:
+        raise StateFileError(f"format version {version}, this pflowbsd reads "
+                             + " and ".join(map(str, READS)))
     return instance.rstrip(b"\0").decode(errors="replace"), boot
 
 
 def decode(data: bytes) -> Saved:
+    """The base and every whole delta after it; a torn last one dropped (Saved.torn)."""
     instance, boot = header(data)
+    version, = struct.unpack_from("<H", data, 8)
     length, crc = struct.unpack_from("<QI", data, 36)
-    if len(data) != HEADER.size + length:
-        raise StateFileError("truncated" if len(data) < HEADER.size + length
-                             else "trailing bytes")
-    if zlib.crc32(data[HEADER.size:], zlib.crc32(data[:HEADER.size - 4])) != crc:
+    end = HEADER.size + length
+    if len(data) < end:
+        raise StateFileError("truncated")
+    if version == 1 and len(data) > end:
+        raise StateFileError("trailing bytes")
+    if zlib.crc32(memoryview(data)[HEADER.size:end], zlib.crc32(data[:HEADER.size - 4])) != crc:
         raise StateFileError("checksum mismatch (a corrupt file)")
     try:
-        return _payload(_Reader(data, HEADER.size), instance, boot)
+        saved = _payload(_Reader(data, HEADER.size, end), instance, boot)
+        pos = end
+        while pos < len(data) and saved.torn is None:
+            pos = _delta(data, pos, crc, saved)
+        _check_exported(saved.entries, saved.exported)
     except (struct.error, UnicodeDecodeError, OverflowError) as e:
         raise StateFileError(f"unreadable ({e})") from None
+    return saved
 
 
-def _payload(r: _Reader, instance: str, boot: int) -> Saved:
-    sig = r.field().decode()
+def _tracker_fields(r: _Reader) -> tuple[dict[str, Entry | None], dict[str, bytes]]:
     tails_blob = r.field().decode("utf-8", "surrogateescape")
     tails = tails_blob.split(TAIL_SEP) if tails_blob else []
     lengths = _lengths(r.field(), len(tails), "entries")
@@ -212,21 +286,34 @@ def _payload(r: _Reader, instance: str, boot: int) -> Saved:
         entries[t] = v or None
     if len(entries) != len(tails):
         raise StateFileError("a state twice")
-    keys_blob = r.field().decode("ascii")
+    keys = _keys(r.field())
     done = r.field()
-    n = len(keys_blob) // TRACK_KEY
-    if len(keys_blob) % TRACK_KEY or len(done) != n * EXPORTED.size:
+    if len(done) != len(keys) * EXPORTED.size:
         raise StateFileError("exported table of the wrong size")
-    exported = {keys_blob[k * TRACK_KEY:(k + 1) * TRACK_KEY]:
-                done[k * EXPORTED.size:(k + 1) * EXPORTED.size] for k in range(n)}
-    if exported:
-        by_key = {t[-TRACK_KEY:]: v for t, v in entries.items()}
-        for key, rec in exported.items():
-            first, *counts = EXPORTED.unpack(rec)
-            e = by_key.get(key)
-            if e is None or abs(first) >= TIME_BOUND or any(
-                    d > c for d, c in zip(counts, entry_counters(e), strict=True)):
-                raise StateFileError("an exported span that does not fit its state")
+    exported = {k: done[i * EXPORTED.size:(i + 1) * EXPORTED.size] for i, k in enumerate(keys)}
+    return entries, exported
+
+
+def _keys(blob: bytes) -> list[str]:
+    text = blob.decode("ascii")
+    if len(text) % TRACK_KEY:
+        raise StateFileError("exported table of the wrong size")
+    return [text[k:k + TRACK_KEY] for k in range(0, len(text), TRACK_KEY)]
+
+
+def _check_exported(entries: dict[str, Entry | None], exported: dict[str, bytes]) -> None:
+    if not exported:
+        return
+    by_key = {t[-TRACK_KEY:]: v for t, v in entries.items()}
+    for key, rec in exported.items():
+        first, *counts = EXPORTED.unpack(rec)
+        e = by_key.get(key)
+        if e is None or abs(first) >= TIME_BOUND or any(
+                d > c for d, c in zip(counts, entry_counters(e), strict=True)):
+            raise StateFileError("an exported span that does not fit its state")
+
+
+def _exporter_fields(r: _Reader) -> tuple[int, int, float | None, list[Buffer]]:
     numbers = r.field()
     if len(numbers) != NUMBERS.size:
         raise StateFileError("exporter counters of the wrong size")
@@ -244,7 +331,53 @@ def _payload(r: _Reader, instance: str, boot: int) -> Saved:
         if not abs(deadline) < TIME_BOUND or not records or not all(records):
             raise StateFileError("a held buffer without records or deadline")
         buffers.append((key, deadline, gc, records))
-    if r.pos != len(r.data):
+    if r.pos != r.end:
         raise StateFileError("trailing fields")
-    return Saved(instance, boot, sig, entries, exported, gcounter, sequence,
-                 None if math.isnan(tmpl) else tmpl, buffers)
+    return gcounter, sequence, None if math.isnan(tmpl) else tmpl, buffers
+
+
+def _payload(r: _Reader, instance: str, boot: int) -> Saved:
+    sig = r.field().decode()
+    entries, exported = _tracker_fields(r)
+    return Saved(instance, boot, sig, entries, exported, *_exporter_fields(r))
+
+
+def _delta(data: bytes, pos: int, crc: int, saved: Saved) -> int:
+    """Apply the delta at `pos` to `saved`; where the next one starts.  A torn last delta
+    sets saved.torn and changes nothing; a bad one before the end is StateFileError."""
+    number = saved.deltas + 1
+    if len(data) - pos < DELTA.size:
+        saved.torn = f"delta {number} cut short"
+        return len(data)
+    magic, n, base, length, sum_ = DELTA.unpack_from(data, pos)
+    if magic != DELTA_MAGIC and not data[pos:].strip(b"\0"):
+        saved.torn = f"delta {number} zeros"  # the file grew, its bytes never came
+        return len(data)
+    if magic != DELTA_MAGIC or n != number or base != crc:
+        raise StateFileError(f"delta {number}: not a delta of this file")
+    start, end = pos + DELTA.size, pos + DELTA.size + length
+    if end > len(data):
+        saved.torn = f"delta {number} cut short"
+        return len(data)
+    body = memoryview(data)[start:end]
+    if zlib.crc32(body, zlib.crc32(data[pos:start - 4])) != sum_:
+        if end == len(data):
+            saved.torn = f"delta {number} fails its checksum"
+            return end
+        raise StateFileError(f"delta {number}: checksum mismatch (a corrupt file)")
+    r = _Reader(data, start, end)
+    sig = r.field().decode()
+    entries, exported = _tracker_fields(r)
+    gone_blob = r.field().decode("utf-8", "surrogateescape")
+    unexported = _keys(r.field())
+    numbers = _exporter_fields(r)
+    for t in gone_blob.split(TAIL_SEP) if gone_blob else ():
+        saved.entries.pop(t, None)
+    for k in unexported:
+        saved.exported.pop(k, None)
+    saved.entries.update(entries)
+    saved.exported.update(exported)
+    saved.signature = sig
+    saved.gcounter, saved.sequence, saved.tmpl_deadline, saved.buffers = numbers
+    saved.deltas = number
+    return end

@@ -4,13 +4,15 @@ Strategy.  The pipeline and the sender keep their own counters; the Meter adds w
 the shell sees (each poll's result, duration and pfctl output size, and each collector's
 sends, counted through the sender's tap so that they survive a new Sender on SIGHUP),
 hands all of it to stats.collect(), and StatsFile writes stats.prometheus() of the
-result atomically (a temporary file in the same folder, fsync, rename), so
-node_exporter's textfile collector never reads half a file.  The file is reopened by name
+result atomically (a temporary file in the same folder, renamed), so node_exporter's
+textfile collector never reads half a file; not fsync'd: it is rewritten every poll,
+and a power cut that loses the last one loses nothing else.  The file is reopened by name
 each time: whoever can write its folder can write it, root or not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -87,58 +89,100 @@ class StatsFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.file = AtomicFile(path, "statistics file", logging.WARNING)
+        self.file = AtomicFile(path, "statistics file", logging.WARNING, durable=False)
 
     def write(self, st: stats.Statistics) -> None:
         self.file.write(stats.prometheus(st))
 
 
 class AtomicFile:
-    """A file rewritten whole (write_atomically); a failure is logged once per change
-    of error, and once more when writing works again, and the daemon goes on."""
+    """A file rewritten whole (write_atomically), or appended to (append_synced); a
+    failure is logged once per change of error, and once more when writing works
+    again, and the daemon goes on.  durable=False: no fsync (a file rewritten every
+    poll whose loss in a power cut costs nothing: the statistics)."""
 
-    def __init__(self, path: str, what: str, level: int, mode: int = 0o644) -> None:
+    def __init__(self, path: str, what: str, level: int, mode: int = 0o644,
+                 durable: bool = True) -> None:
         self.path, self.what, self.level, self.mode = path, what, level, mode
+        self.durable = durable
         self.error: str | None = None
 
     def write(self, data: str | bytes) -> bool:
         try:
-            write_atomically(self.path, data, self.mode)
+            write_atomically(self.path, data, self.mode, self.durable)
         except OSError as e:
-            if self.error != e.strerror:
-                log.log(self.level, "%s %s: %s", self.what, self.path, e.strerror or e)
-                self.error = e.strerror
-            return False
+            return self._failed(e)
+        return self._worked()
+
+    def append(self, data: bytes) -> bool:
+        try:
+            append_synced(self.path, data)
+        except OSError as e:
+            return self._failed(e)
+        return self._worked()
+
+    def _failed(self, e: OSError) -> bool:
+        if self.error != e.strerror:
+            log.log(self.level, "%s %s: %s", self.what, self.path, e.strerror or e)
+            self.error = e.strerror
+        return False
+
+    def _worked(self) -> bool:
         if self.error:
             log.warning("%s %s: written again", self.what, self.path)
             self.error = None
         return True
 
 
-def write_atomically(path: str, data: str | bytes, mode: int = 0o644) -> None:
+def write_atomically(path: str, data: str | bytes, mode: int = 0o644,
+                     durable: bool = True) -> None:
     """A temporary file in path's folder, fsync, rename over path, fsync the folder:
     a reader (or a crash) sees the old file or the new one, whole.  The mode defaults
-    to 0644: node_exporter reads the statistics as its own user."""
+    to 0644: node_exporter reads the statistics as its own user.  durable=False: the
+    same without the two fsyncs (a reader still sees one file or the other, whole; a
+    power cut may leave the old one, or an empty one)."""
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        if durable:
+            dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+def append_synced(path: str, data: bytes) -> None:
+    """data at the end of the file at path (which must exist), then fsync: once this
+    returns, a crash keeps it.  A write that fails part way is cut off again where it
+    can be, so what follows is never appended after half a record."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def read(path: str) -> stats.Statistics:
