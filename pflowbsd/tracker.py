@@ -125,6 +125,7 @@ class Tracker:
         waiting: list[tuple[str, str, int]] = []  # (tail, record text, its line)
         whole: tuple[list[str], list[str]] = ([], [])  # the one text's tails, fresh tails
         line = 1  # of the chunk's first line
+        seen = 0  # tails
         last = ""
         blank = True
         for chunk in chunks:
@@ -133,12 +134,22 @@ class Tracker:
             last = chunk
             nlines, heads = snapshot.layout(chunk)
             tails = snapshot.tails(chunk)
-            before = len(cur)
             mine = set(tails)
-            cur |= mine
+            seen += len(mine)
+            if at_once:  # every tail seen is kept as an entry's key: no set of them all
+                new = mine - self.entries.keys()
+                cur, before = mine, len(mine) - len(new)  # a tail of an earlier chunk again
+            else:
+                new = None
+                before = len(cur)
+                if cur:
+                    cur |= mine
+                else:
+                    cur = mine  # the first chunk (the only one of a whole text): no copy
             if len(cur) - before == len(tails) == heads and chunk.endswith("\n"):
                 up.states += len(tails)
-                new = mine - self.entries.keys()
+                if new is None:
+                    new = mine - self.entries.keys()
                 # in text order, filtered at C speed (a steady poll's are a few in 100k)
                 fresh = list(filter(new.__contains__, tails)) if new else []
                 if blank and (tails or chunk.strip()):
@@ -161,9 +172,11 @@ class Tracker:
         ok = complete(up) if callable(complete) else complete
         if not ok or (last and not last.endswith("\n")):
             up.partial = True
-        if not blank and not cur:
+        if not blank and not seen:
             up.partial = True  # text, and not one record in it
-        if waiting or whole[1] or len(cur) != len(self.entries):
+        if at_once:
+            old = {}  # the tracker was empty: nothing can have gone
+        elif waiting or whole[1] or len(cur) != len(self.entries):
             old = {t[-KEY:]: t for t in self.entries.keys() - cur}
         else:
             old = {}  # nothing new and nothing missing: the usual quiet poll
@@ -192,7 +205,7 @@ class Tracker:
                     if rest is not None:
                         up.expired.append(rest)
             if self.active_timeout:
-                self._active_exports(poll, up, cur)
+                self._active_exports(poll, up, self.entries.keys() if at_once else cur)
         self.stats["new"] += up.new
         self.stats["changed"] += up.changed
         self.stats["expired"] += up.gone
