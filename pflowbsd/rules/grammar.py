@@ -31,7 +31,9 @@ from pflowbsd.rules.hosts import (
     UIDS,
     WORD,
     K,
+    Port,
     S,
+    _port_item,
     kw,
     one_or_list,
 )
@@ -121,13 +123,16 @@ PROTO = (K("proto") + one_or_list(PROTO_ITEM)
 
 
 def endpoint(word: str) -> pp.ParserElement:
-    """`from`/`to` hosts, ports and (not kept) os: KV(word, (hosts, ports))."""
+    """`from`/`to` hosts, ports and os: KV(word, (hosts, ports)), and
+    KV("os", names) when an os is given (kept apart: only the printer
+    reads it)."""
     return (K(word) + pp.Opt(HOSTS, default=None)
             + pp.Opt(K("port") + PORTS, default=None)
             + pp.Opt(K("os") + one_or_list(STRING), default=None)
-            ).set_parse_action(lambda t: KV(word, (
+            ).set_parse_action(lambda t: [KV(word, (
                 list(t[0]) if t[0] is not None else None,
-                list(t[1]) if t[1] is not None else None)))
+                list(t[1]) if t[1] is not None else None))] + (
+                [KV("os", list(t[2]))] if t[2] is not None else []))
 
 
 FROMTO = (K("all").set_parse_action(lambda t: KV("all", True))
@@ -176,7 +181,18 @@ POOL_OPT = (
     | kw("sticky-address") | kw("static-port")
 )
 POOL_OPTS = pp.Group(pp.ZeroOrMore(POOL_OPT))
-REDIRSPEC = (HOSTS + pp.Opt(K("port") + PORT_ITEM, default=None) + POOL_OPTS)
+
+
+class RangePort(Port):
+    """A redirection's `port lo:*`: equal to Port('=', lo) for every
+    reader; print_rule shows a range as long as the destination's."""
+    __slots__ = ()
+
+
+REDIR_PORT = pp.Regex(r"[^\s(){}<>!=/#,\"':]+:\*").set_parse_action(
+    lambda t: RangePort(*_port_item(t))) | PORT_ITEM
+REDIRSPEC = (HOSTS + pp.Opt(K("port") + REDIR_PORT, default=None)
+             + POOL_OPTS)
 
 
 def _redirspec(t: pp.ParseResults, i: int = 0) -> tuple[list[Any], Any, list[str]]:

@@ -183,7 +183,7 @@ def test_printer_prints_rules_as_pfctl_nv_does():
             if got is not None:
                 covered += 1
                 same += got == line
-    assert covered >= 735 and same == covered
+    assert covered >= 869 and same == covered
 
 
 def test_printer_falls_back_where_pfctl_would_rename():
