@@ -36,6 +36,8 @@ STDERR_KEPT = 1 << 16
 Interrupted = Callable[[], bool]
 # -u USER: the privileged helper's client (shell/privsep.py) runs every command instead
 RUNNER: Callable[[list[str], float, int, Interrupted], str] | None = None
+# ... and streams -ss -vv (privsep.Client.stream)
+STREAMER: Callable[[list[str], float, int, Interrupted], Iterator[bytes]] | None = None
 
 
 class PfctlError(RuntimeError):
@@ -74,7 +76,7 @@ class Stream:
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            for block in _blocks(self.argv, self.timeout, self.limit, self.interrupted):
+            for block in stream_blocks(self.argv, self.timeout, self.limit, self.interrupted):
                 self.size += len(block)
                 yield block
         except PfctlError as e:
@@ -84,6 +86,14 @@ class Stream:
 
     def ok(self) -> bool:
         return self.done and self.error is None
+
+
+def stream_blocks(argv: list[str], timeout: float, limit: int,
+                  interrupted: Callable[[], bool]) -> Iterator[bytes]:
+    """argv's stdout blocks as they are read (through the privileged helper with -u)."""
+    if STREAMER is not None:
+        return STREAMER(argv, timeout, limit, interrupted)
+    return _blocks(argv, timeout, limit, interrupted)
 
 
 def _blocks(argv: list[str], timeout: float, limit: int,
@@ -177,9 +187,9 @@ class Pfctl:
         return self.run("-ss", "-vv", limit=self.limit)
 
     def states_stream(self) -> Stream | None:
-        """-ss -vv as it arrives; None where only whole texts can be had (-u: the
-        privileged helper runs pfctl and hands back its whole output)."""
-        if RUNNER is not None:
+        """-ss -vv as it arrives (also through the privileged helper: -u); None where
+        only whole texts can be had (a runner that does not stream)."""
+        if RUNNER is not None and STREAMER is None:
             return None
         return Stream([self.path, "-ss", "-vv"], self.timeout, self.limit, self.interrupted)
 

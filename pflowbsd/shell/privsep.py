@@ -15,7 +15,10 @@ program named at start, sysctl -n kern.boottime, ifconfig -a and ifconfig IF), a
 hand back the output over a socketpair.  Its protocol, one request at a time:
 request b"R" + u32 length + JSON {argv, timeout, limit}; b"X" cancels the request
 running (a SIGTERM waiting on the other side: run_command's interrupted()); reply
-REPLY (ok, length) + the output (ok) or the failure's reason.  The helper ignores the
+REPLY (ok, length) + the output (ok) or the failure's reason.  A request b"S" (only
+`pfctl -ss -vv`, the one big output) streams: the output goes as it is read, in frames
+b"D" + u32 length + bytes, then the same REPLY with nothing (ok) or the reason, so
+neither side holds the whole table.  The helper ignores the
 daemon's signals and exits when the socket closes (the daemon exited or was killed),
 removing the pidfile the unprivileged side may not remove.
 """
@@ -35,6 +38,7 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,7 +142,7 @@ def serve(sock: socket.socket, pfctl_path: str) -> None:
         kind = sock.recv(1)
         if kind == b"X":
             continue  # a cancel that came after its run had ended
-        if kind != b"R":
+        if kind not in (b"R", b"S"):
             return
         (n,) = REQUEST.unpack(_recv_exact(sock, REQUEST.size))
         if n > MAX_REQUEST:
@@ -155,7 +159,14 @@ def serve(sock: socket.socket, pfctl_path: str) -> None:
             _reply(sock, False, b"not a command the privileged helper runs")
             continue
         try:
-            out = pfctl.run_command(argv, timeout, limit, lambda: _cancelled(sock))
+            if kind == b"S":
+                if argv[1:] != ["-ss", "-vv"]:
+                    raise pfctl.PfctlError(argv[0], "only -ss -vv streams")
+                for block in pfctl.stream_blocks(argv, timeout, limit, lambda: _cancelled(sock)):
+                    sock.sendall(b"D" + REQUEST.pack(len(block)) + block)
+                out = ""
+            else:
+                out = pfctl.run_command(argv, timeout, limit, lambda: _cancelled(sock))
         except pfctl.PfctlError as e:
             _reply(sock, False, e.reason.encode())
             continue
@@ -218,6 +229,37 @@ class Client:
         return data.decode(errors="replace")
 
 
+    def stream(self, argv: list[str], timeout: float, limit: int,
+               interrupted: pfctl.Interrupted) -> Iterator[bytes]:
+        """pfctl.stream_blocks()'s stand-in: the helper's frames as they come."""
+        command = " ".join(argv)
+        body = json.dumps({"argv": argv, "timeout": timeout, "limit": limit}).encode()
+        try:
+            self.sock.sendall(b"S" + REQUEST.pack(len(body)) + body)
+            cancelled, give_up = False, time.monotonic() + timeout + self.SLACK
+            while True:
+                while not select.select([self.sock], [], [], 0.2)[0]:
+                    if not cancelled and interrupted():
+                        self.sock.sendall(b"X")
+                        cancelled = True
+                    if time.monotonic() > give_up:
+                        raise pfctl.PfctlError(command, "the privileged helper does not answer")
+                kind = _recv_exact(self.sock, 1)
+                if kind != b"D":
+                    break
+                (n,) = REQUEST.unpack(_recv_exact(self.sock, REQUEST.size))
+                yield _recv_exact(self.sock, n)
+                if not cancelled and interrupted():
+                    self.sock.sendall(b"X")
+                    cancelled = True
+            ok, n = REPLY.unpack(kind + _recv_exact(self.sock, REPLY.size - 1))
+            data = _recv_exact(self.sock, n)
+        except (OSError, EOFError):
+            raise pfctl.PfctlError(command, "the privileged helper is gone") from None
+        if not ok:
+            raise pfctl.PfctlError(command, data.decode(errors="replace"))
+
+
 def start(user: Account | None, name: str, pfctl_path: str, pidfile: str | None,
           chown: list[int]) -> Client | None:
     """Fork the helper and become `user` (None: stay as we are, and say why, once).
@@ -253,6 +295,7 @@ def start(user: Account | None, name: str, pfctl_path: str, pidfile: str | None,
         raise PrivsepError(f"-u {name}: root could be regained after setuid")
     client = Client(mine, pid)
     pfctl.RUNNER = client
+    pfctl.STREAMER = client.stream
     log.info("running as %s (uid %d); pfctl, sysctl and ifconfig by a root helper (pid %d)",
              name, user.uid, pid)
     return client

@@ -118,6 +118,31 @@ def test_the_daemon_runs_as_user_and_pfctl_as_root(tmp_path, state_dir):
 
 
 @as_root
+def test_the_table_streams_through_the_helper(tmp_path, state_dir):
+    """Without --record the daemon reads -ss -vv as the helper forwards it, frame by
+    frame (neither side holds the whole table), and exports what it would otherwise."""
+    script = logged_uid(live.standin(tmp_path, [live.a() + live.b()], last=live.a()))
+    with rd.listener() as s:
+        port = s.getsockname()[1]
+        env = {**os.environ, "PFLOWBSD_USER": ""}
+        proc = subprocess.Popen([sys.executable, "-m", "pflowbsd", "-d", "-v", "-t", "0.3",
+                                 "-u", USER, "--pfctl", script,
+                                 "--state-file", str(state_dir / "pflow0.state"),
+                                 "flowdst", f"127.0.0.1:{port}"],
+                                stderr=subprocess.PIPE, text=True, cwd=rd.ROOT, env=env)  # fmt: skip
+        try:
+            restart.wait_polls(script, 4, proc)
+            time.sleep(0.3)
+        finally:
+            err = restart.stopped(proc)
+        got = live.decode_v5(rd.drain(s))
+    assert proc.returncode == 0, err
+    assert f"running as {USER}" in err and "(streamed)" in err and "Traceback" not in err, err
+    assert set((tmp_path / "pf" / "uids").read_text().split()) == {"0"}  # pfctl ran as root
+    assert got == live.flows_of("10.0.0.5", "9.9.9.9", 41000, 53, 17, (3, 2), (183, 300)), err
+
+
+@as_root
 def test_a_missing_user_is_one_line_and_exit_1(tmp_path):
     script = live.standin(tmp_path, [], last=live.a())
     run = rd.pflowbsd("-d", "-u", "no_such_user_pflowbsd", "--pfctl", script,
