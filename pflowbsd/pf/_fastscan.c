@@ -492,6 +492,7 @@ static PyObject *shared_slice(cache_t *c, PyObject *text, int kind, const char *
     slice_key(u, n, &head, &tail);
     h = (head * 0x9e3779b97f4a7c15u) ^ (tail * 0xc2b2ae3d27d4eb4fu) ^ (uint64_t)n;
     slot = &c->slots[(h ^ (h >> 29)) & c->mask];
+    /* the size first: memcmp must not read past the cached slice */
     if (slot->str != NULL && slot->bytes == n && slot->head == head && slot->tail == tail
         && (n <= 16 || memcmp(data + slot->at * kind, u, (size_t)n) == 0)) {
         Py_INCREF(slot->str);

@@ -4,8 +4,11 @@ The regex (grammar.FAST_RECORD[kind].findall) is the reference: every test runs 
 the same text and compares the lists, tuple for tuple and string for string: the golden
 tables (whole and sliced at random pos/end), the oddities the parser tests feed
 parse_states (their string constants, harvested from tests/unit), hand-made shapes aimed
-at the regex's alternatives, and hypothesis's mutations of real records.  Without the
-extension the comparisons skip, or fail under PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).
+at the regex's alternatives, and hypothesis's mutations of real records.  The steady
+poll's scans, tails (grammar.TRACK_TAIL.findall) and layout (two str.count), are held to
+their pure versions in the same ways, and findall's shared strs to equality under a
+cache that must evict.  Without the extension the comparisons skip, or fail under
+PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).
 """
 
 from __future__ import annotations
@@ -68,6 +71,19 @@ def same(text: str, pos: int = 0, end: int | None = None, kinds: tuple[int, ...]
     return found
 
 
+def same_steady(text: str) -> int:
+    """Assert C == pure for tails and layout on text; the number of tails found."""
+    c = scanner()
+    want, got = fastscan.tails_regex(text), c.tails(text)
+    if got != want:
+        diff = next((i, w, o) for i, (w, o) in enumerate(zip(want + [None], got + [None]))
+                    if w != o)
+        pytest.fail(f"tails: match {diff[0]}:\n  regex {diff[1]!r}\n  C     {diff[2]!r}")
+    assert all(type(s) is str for s in got)
+    assert c.layout(text) == fastscan.layout_regex(text), repr(text[:200])
+    return len(got)
+
+
 @functools.cache
 def golden(name: str) -> str:
     return gzip.open(GOLDEN / name).read().decode("utf-8", "surrogateescape")
@@ -84,20 +100,25 @@ def ss_of(text: str) -> str:
 def test_golden_tables_whole_and_sliced(name):
     text = golden(name)
     assert same(text, kinds=(1, 2)) > 0 and same(ss_of(text), kinds=(0,)) > 0
+    assert same_steady(text) == (len(RECORD.findall(text)) if "-vv" in name else 0)
+    same_steady(ss_of(text))
     rng = random.Random(name)
     for _ in range(20):
         a, b = sorted(rng.randrange(-5, len(text) + 5) for _ in range(2))
         same(text, a, b)
+        same_steady(text[max(a, 0):b])
 
 
 def test_big_golden_table():
     """The 200,000-state table, whole as -vv (how it is read) and in random slices."""
     text = golden(BIG)
     assert same(text, kinds=(2,)) == 200_000
+    assert same_steady(text) == 200_000
     rng = random.Random(16)
     for _ in range(6):
         a = rng.randrange(len(text))
         same(text, a, a + rng.randrange(200_000))
+        same_steady(text[a:a + rng.randrange(200_000)])
     ss = ss_of(text[:2_000_000])
     same(ss, kinds=(0,))
     same(ss, 5000, len(ss) - 3, kinds=(0,))
@@ -249,17 +270,127 @@ def test_refcounts_do_not_leak():
     before = sys.getrefcount(text), sys.getrefcount("")
     for _ in range(20):
         recs = c.findall(2, text, 0, len(text))
+        ifname, state = recs[0][0], recs[0][g.FAST_FIELDS.index("state")]
+        # a shared str: the records' references and ours, none kept by the call's cache
+        assert sys.getrefcount(state) == 50 + 2 and sys.getrefcount(ifname) == 50 + 2
         # one reference each (the list's, the tuple's), as the regex's: nothing held twice
         assert sys.getrefcount(recs) == sys.getrefcount(ref)
         assert sys.getrefcount(recs[1]) == sys.getrefcount(ref[1])
         assert sys.getrefcount(recs[1][3]) == sys.getrefcount(ref[1][3])
         del recs
+        assert sys.getrefcount(state) == 2
+        tails, want = c.tails(text), fastscan.tails_regex(text)
+        assert len(tails) == 50 and sys.getrefcount(tails[1]) == sys.getrefcount(want[1])
+        del tails, want
     assert (sys.getrefcount(text), sys.getrefcount("")) == before
     if hasattr(sys, "gettotalrefcount"):  # a debug build counts every reference
         total = sys.gettotalrefcount()
         for _ in range(5):
             c.findall(2, text, 0, len(text))
         assert sys.gettotalrefcount() - total < 50
+
+
+# ---- the steady poll's scans: tails and layout ----------------------------------------
+
+TAIL = ("   age 00:01:00, expires in 23:59:00, 10:8 pkts, 1200:4800 bytes, rule 0\n"
+        "   id: 0000000000000001 creatorid: 1a2b3c4d\n")
+ODD_TAILS = [
+    TAIL, TAIL.replace(", rule 0", ""), TAIL.replace("1200:", ":"), TAIL.replace(":4800", ":"),
+    TAIL.replace("10:8 pkts", "10:8  pkts"), TAIL.replace(" bytes", " byte"),
+    TAIL.replace(" pkts, ", " pkts,"), TAIL.replace("0001 ", "001 "), TAIL.replace("1a2b3c4d", "1A2B3C4D"),
+    TAIL.replace("1a2b3c4d", "1a2b3c4"), TAIL.replace("1a2b3c4d", "1a2b3c4d9"),
+    TAIL.replace("id: ", "id:  "), TAIL.replace("\n   id", "\n  id"), TAIL.replace("\n   id", "   id"),
+    TAIL.replace(", rule 0", ", rule 0 pkts, 1:2 bytes"),            # a second " pkts, " in the line
+    TAIL.replace("10:8 pkts", "1 pkts, 10:8 pkts"),                   # a failed look, then a match
+    TAIL.replace("10:8 pkts, ", "10:8 pkts, pkts, "), TAIL.replace(" pkts, ", " pkts, \u00e9"),
+    TAIL.replace("rule 0", "rule 0, \U0001f600"), TAIL.replace("rule 0", "rule 0\udcff"),
+    TAIL[:-1], TAIL[:-2], TAIL.replace("1200", "12\uff100"),               # fullwidth digit
+]
+
+
+def test_tails_and_layout_shapes():
+    found = 0
+    for tail in ODD_TAILS:
+        for text in (tail, ODD_HEADS[0] + "\n" + tail, tail * 3, " pkts, " + tail.split(" pkts, ")[-1],
+                     "pkts, 1:2 bytes\n   id: 0000000000000001 creatorid: 1a2b3c4d", tail.lstrip(" ")):
+            found += same_steady(text)
+            found += same_steady(text.rstrip("\n"))
+    assert found > 60
+    for text in ("", "\n", " ", " \n", "\n ", "a", "a\nb", " a\n b\n", "\n\n \n", "x\n \n  \n"):
+        same_steady(text)
+    assert scanner().layout("") == (0, 1) and scanner().layout(" a\nb\n c") == (2, 1)
+
+
+def test_tails_and_layout_non_ascii_kinds():
+    for extra in ("\u00e9", "\u0107", "\U0001f600", "\udcff", "\x00"):
+        text = REC.replace("all", "a" + extra) + REC.replace("rule 0", "rule 0, " + extra)
+        assert same_steady(text) == 2
+        assert same_steady(extra + "\n " + text + " " + extra) == 2
+        same_steady(text.replace("1200", "12" + extra))
+
+
+def test_tails_and_layout_bad_arguments():
+    c = scanner()
+    for f in (c.tails, c.layout):
+        with pytest.raises(TypeError):
+            f(REC.encode())
+        with pytest.raises(TypeError):
+            f()
+        with pytest.raises(TypeError):
+            f(REC, REC)
+
+
+@st.composite
+def garbled(draw: st.DrawFn) -> str:
+    """Real records, whole or cut, among garbage lines, lines starting with spaces, and
+    non-ASCII text; a final newline or not."""
+    lines: list[str] = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(("record", "garbage", "indented", "tail")))
+        if kind == "record":
+            lines += draw(st.sampled_from(pool())).splitlines()
+        elif kind == "garbage":
+            lines.append(draw(st.text(max_size=30)).replace("\n", ""))
+        elif kind == "indented":
+            lines.append(" " * draw(st.integers(1, 4)) + draw(st.sampled_from(PIECES + [""])).strip("\n"))
+        else:
+            lines += draw(st.sampled_from(ODD_TAILS)).splitlines()
+    text = "\n".join(lines) + draw(st.sampled_from(("\n", "", " ", "\n ")))
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(PIECES) | st.text(max_size=3)) + text[at:]
+    return text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbled())
+def test_garbled_tails_and_layout(text):
+    same_steady(text)
+
+
+# ---- findall's shared strings --------------------------------------------------------------
+
+def test_shared_strings_are_equal_and_shared():
+    """Within one call, a repeated value of a shared field is one str; the cache evicts
+    (more distinct values than slots, and long values that differ only in the middle)
+    and still every string equals the regex's."""
+    c = scanner()
+    recs = c.findall(2, REC * 40, 0, 40 * len(REC))
+    for field in ("ifname", "proto", "state", "age_ms", "exp_ms", "rule", "creatorid"):
+        i = g.FAST_FIELDS.index(field)
+        assert len({id(r[i]) for r in recs}) == 1, field
+    rules = "".join(REC.replace("rule 0", f"rule {n}").replace("em0", f"em{n % 97}") for n in range(5000))
+    assert same(rules, kinds=(2,)) == 5000
+    states = "".join(REC.replace("ESTABLISHED:ESTABLISHED", f"ESTABLIS{n:04d}HED:ESTABLISHED")
+                     .replace("age 00:01:00", f"age 00:{n % 60:02d}:{n % 59:02d}")
+                     for n in range(3000)) * 2
+    assert same(states, kinds=(1, 2)) == 12000
+    wide = states.replace("ESTABLIS", "ESTABL\u0130S")  # 2-byte kind: the key is bytes, not characters
+    assert same(wide[:len(wide) // 3], kinds=(2,)) > 1000
+    # 4-byte kind, 64 slots: "11" and eighteen "1"s (8 and 72 bytes) have the same key
+    # words and slot; the size and the bytes tell them apart
+    astral = REC.replace("all", "\U0001f600")
+    assert same(astral.replace("rule 0", "rule 11") + astral.replace("rule 0", "rule " + "1" * 18)) == 6
 
 
 # ---- hypothesis: mutations of real records -------------------------------------------------
@@ -315,21 +446,31 @@ def test_mutated_records(case):
 # ---- fastscan's choice -------------------------------------------------------------------
 
 def accelerated(env: dict[str, str]) -> str:
-    code = "from pflowbsd.pf import fastscan; print(fastscan.ACCELERATED, fastscan.findall.__name__)"
+    code = ("from pflowbsd.pf import fastscan as f;"
+            "print(f.ACCELERATED, f.findall.__name__, f.tails.__name__, f.layout.__name__)")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, **env}, cwd=ROOT).stdout.strip()
 
 
 def test_pflowbsd_pure_forces_the_regex():
-    assert accelerated({"PFLOWBSD_PURE": "1"}) == "False findall_regex"
+    assert accelerated({"PFLOWBSD_PURE": "1"}) == "False findall_regex tails_regex layout_regex"
     scanner()
-    assert accelerated({"PFLOWBSD_PURE": ""}) == "True findall_c"
+    assert accelerated({"PFLOWBSD_PURE": ""}) == "True findall_c tails_c layout_c"
 
 
 def test_both_entry_points_agree():
-    text = golden("openbsd-small-vv.txt.gz")
+    """fastscan's _c and _regex functions agree, and the plain names are the chosen ones
+    (under PFLOWBSD_PURE=1 fastscan has no C to call: the names alone)."""
+    assert fastscan.findall is (fastscan.findall_c if fastscan.ACCELERATED else fastscan.findall_regex)
+    assert fastscan.tails is (fastscan.tails_c if fastscan.ACCELERATED else fastscan.tails_regex)
+    assert fastscan.layout is (fastscan.layout_c if fastscan.ACCELERATED else fastscan.layout_regex)
     scanner()
+    if not fastscan.ACCELERATED:
+        assert os.environ.get("PFLOWBSD_PURE") == "1"
+        return
+    text = golden("openbsd-small-vv.txt.gz")
     for kind in KINDS:
         assert fastscan.findall_c(kind, text) == fastscan.findall_regex(kind, text)
         assert fastscan.findall_c(kind, text, 100, 5000) == fastscan.findall_regex(kind, text, 100, 5000)
-    assert fastscan.findall is (fastscan.findall_c if fastscan.ACCELERATED else fastscan.findall_regex)
+    assert fastscan.tails_c(text) == fastscan.tails_regex(text) != []
+    assert fastscan.layout_c(text) == fastscan.layout_regex(text)
