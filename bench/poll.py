@@ -14,6 +14,15 @@ against the workload (new, gone, changed, 0 parse errors) before any figure is p
 Peak RSS during the first poll above the RSS before it is measured in a child process
 that holds only A's bytes, per state; so is what the tracker keeps once the poll is done.
 
+Bookkeeping (#16 point 5: at most 0.10 of a steady poll), in the same rounds: after the
+first poll the state file's base (StateKeeper's first save: the compaction's cost), after
+the steady poll its delta (StateKeeper.save, fsync'd), the statistics (Meter.polled and
+the stats file) and one `ctl statistics` request (control.dispatch: the daemon's side);
+bookkeeping_N is their sum over the steady poll, with_compaction adds the base's cost
+shared over the polls like this one that fit in COMPACT_SHARE.  Load: decoding the file
+of one base and one delta, and of the most deltas the keeper lets it hold.  ctl_states:
+`pflowbsd ctl states` of the whole table, on demand.
+
 The lines before #16's rewrite (poll_N_changedP_cpu_s, states_per_s, bytes_per_state by
 tracemalloc) came from a steady poll with 1 % new / 1 % gone / 0 or 10 % changed and no
 age moving, and absolute CPU; `--states N --changed 0` (or 0.1) is that workload with
@@ -24,20 +33,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import random
 import re
+import struct
 import sys
 import tempfile
+import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # bench/ is not a package: its own directory is on sys.path
 
-from pflowbsd import statefile
+from pflowbsd import control, statefile, stats
+from pflowbsd.config import Config
 from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, flow_pair
-from pflowbsd.shell.statsfile import write_atomically
+from pflowbsd.pipeline import PfSide, Pipeline
+from pflowbsd.shell import statewriter
+from pflowbsd.shell.statewriter import StateKeeper
+from pflowbsd.shell.statsfile import AtomicFile, Meter, StatsFile
 from pflowbsd.tracker import Tracker, Update
 
 COUNTERS = re.compile(r"   age (\d+):(\d\d):(\d\d), expires in (\d+):(\d\d):(\d\d), "
@@ -112,6 +131,99 @@ def child(path: str) -> None:
     print(json.dumps({"before": before, "peak": peak, "kept": kept, "states": len(holder[0])}))
 
 
+class Bookkeeping:
+    """#16 point 5: what the daemon does beside a poll, as shell/daemon.py calls it: the
+    state file (StateKeeper.save: a base after the first poll, a delta after the steady
+    one, each fsync'd), the statistics (Meter.polled, the stats file) and the control
+    socket (one `ctl statistics` request, as a monitoring script would ask every poll:
+    control.dispatch, the daemon's side of it)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.cfg = Config(instance="pflow0", flowdst=[("127.0.0.1", 9)], pflowproto=5)
+        self.pipe = Pipeline(self.cfg, PfSide(self.cfg), 0)
+        self.path = os.path.join(folder, "pflow0.state")
+        self.keeper = StateKeeper(self.path)
+        self.meter = Meter("pflow0", WALL)
+        self.meter.collectors(self.cfg.flowdst)
+        self.stats = StatsFile(os.path.join(folder, "pflow0.prom"))
+        self.durable = AtomicFile(os.path.join(folder, "fsync.prom"), "statistics file",
+                                  logging.WARNING)
+        self.handlers: dict[str, control.Handler] = {
+            "statistics": lambda r: stats.netstat(self.meter.statistics(self.pipe))}
+        self.wall = {"delta": 0.0, "statistics": 0.0, "statistics_fsync": 0.0}
+        self.base_bytes = self.delta_bytes = self.worst_deltas = self.worst_bytes = 0
+
+    def base(self, tracker: Tracker) -> Callable[[], object]:
+        """The compaction: a new keeper's first save, a base of the first poll's table."""
+        self.pipe.tracker = tracker
+        self.keeper = StateKeeper(self.path)
+        tracker.take_changes()  # the daemon's tracker has kept its changes since start
+
+        def run() -> object:
+            self.keeper.save(self.pipe)
+            self.base_bytes = self.keeper.base_size
+            return self.base_bytes
+        return run
+
+    def delta(self, exporter: Exporter) -> Callable[[], object]:
+        self.pipe.exporter = exporter
+
+        def run() -> object:
+            t0 = time.perf_counter()
+            self.keeper.save(self.pipe)
+            self.wall["delta"] = time.perf_counter() - t0
+            if self.keeper.deltas != 1:
+                raise SystemExit("the steady poll's save was not a delta")
+            self.delta_bytes = self.keeper.delta_bytes
+            return self.delta_bytes
+        return run
+
+    def statistics(self) -> Callable[[], object]:
+        """The timed call: the daemon's _polled(); before it, untimed, the file written
+        as it was before #16 (fsync'd), for its wall time alone."""
+        t0 = time.perf_counter()
+        self.durable.write(stats.prometheus(self.meter.statistics(self.pipe)))
+        self.wall["statistics_fsync"] = time.perf_counter() - t0
+
+        def run() -> object:
+            t0 = time.perf_counter()
+            self.meter.polled("ok", 0.1, 1 << 20, WALL)
+            st = self.meter.statistics(self.pipe)
+            self.stats.write(st)
+            self.wall["statistics"] = time.perf_counter() - t0
+            return st
+        return run
+
+    def control(self) -> object:
+        return control.dispatch(b"statistics\n", self.handlers)
+
+    def load(self, path: str | None = None) -> object:
+        with open(path or self.path, "rb") as f:
+            return len(statefile.decode(f.read()).entries)
+
+    def worst_file(self) -> str:
+        """The file as large as it grows: the base and the steady delta again and again,
+        up to the share at which the keeper writes a new base."""
+        with open(self.path, "rb") as f:
+            data = f.read()
+        base = data[:self.keeper.base_size]
+        body = data[self.keeper.base_size + statefile.DELTA.size:]
+        crc, out, k = statefile.base_crc(base), [base], 0
+        while (k + 1) * len(body) <= statewriter.COMPACT_SHARE * len(base):
+            k += 1
+            head = statefile.DELTA.pack(statefile.DELTA_MAGIC, k, crc, len(body), 0)[:-4]
+            out += [head, struct.pack("<I", zlib.crc32(body, zlib.crc32(head))), body]
+        path = os.path.join(self.folder, "worst.state")
+        with open(path, "wb") as f:
+            f.write(b"".join(out))
+        self.worst_deltas, self.worst_bytes = k, os.path.getsize(path)
+        return path
+
+    def ctl_states(self) -> object:
+        return control.states_text(self.pipe.tracker)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--states", type=int, default=200_000)
@@ -133,32 +245,28 @@ def main() -> None:
         trackers[:] = [Tracker(select=lambda st: True)]
         return poll(trackers[0], Exporter(proto=5), a, UP_A)
 
+    exporters: list[Exporter] = []
+
     def steady() -> object:
-        return poll(trackers[0], Exporter(proto=5), b, UP_B)
+        exporters[:] = [Exporter(proto=5)]
+        return poll(trackers[0], exporters[0], b, UP_B)
 
-    state = tempfile.NamedTemporaryFile(prefix="pflowbsd-bench-", suffix=".state")  # noqa: SIM115
-
-    def save() -> object:
-        """#12: the state file after the steady poll, encoded and written as the daemon
-        does (temporary file, fsync, rename, folder fsync)."""
-        entries, exported = trackers[0].snapshot()
-        data = statefile.encode(statefile.Saved("pflow0", 0, "", entries, exported,
-                                                *Exporter(proto=5).snapshot()))
-        write_atomically(state.name, data, 0o600)
-        return len(data)
-
-    def load() -> object:
-        with open(state.name, "rb") as f:
-            return len(statefile.decode(f.read()).entries)
-
+    folder = tempfile.TemporaryDirectory(prefix="pflowbsd-bench-")
+    keep = Bookkeeping(folder.name)
     best, last = common.interleaved({
         "floor_a": lambda: lambda: common.floor(a),
         "first": lambda: first,
+        "compaction": lambda: keep.base(trackers[0]),
         "steady": lambda: steady,
-        "state_save": lambda: save,
-        "state_load": lambda: load,
+        "state_delta": lambda: keep.delta(exporters[0]),
+        "statistics": keep.statistics,
+        "control": lambda: keep.control,
+        "load": lambda: keep.load,
         "floor_b": lambda: lambda: common.floor(b),
     }, args.runs)
+    worst = keep.worst_file()
+    best_worst, _ = common.interleaved({"load_worst": lambda: lambda: keep.load(worst)}, args.runs)
+    states_cpu, states_text = common.cpu(keep.ctl_states)
     check(last["first"][0], "first poll", n, n, 0, 0)  # type: ignore[index]
     check(last["steady"][0], "steady poll", n - n_gone + n_new, n_new, n_gone, n_changed)  # type: ignore[index]
     with tempfile.NamedTemporaryFile(prefix="poll-", suffix=".txt") as f:
@@ -174,10 +282,27 @@ def main() -> None:
     print(f"first_poll_{n}_rss {int(mem['peak']) / n:.0f} B/state peak above before"  # type: ignore[call-overload]
           f"  kept {int(mem['kept']) / n:.0f} B/state"  # type: ignore[call-overload]
           f"  before_mb {int(mem['before']) / 2**20:.0f}  peak_above_mb {int(mem['peak']) / 2**20:.0f}")  # type: ignore[call-overload]
-    print(f"state_file_save_{n} {best['state_save'] / best['steady']:.2f} x steady_poll"
-          f"  cpu_s {best['state_save']:.3f}  bytes {last['state_save']}"
-          f"  load {best['state_load'] / best['steady']:.2f} x steady_poll"
-          f"  load_cpu_s {best['state_load']:.3f}")
+    steady_s = best["steady"]
+    parts = {k: best[k] for k in ("state_delta", "statistics", "control")}
+    total = sum(parts.values())
+    per_poll = keep.delta_bytes / (statewriter.COMPACT_SHARE * keep.base_bytes)
+    print(f"bookkeeping_{n} {total / steady_s:.3f} x steady_poll  cpu_s {total:.4f}  "
+          + "  ".join(f"{k} {v / steady_s:.3f}" for k, v in parts.items())
+          + f"  delta_bytes {keep.delta_bytes}"
+          f"  with_compaction {(total + best['compaction'] * per_poll) / steady_s:.3f}"
+          f"  wall_s {keep.wall['delta'] + keep.wall['statistics']:.4f}"
+          f"  stats_wall_s_fsync {keep.wall['statistics_fsync']:.4f}")
+    print(f"state_file_compaction_{n} {best['compaction'] / steady_s:.2f} x steady_poll"
+          f"  cpu_s {best['compaction']:.3f}  bytes {keep.base_bytes}"
+          f"  every {1 / per_poll:.0f} polls like this one (share {statewriter.COMPACT_SHARE})"
+          f"  amortized {best['compaction'] * per_poll / steady_s:.3f} x steady_poll")
+    print(f"state_file_load_{n} {best['load'] / steady_s:.2f} x steady_poll"
+          f"  cpu_s {best['load']:.3f}  (base + 1 delta)"
+          f"  worst {best_worst['load_worst'] / steady_s:.2f} x steady_poll"
+          f"  (base + {keep.worst_deltas} deltas, {keep.worst_bytes} bytes)")
+    print(f"ctl_states_{n} {states_cpu / steady_s:.2f} x steady_poll  cpu_s {states_cpu:.3f}"
+          f"  bytes {len(str(states_text))}  (on demand, not per poll)")
+    folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -328,3 +328,18 @@ def test_a_torn_last_delta_is_dropped_and_its_poll_done_again(tmp_path, proto, c
     assert len(lines) == 1 and "torn (delta" in lines[0] and "restored" in lines[0], lines
     assert got == want
     assert gaps == 0
+
+
+@pytest.mark.xfail(strict=True, reason="Pipeline.expire_all() sets tracker.exported without "
+                   "marking tracker.touched_exported: a delta misses those records (for the lead)")
+def test_expire_all_is_in_the_next_delta():
+    pipe = pipeline(10, 0)
+    pipe.poll(TABLES[0], at(0))
+    pipe.tracker.take_changes()
+    data = statefile.encode(statefile.capture(pipe))
+    n, _out = pipe.expire_all(at(0) + 5)
+    assert n > 100
+    tails, keys = pipe.tracker.take_changes()
+    data += statefile.encode_delta(statefile.changes(pipe, tails, keys), 1,
+                                   statefile.base_crc(data))
+    same(statefile.decode(data), pipe)
