@@ -5,12 +5,14 @@ Strategy.  Cold means a fresh process: pf.states keeps memo caches, so a second 
 the same process is cheaper than what a daemon pays for new states.  Each round runs one
 child per scanner (pf/fastscan.py: the C extension, and the regex under PFLOWBSD_PURE=1)
 that loads the table's bytes, times the floor (decode + split into lines), then
-parse_states(decode) once (cold), then again (warm), then the scanner's findall alone.
+parse_states(decode) once (cold), then again (warm), then the scanner's findall alone,
+then the steady poll's scans (fastscan.tails and fastscan.layout, best of three each).
 Best of three rounds; every figure is against the least floor of all the children of
 the run.  The table must parse with 0 errors.  The figures of the scanner fastscan
-picks by default (C when it is built) are parse_cold, parse_warm and findall; the
-regex's, when C is there too, end in _pure.  Default: the 200,000-state golden table; `--states N` takes its
-first N records (replicated past 200k, see common.replicate).
+picks by default (C when it is built) are parse_cold, parse_warm, findall, tails and
+layout; the pure ones', when C is there too, end in _pure.  Default: the 200,000-state
+golden table; `--states N` takes its first N records (replicated past 200k, see
+common.replicate).
 """
 
 from __future__ import annotations
@@ -42,8 +44,15 @@ def child(path: Path, n: int) -> None:
     t_warm, _ = common.cpu(lambda: parse_states(data.decode("utf-8", "replace")))
     text = data.decode("utf-8", "replace")
     t_findall, found = common.cpu(lambda: fastscan.findall("vv", text))
+    n_found = len(found)
+    del found
+    t_tails = min(common.cpu(lambda: fastscan.tails(text))[0] for _ in range(3))
+    t_layout = min(common.cpu(lambda: fastscan.layout(text))[0] for _ in range(3))
+    tails, (_, heads) = fastscan.tails(text), fastscan.layout(text)
     print(json.dumps({"floor": t_floor, "cold": t_cold, "warm": t_warm, "findall": t_findall,
-                      "found": len(found), "accelerated": fastscan.ACCELERATED,
+                      "tails": t_tails, "layout": t_layout, "n_tails": len(tails),
+                      "heads": heads,
+                      "found": n_found, "accelerated": fastscan.ACCELERATED,
                       "states": states, "errors": errors, "bytes": len(data)}))
 
 
@@ -87,14 +96,17 @@ def main() -> None:
           f" processes per scanner; {common.interpreter()}")
     for name, rounds in by_path.items():
         assert {x["found"] for x in rounds} == {states} and len({x["accelerated"] for x in rounds}) == 1
+        assert {x["n_tails"] for x in rounds} == {x["heads"] for x in rounds} == {states}
         best = {k: min(float(x[k]) for x in rounds)  # type: ignore[arg-type]
-                for k in ("cold", "warm", "findall")}
+                for k in ("cold", "warm", "findall", "tails", "layout")}
         suffix = "_pure" if name == "pure" and "c" in by_path else ""  # plain: the default scanner
         scanner = "c" if name == "c" else "regex"
         for what in ("cold", "warm"):
             print(common.figure(f"parse_{what}{suffix}", best[what], floor,
                                 us_per_state=f"{best[what] / states * 1e6:.2f}", scanner=scanner))
         print(common.figure(f"findall{suffix}", best["findall"], floor, scanner=scanner))
+        for what in ("tails", "layout"):
+            print(common.figure(f"{what}{suffix}", best[what], floor, scanner=scanner))
 
 if __name__ == "__main__":
     main()
