@@ -322,8 +322,9 @@ def pool_text(word: str, pool: Any, dst_port: Port | None = None
     words = [str(o).lower() if SOURCE_HASH_KEY.fullmatch(str(o)) else str(o)
              for o in opts]
     keyed = {w for w in words if SOURCE_HASH_KEY.fullmatch(w)}
-    if len(set(words)) != len(words) or set(words) - set(POOL_ORDER) - keyed:
-        return None     # a hashed key string, or an option twice
+    if len(set(words)) != len(words) or "source-hash" in words or \
+            set(words) - set(POOL_ORDER) - keyed:
+        return None     # a random or hashed key, or an option twice
     if len((set(words) & POOL_TYPES) | keyed) > 1:
         return None
     if "static-port" in words and (word != "nat-to" or port is not None):

@@ -139,6 +139,7 @@ def test_pfconf_statements_print_as_pfctl(text, want):
 @pytest.mark.parametrize("text", [
     "pass in inet proto icmp all icmp-type 8",   # pfctl says echoreq
     "match out on lo0 inet all nat-to 127.0.0.1/24 source-hash foobarlicious",
+    "match out on lo0 inet all nat-to 127.0.0.1/24 source-hash",  # random
     "match out on lo0 inet all nat-to { 10.0.0.1, 10.0.0.2 }",
     "pass out on lo0 route-to { 10.0.0.1, 10.0.0.2 } round-robin",
     'pass in on lo0 all label "$nr"',            # numbered after expansion
