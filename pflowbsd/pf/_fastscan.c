@@ -1,4 +1,5 @@
-/* The fast path's scanner in C: grammar.FAST_RECORD[kind].findall(text, pos, end), exactly.
+/* The fast path's scanner in C: grammar.FAST_RECORD[kind].findall(text, pos, end), exactly,
+ * and grammar.TRACK_TAIL.findall(text).
  *
  * Strategy.  The three FAST_RECORD regexes (pflowbsd/pf/grammar.py) are transcribed here as
  * hand-written matchers, one function per line of pfctl's record, in the regex's order.
@@ -15,8 +16,18 @@
  * for every look, the "(?!\[)" lookahead included.  pos and end are clamped as sre clamps
  * them.  Any str kind works (1, 2 or 4 bytes per code point): the matchers read through
  * PyUnicode_READ with the kind a compile-time constant, specialised three times; "\d" is
- * ASCII [0-9] (re.A), "[^ \n]" takes any code point.  Groups come back as new str slices
- * (PyUnicode_Substring), "" for a group that took no part, 34 to a tuple (FAST_FIELDS).
+ * ASCII [0-9] (re.A), "[^ \n]" takes any code point.  Groups come back as str slices
+ * (PyUnicode_Substring), "" for a group that took no part, 34 to a tuple (FAST_FIELDS);
+ * the fields that repeat through a table are one str per value within a call (see
+ * SHARED), and the tuples, all str, are left untracked by the cycle collector.
+ *
+ * The steady poll's scans (the tracker's over a table it has seen before) are here too:
+ * tails(), grammar.TRACK_TAIL.findall(text), led by memchr from one "pkts" to the next,
+ * and layout(), fastscan.layout_regex's two counts in one memchr pass.
+ *
+ * One file past the usual ~400 lines: the matchers share the text accessors and the
+ * per-kind specialisation, and an extension of one translation unit keeps setup.py's
+ * build a single Extension.
  */
 
 #define PY_SSIZE_T_CLEAN

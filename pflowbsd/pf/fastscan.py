@@ -1,15 +1,19 @@
-"""The fast path's scanner: grammar.FAST_RECORD's findall(), one FastRecord per record.
+"""The fast path's scanners: grammar.FAST_RECORD's findall(), one FastRecord per record,
+and the steady poll's tails (grammar.TRACK_TAIL.findall) and layout (line counts).
 
 Strategy.  Every bulk reader of a state table (parse_states, the tracker's first
-sighting) goes through findall() here, so an accelerated scanner can stand in for the
-regex in one place.  Two implementations give identical lists (tests/unit/
+sighting) goes through findall() here, and the tracker's poll of a table it has seen
+before through tails() and layout(), so an accelerated scanner can stand in for the
+regex in one place.  Two implementations give identical results (tests/unit/
 test_fastscan.py checks them against each other on the golden tables and under
 hypothesis): the C extension `_fastscan` (built by setup.py when a compiler is there),
-and the regex itself, which runs when the extension did not build or when the
-environment sets PFLOWBSD_PURE=1.  On the 200,000-state golden table the regex's
-findall costs 4.8 x the floor of bench/common.py and the C one 2.8 x, most of which is
-making the tuples and their strings, as the regex must too; the cold parse_states goes
-from 10.4 to 8.2 x (`python3 bench/parse.py`).  ACCELERATED says which one runs.
+and the regex and str.count, which run when the extension did not build or when the
+environment sets PFLOWBSD_PURE=1.  On the 200,000-state golden table, against the floor
+of bench/common.py (`python3 bench/parse.py`): findall 4.6 x with the regex, 1.9 x in C
+(it shares the strs of repeated fields and keeps its tuples from the collector; the
+rest is making the tuples and the strings the regex makes too); tails 0.8 x and 0.3 x;
+layout 0.8 x and 0.1 x; the cold parse_states 10.0 x and 7.9 x.  ACCELERATED says which
+one runs.
 """
 
 from __future__ import annotations
