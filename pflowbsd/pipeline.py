@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 
 from pflowbsd.config import Config, Endpoint
 from pflowbsd.export.exporter import Exporter
-from pflowbsd.flows import Clock, entry_counters, entry_times, flow_pair, with_span
+from pflowbsd.flows import Clock, flow_pair
 from pflowbsd.pf import snapshot as pfsnapshot
 from pflowbsd.pf import timeouts
 from pflowbsd.pf.ifaces import IfconfigError, parse_ifconfig
 from pflowbsd.pf.record import State
 from pflowbsd.rules.model import Rule, Ruleset, RuleSyntaxError, parse_listing
 from pflowbsd.rules.select import Selector
-from pflowbsd.tracker import EXPORTED, KEY, Tracker, Update
+from pflowbsd.tracker import Tracker, Update
 
 log = logging.getLogger("pflowbsd")
 
@@ -233,29 +233,11 @@ class Pipeline:
         exported is kept in the tracker's side table, so at removal only the rest goes.
         The number of states exported, and the datagrams."""
         now = self.clock(wall)
-        t, at, out, n = self.tracker, int(now.up), [], 0
-        for tail, entry in t.entries.items():
-            if entry is None:
-                continue
-            key = tail[-KEY:]
-            done = t.exported.get(key)
-            current = entry_counters(entry)
-            if done is None:
-                first, counts = entry_times(entry)[0], (0, 0, 0, 0)
-            else:
-                first, *rest = EXPORTED.unpack(done)
-                counts = (rest[0], rest[1], rest[2], rest[3])
-            gained = tuple(c - d for c, d in zip(current, counts, strict=True))
-            if not gained[2] and not gained[3]:
-                continue
-            last = entry_times(entry)[1]
-            span = with_span(entry, first, min(max(last, first), at),
-                             (gained[0], gained[1], gained[2], gained[3]))
-            t.exported[key] = EXPORTED.pack(at + 1, *current)
+        out: list[bytes] = []
+        spans = self.tracker.expire_all(int(now.up))
+        for span in spans:
             out += self.exporter.export_state(*flow_pair(span), now)
-            n += 1
-        if t.active_timeout:  # each state's next span is due from its new start
-            t.set_active_timeout(t.active_timeout)
+        n = len(spans)
         return n, self._out(out + self.exporter.flush(now))
 
     def send_template(self, wall: float) -> Output:

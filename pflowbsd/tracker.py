@@ -478,6 +478,35 @@ class Tracker:
             self.touched, self.touched_exported = set(), set()
         self.set_active_timeout(self.active_timeout)
 
+    def expire_all(self, at: int) -> list[Entry]:
+        """`pflowbsd ctl expire-all` at uptime `at`: each selected state's span of what
+        it has not exported yet (all of it, or since its last active-timeout span), Last
+        up to `at`.  The states stay tracked; what was exported goes into `exported`
+        (and so into the next state file delta), so at removal only the rest goes."""
+        spans = []
+        for tail, entry in self.entries.items():
+            if entry is None:
+                continue
+            key = tail[-KEY:]
+            done = self.exported.get(key)
+            current = flows.entry_counters(entry)
+            if done is None:
+                first, counts = flows.entry_times(entry)[0], (0, 0, 0, 0)
+            else:
+                first, *rest = EXPORTED.unpack(done)
+                counts = (rest[0], rest[1], rest[2], rest[3])
+            p0, p1, b0, b1 = (c - d for c, d in zip(current, counts, strict=True))
+            if not b0 and not b1:
+                continue
+            last = flows.entry_times(entry)[1]
+            spans.append(flows.with_span(entry, first, min(max(last, first), at),
+                                         (p0, p1, b0, b1)))
+            self.exported[key] = EXPORTED.pack(at + 1, *current)
+            self.touched_exported.add(key)
+        if self.active_timeout:  # each state's next span is due from its new start
+            self.set_active_timeout(self.active_timeout)
+        return spans
+
     def _rest(self, key: str, entry: Entry, seen_gone: float) -> Entry | None:
         """What a state that is gone still has to export: all of it, or with the active
         timeout what it gained since its last export (None: nothing)."""

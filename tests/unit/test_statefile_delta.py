@@ -330,8 +330,6 @@ def test_a_torn_last_delta_is_dropped_and_its_poll_done_again(tmp_path, proto, c
     assert gaps == 0
 
 
-@pytest.mark.xfail(strict=True, reason="Pipeline.expire_all() sets tracker.exported without "
-                   "marking tracker.touched_exported: a delta misses those records (for the lead)")
 def test_expire_all_is_in_the_next_delta():
     pipe = pipeline(10, 0)
     pipe.poll(TABLES[0], at(0))
