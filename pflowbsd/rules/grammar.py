@@ -206,9 +206,21 @@ def redir(word: str, key: str) -> pp.ParserElement:
 
 
 ROUTEHOST = one_or_list((S("(") + WORD + pp.Opt(HOST) + S(")")) | HOST)
+
+
+def _route(t: pp.ParseResults) -> list[KV]:
+    """KV("route", (word, hosts, pool options)); an `(ifname host)` item
+    also names its interface in KV("route_ifnames", names), which the
+    host lists of the expansion leave out."""
+    items = list(t[1])
+    names = [i for i in items if isinstance(i, str)]
+    return [KV("route", (t[0], items, list(t[2])))] + (
+        [KV("route_ifnames", names)] if names and len(names) < len(items)
+        else [])
+
+
 ROUTE = ((kw("route-to") | kw("reply-to") | kw("dup-to"))
-         + ROUTEHOST + POOL_OPTS).set_parse_action(
-    lambda t: KV("route", (t[0], list(t[1]), list(t[2]))))
+         + ROUTEHOST + POOL_OPTS).set_parse_action(_route)
 FASTROUTE = kw("fastroute").set_parse_action(lambda t: KV("route", t[0]))
 
 ICMP_ITEM = pp.Group((NUMBER | HOSTWORD) + pp.Opt(K("code") + (NUMBER

@@ -9,9 +9,10 @@ holds something whose printed form is not sure here.  Then the whole rule
 is None and the caller shows the statement's text instead: never a wrong
 line.  Not printed: pools of several addresses (pfctl makes a table
 `<__automatic_N>` of them, numbered in load order), a source-hash key given
-as a string (hashed), an icmp type or code given as a number pfctl prints by
-name, `$nr` in a label (numbered after expansion), af-to, binat-to, queues
-by priority, `floating`, os fingerprints.  Name tables: pftables.
+as a string (hashed) or none (random), an icmp type or code given as a
+number pfctl prints by name, `$nr` in a label (numbered after expansion), a
+host name as divert address, af-to, `floating`, os fingerprints.  Name
+tables: pftables.
 Past 400 lines: print_rule() is one long C function and this follows it
 clause by clause; cut in two, its order would be read in two places.
 """

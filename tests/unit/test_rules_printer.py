@@ -147,6 +147,8 @@ def test_pfconf_statements_print_as_pfctl(text, want):
     "pass in proto tcp to port 25 divert-to localhost port 8025",
     "match in all scrub (fragment reassemble)",
     "pass in probability 150%",
+    "pass out on lo0 route-to (em0 10.0.0.1)",      # 10.0.0.1@em0
+    "pass out on lo0 route-to 10.0.0.1@em0",
     "pass in inet from any to any af-to inet6 from 2001:db8::1",
     "pass in all keep state (floating)",
 ])
