@@ -214,3 +214,19 @@ def test_pfconf_path_prints_what_pfctl_printed():
                 wrong.add((stem, line))
     assert wrong == set(KNOWN_WRONG)
     assert covered >= 831
+
+
+def test_printed_lines_read_back_to_themselves():
+    """A line the printer made from a pf.conf (pfN.in, pfoptN.in) parses
+    as pfctl's listing and prints the same again."""
+    count = 0
+    for stem in (c for c in cases("pf*.in") if "." not in c):
+        try:
+            rules = expanded(stem).rules
+        except Exception:   # pfailN cases: test_regress reports these
+            continue
+        for rule in rules:
+            if rule.printed is not None:
+                count += 1
+                assert reprinted(rule.printed) == rule.printed, stem
+    assert count >= 891
