@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import random
 import re
@@ -56,7 +55,7 @@ from pflowbsd.flows import Clock, flow_pair
 from pflowbsd.pipeline import PfSide, Pipeline
 from pflowbsd.shell import statewriter
 from pflowbsd.shell.statewriter import StateKeeper
-from pflowbsd.shell.statsfile import AtomicFile, Meter, StatsFile
+from pflowbsd.shell.statsfile import Meter, StatsFile
 from pflowbsd.tracker import Tracker, Update
 
 COUNTERS = re.compile(r"   age (\d+):(\d\d):(\d\d), expires in (\d+):(\d\d):(\d\d), "
@@ -147,11 +146,9 @@ class Bookkeeping:
         self.meter = Meter("pflow0", WALL)
         self.meter.collectors(self.cfg.flowdst)
         self.stats = StatsFile(os.path.join(folder, "pflow0.prom"))
-        self.durable = AtomicFile(os.path.join(folder, "fsync.prom"), "statistics file",
-                                  logging.WARNING)
         self.handlers: dict[str, control.Handler] = {
             "statistics": lambda r: stats.netstat(self.meter.statistics(self.pipe))}
-        self.wall = {"delta": 0.0, "statistics": 0.0, "statistics_fsync": 0.0}
+        self.wall = {"delta": 0.0, "statistics": 0.0}
         self.base_bytes = self.delta_bytes = self.worst_deltas = self.worst_bytes = 0
 
     def base(self, tracker: Tracker) -> Callable[[], object]:
@@ -179,21 +176,14 @@ class Bookkeeping:
             return self.delta_bytes
         return run
 
-    def statistics(self) -> Callable[[], object]:
-        """The timed call: the daemon's _polled(); before it, untimed, the file written
-        as it was before #16 (fsync'd), for its wall time alone."""
+    def statistics(self) -> object:
+        """The daemon's _polled(): counted, and the stats file written (fsync'd)."""
         t0 = time.perf_counter()
-        self.durable.write(stats.prometheus(self.meter.statistics(self.pipe)))
-        self.wall["statistics_fsync"] = time.perf_counter() - t0
-
-        def run() -> object:
-            t0 = time.perf_counter()
-            self.meter.polled("ok", 0.1, 1 << 20, WALL)
-            st = self.meter.statistics(self.pipe)
-            self.stats.write(st)
-            self.wall["statistics"] = time.perf_counter() - t0
-            return st
-        return run
+        self.meter.polled("ok", 0.1, 1 << 20, WALL)
+        st = self.meter.statistics(self.pipe)
+        self.stats.write(st)
+        self.wall["statistics"] = time.perf_counter() - t0
+        return st
 
     def control(self) -> object:
         return control.dispatch(b"statistics\n", self.handlers)
@@ -259,7 +249,7 @@ def main() -> None:
         "compaction": lambda: keep.base(trackers[0]),
         "steady": lambda: steady,
         "state_delta": lambda: keep.delta(exporters[0]),
-        "statistics": keep.statistics,
+        "statistics": lambda: keep.statistics,
         "control": lambda: keep.control,
         "load": lambda: keep.load,
         "floor_b": lambda: lambda: common.floor(b),
@@ -290,8 +280,7 @@ def main() -> None:
           + "  ".join(f"{k} {v / steady_s:.3f}" for k, v in parts.items())
           + f"  delta_bytes {keep.delta_bytes}"
           f"  with_compaction {(total + best['compaction'] * per_poll) / steady_s:.3f}"
-          f"  wall_s {keep.wall['delta'] + keep.wall['statistics']:.4f}"
-          f"  stats_wall_s_fsync {keep.wall['statistics_fsync']:.4f}")
+          f"  wall_s {keep.wall['delta'] + keep.wall['statistics']:.4f}")
     print(f"state_file_compaction_{n} {best['compaction'] / steady_s:.2f} x steady_poll"
           f"  cpu_s {best['compaction']:.3f}  bytes {keep.base_bytes}"
           f"  every {1 / per_poll:.0f} polls like this one (share {statewriter.COMPACT_SHARE})"

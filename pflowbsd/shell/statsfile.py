@@ -4,9 +4,8 @@ Strategy.  The pipeline and the sender keep their own counters; the Meter adds w
 the shell sees (each poll's result, duration and pfctl output size, and each collector's
 sends, counted through the sender's tap so that they survive a new Sender on SIGHUP),
 hands all of it to stats.collect(), and StatsFile writes stats.prometheus() of the
-result atomically (a temporary file in the same folder, renamed), so node_exporter's
-textfile collector never reads half a file; not fsync'd: it is rewritten every poll,
-and a power cut that loses the last one loses nothing else.  The file is reopened by name
+result atomically (a temporary file in the same folder, fsync, rename), so
+node_exporter's textfile collector never reads half a file.  The file is reopened by name
 each time: whoever can write its folder can write it, root or not.
 """
 
@@ -89,7 +88,7 @@ class StatsFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.file = AtomicFile(path, "statistics file", logging.WARNING, durable=False)
+        self.file = AtomicFile(path, "statistics file", logging.WARNING)
 
     def write(self, st: stats.Statistics) -> None:
         self.file.write(stats.prometheus(st))
@@ -98,18 +97,15 @@ class StatsFile:
 class AtomicFile:
     """A file rewritten whole (write_atomically), or appended to (append_synced); a
     failure is logged once per change of error, and once more when writing works
-    again, and the daemon goes on.  durable=False: no fsync (a file rewritten every
-    poll whose loss in a power cut costs nothing: the statistics)."""
+    again, and the daemon goes on."""
 
-    def __init__(self, path: str, what: str, level: int, mode: int = 0o644,
-                 durable: bool = True) -> None:
+    def __init__(self, path: str, what: str, level: int, mode: int = 0o644) -> None:
         self.path, self.what, self.level, self.mode = path, what, level, mode
-        self.durable = durable
         self.error: str | None = None
 
     def write(self, data: str | bytes) -> bool:
         try:
-            write_atomically(self.path, data, self.mode, self.durable)
+            write_atomically(self.path, data, self.mode)
         except OSError as e:
             return self._failed(e)
         return self._worked()
@@ -134,29 +130,24 @@ class AtomicFile:
         return True
 
 
-def write_atomically(path: str, data: str | bytes, mode: int = 0o644,
-                     durable: bool = True) -> None:
+def write_atomically(path: str, data: str | bytes, mode: int = 0o644) -> None:
     """A temporary file in path's folder, fsync, rename over path, fsync the folder:
     a reader (or a crash) sees the old file or the new one, whole.  The mode defaults
-    to 0644: node_exporter reads the statistics as its own user.  durable=False: the
-    same without the two fsyncs (a reader still sees one file or the other, whole; a
-    power cut may leave the old one, or an empty one)."""
+    to 0644: node_exporter reads the statistics as its own user."""
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
-            if durable:
-                os.fsync(f.fileno())
+            os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        if durable:
-            dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -331,6 +331,7 @@ def test_a_torn_last_delta_is_dropped_and_its_poll_done_again(tmp_path, proto, c
 
 
 def test_expire_all_is_in_the_next_delta():
+    """`ctl expire-all` sets every state's exported record: the next delta has them."""
     pipe = pipeline(10, 0)
     pipe.poll(TABLES[0], at(0))
     pipe.tracker.take_changes()
