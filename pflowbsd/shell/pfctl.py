@@ -99,7 +99,8 @@ def stream_blocks(argv: list[str], timeout: float, limit: int,
 def _blocks(argv: list[str], timeout: float, limit: int,
             interrupted: Callable[[], bool]) -> Iterator[bytes]:
     """argv's stdout blocks as they are read; PfctlError (at the end, or where it goes
-    wrong) as run_command() says.  The time bound counts the reader's time too."""
+    wrong) as run_command() says.  The time bound counts pfctl's time only: while the
+    reader parses a block, pfctl (its ioctl done) only waits on the full pipe."""
     command = " ".join(argv)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -139,7 +140,9 @@ def _blocks(argv: list[str], timeout: float, limit: int,
                         if size > limit:
                             why = f"output over {limit} bytes"
                             break
+                        paused = time.monotonic()
                         yield chunk
+                        deadline += time.monotonic() - paused  # the reader's time is not pfctl's
                     elif len(err) < STDERR_KEPT:
                         err += chunk
                 if why:

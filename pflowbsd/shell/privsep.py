@@ -248,7 +248,10 @@ class Client:
                 if kind != b"D":
                     break
                 (n,) = REQUEST.unpack(_recv_exact(self.sock, REQUEST.size))
-                yield _recv_exact(self.sock, n)
+                block = _recv_exact(self.sock, n)
+                paused = time.monotonic()
+                yield block
+                give_up += time.monotonic() - paused  # our parsing is not the helper's time
                 if not cancelled and interrupted():
                     self.sock.sendall(b"X")
                     cancelled = True
