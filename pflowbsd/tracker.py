@@ -44,7 +44,7 @@ from pflowbsd.flows import Entry
 from pflowbsd.pf import snapshot
 from pflowbsd.pf import states as pfstates
 from pflowbsd.pf.counters import read_change
-from pflowbsd.pf.grammar import FAST_RECORD, FastRecord
+from pflowbsd.pf.grammar import FastRecord
 from pflowbsd.pf.record import State, build_into, check_addresses
 from pflowbsd.pf.timeouts import DEFAULTS, Policy
 
@@ -57,7 +57,6 @@ NO_IF = (0, 0)  # if_index in, out: no interface table
 # A poll with more than this share of its records new or changed reads them all with the
 # bulk scanner (pf.snapshot.fresh_states) rather than finding each one.
 BULK_SHARE = 0.25
-_VV = FAST_RECORD["vv"]
 # A record to read: (tail, start, end) to find in the text, or (tail, its FastRecord).
 Item = tuple[str, int, int] | tuple[str, FastRecord]
 
@@ -250,8 +249,7 @@ class Tracker:
                 continue
             if len(item) == 3:
                 start, end = item[1], item[2]
-                m = _VV.match(text, start, end)
-                rec: FastRecord | None = m.groups() if m and m.end() == end else None  # type: ignore[assignment]
+                rec = snapshot.one_record(text, start, end)
             else:
                 rec, start, end = item[1], -1, -1
             if prev is not None and rec is not None and self._counters(t, prev, rec, poll, nstates):

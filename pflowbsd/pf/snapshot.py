@@ -30,6 +30,7 @@ __all__ = [
     "fresh_records",
     "heads",
     "layout",
+    "one_record",
     "partial_reason",
     "record_at",
     "record_chunks",
@@ -137,6 +138,18 @@ def fresh_records(text: str, tails: Sequence[str], fresh: Collection[str]
                 continue
         yield spans(text, [t for t in tails[i:] if t in fresh], pos)
         return
+
+
+def one_record(text: str, start: int, end: int) -> FastRecord | None:
+    """The fast scanner's groups of the one record text[start:end], or None unless it
+    takes exactly those lines (the record is then the strict grammar's to read)."""
+    recs = findall("vv", text, start, end)
+    if len(recs) != 1:
+        return None
+    r = recs[0]
+    if text[start] == " " or 3 + bool(r[18]) + bool(r[33]) != text.count("\n", start, end):
+        return None
+    return r
 
 
 def spans(text: str, order: Sequence[str], pos: int = 0) -> list[tuple[str, int, int]]:
