@@ -37,7 +37,7 @@ import heapq
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, filterfalse
 
 from pflowbsd import flows
 from pflowbsd.flows import Entry
@@ -176,7 +176,7 @@ class Tracker:
         if at_once:
             old = {}  # the tracker was empty: nothing can have gone
         elif waiting or whole[1] or len(cur) != len(self.entries):
-            old = {t[-KEY:]: t for t in self.entries.keys() - cur}
+            old = {t[-KEY:]: t for t in filterfalse(cur.__contains__, self.entries)}
         else:
             old = {}  # nothing new and nothing missing: the usual quiet poll
         if whole[1]:
