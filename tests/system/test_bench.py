@@ -35,6 +35,10 @@ def test_poll() -> None:
     assert re.search(f"^steady_poll_20000{RATIO}  datagrams [1-9]", out, re.M), out
     assert re.search(r"^first_poll_20000_rss \d+ B/state peak above before  kept \d+ B/state",
                      out, re.M), out
+    assert re.search(r"^bookkeeping_20000 \d+\.\d{3} x steady_poll  cpu_s [\d.]+  state_delta "
+                     r"[\d.]+  statistics [\d.]+  control [\d.]+  delta_bytes [1-9]", out, re.M), out
+    for name in ("state_file_compaction", "state_file_load", "ctl_states"):
+        assert re.search(f"^{name}_20000 \\d+\\.\\d\\d x steady_poll  cpu_s ", out, re.M), out
 
 
 def test_versus_softflowd() -> None:

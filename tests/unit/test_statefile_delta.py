@@ -31,18 +31,19 @@ def pipeline(proto=5, active=0):
     return Pipeline(cfg, PfSide(cfg), rd.BOOT)
 
 
-def alive(i, p):
-    """State i is born at poll i % 5 (0 for the first 200) and lives 3 + i % 9 polls,
-    except every seventh, which stays; the states past N are born later."""
-    born = 0 if i < 200 else i % 5 + (i - 200) // 20
+def alive(i, p, n=N):
+    """The first two thirds of n states are born at poll 0, the others later; state i
+    lives 3 + i % 9 polls, except every seventh, which stays."""
+    first = 2 * n // 3
+    born = 0 if i < first else i % 5 + (i - first) * 15 // n
     return born <= p and (i % 7 == 0 or p < born + 3 + i % 9), born
 
 
-def table(p):
+def table(p, n=N):
     """Poll p's `pfctl -ss -vv`: the states alive then, each third of them moving."""
     out = []
-    for i in range(N + 100):
-        live, born = alive(i, p)
+    for i in range(n):
+        live, born = alive(i, p, n)
         if not live:
             continue
         k = (p - born + i % 3) // 3  # how often it moved so far: a third each poll
