@@ -329,10 +329,13 @@ def binat_reverse(spec: Spec, rs: Ruleset, anchor: str, tok: Token,
 
 
 def expand_nr_macros(rs: Ruleset) -> None:
-    """`$nr` in labels and tags is the final rule number (after numbering)."""
+    """`$nr` in labels and tags is the final rule number (after numbering), in the
+    rule's words and in its printed line (the printer leaves `$nr` for this)."""
     for rule in rs.rules:
+        nr = str(rule.nr) if rule.nr is not None else "?"
         for attr in ("label", "tag"):
             value = getattr(rule, attr)
             if value and "$nr" in value:
-                setattr(rule, attr, value.replace(
-                    "$nr", str(rule.nr) if rule.nr is not None else "?"))
+                setattr(rule, attr, value.replace("$nr", nr))
+        if rule.printed and "$nr" in rule.printed:
+            rule.printed = rule.printed.replace("$nr", nr)

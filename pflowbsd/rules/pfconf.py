@@ -51,6 +51,7 @@ class Reader:
         self.inline = 0
         self.queues: set[str] = set()
         self.queued: list[tuple[tuple[str, ...], Token]] = []
+        self.block_policy = "drop"  # `set block-policy`: what a plain `block` does
 
     def run(self, text: str, name: str) -> None:
         stream = Lexer(text, name, self.macros).tokens()
@@ -171,6 +172,9 @@ class Reader:
             raise RuleSyntaxError(tok.file, tok.line, exc.msg if isinstance(
                 exc, pp.ParseFatalException) else "syntax error") from None
         check_spec(spec, toks[-1])
+        if spec["action"] == "block" and not spec.get("block_policy") \
+                and self.block_policy != "drop":
+            spec = {**spec, "block_policy": self.block_policy}  # the cached spec stays
         if spec.get("queue"):
             self.queued.append((spec["queue"], toks[-1]))
         rules = ruleexpand.expand(spec, self.rs, anchor, first, text,
@@ -257,6 +261,13 @@ class Reader:
         if option_number(toks[1:]) == 0:
             raise RuleSyntaxError(toks[-1].file, toks[-1].line,
                                   "hostid must be non-zero")
+
+    def set_block_policy(self, toks: Sequence[Token]) -> None:
+        """parse.y's blockpolicy: `drop` or `return`, taken by the block rules after
+        it that name no policy of their own."""
+        if len(toks) != 2 or toks[1].text not in ("drop", "return"):
+            raise ValueError("block-policy drop | return")
+        self.block_policy = toks[1].text
 
     def set_optimization(self, toks: Sequence[Token]) -> None:
         """The numbers are those of `-o none` whatever is asked for: only a
@@ -349,6 +360,7 @@ OPTIONS: dict[str, Callable[[Reader, Sequence[Token]], None]] = {
     "timeout": Reader.set_timeout,
     "limit": Reader.set_limit,
     "optimization": Reader.set_optimization,
+    "block-policy": Reader.set_block_policy,
     "state-defaults": Reader.set_state_defaults,
 }
 

@@ -101,15 +101,15 @@ def icmp_code_name(itype: int, code: int, af: str | None) -> str | None:
 
 
 def icmp_type_word(itype: Any, af: str | None) -> tuple[int, str] | None:
-    """(type, word print_rule shows) for a type given by name or number;
-    None for an unknown name, and for a number pfctl prints by name (the
-    statement's text is shown: it says the number)."""
+    """(type, word print_rule shows) for a type given by name or number: its
+    name where pfctl_parser.c's table has one (geticmptypebynumber()), else the
+    number; None for an unknown name."""
     if isinstance(itype, str):
         n = icmp_type_number(itype, af)
         return None if n is None else (n, icmp_type_name(n, af) or str(n))
-    if number(itype) is None or icmp_type_name(itype, af):
+    if number(itype) is None:
         return None
-    return itype, str(itype)
+    return itype, icmp_type_name(itype, af) or str(itype)
 
 
 def icmp_code_word(code: Any, itype: int, af: str | None) -> str | None:
@@ -117,9 +117,9 @@ def icmp_code_word(code: Any, itype: int, af: str | None) -> str | None:
     if isinstance(code, str):
         n = icmp_code_number(itype, code, af)
         return None if n is None else icmp_code_name(itype, n, af)
-    if number(code) is None or icmp_code_name(itype, code, af):
+    if number(code) is None:
         return None
-    return str(code)
+    return icmp_code_name(itype, code, af) or str(code)
 
 
 def unreach_code_name(code: Any, af: str) -> str | None:

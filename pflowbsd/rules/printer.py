@@ -8,14 +8,16 @@ each clause is a small function returning its text, or None where the spec
 holds something whose printed form is not sure here.  Then the whole rule
 is None and the caller shows the statement's text instead: never a wrong
 line.  Not printed: pools of several addresses (pfctl makes a table
-`<__automatic_N>` of them, numbered in load order), a source-hash key given
-as a string (hashed) or none (random), an icmp type or code given as a
-number pfctl prints by name, `$nr` in a label (numbered after expansion), a
-host name as divert address, af-to, `floating`, os fingerprints.  Name
+`<__automatic_N>` of them, numbered in load order), a source-hash with no key
+(pfctl draws a random one), a host name as divert address, af-to,
+`floating`, os fingerprints.  A key given as a string prints as its MD5, as
+parse.y makes it; an icmp type or code number as the name pfctl's tables give
+it; `$nr` in a label or tag stays for expand.expand_nr_macros to fill in.  Name
 tables: pftables.
 Past 400 lines: print_rule() is one long C function and this follows it
 clause by clause; cut in two, its order would be read in two places.
 """
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -320,8 +322,7 @@ def pool_text(word: str, pool: Any, dst_port: Port | None = None
     ports = pool_port(word, port, dst_port)
     if ports is None:
         return None
-    words = [str(o).lower() if SOURCE_HASH_KEY.fullmatch(str(o)) else str(o)
-             for o in opts]
+    words = [source_hash_word(str(o)) for o in opts]
     keyed = {w for w in words if SOURCE_HASH_KEY.fullmatch(w)}
     if len(set(words)) != len(words) or "source-hash" in words or \
             set(words) - set(POOL_ORDER) - keyed:
@@ -337,6 +338,18 @@ def pool_text(word: str, pool: Any, dst_port: Port | None = None
     rank = {w: i for i, w in enumerate(POOL_ORDER)}
     words.sort(key=lambda w: rank.get(w, rank["source-hash"]))
     return out + ports + "".join(" " + w for w in words)
+
+
+def source_hash_word(word: str) -> str:
+    """A pool option as print_pool prints it: a source-hash key in lower-case hex, and
+    one given as a string as parse.y makes it, the MD5 of the string (HTONL'd words
+    printed %08x: the digest's bytes in order)."""
+    if SOURCE_HASH_KEY.fullmatch(word):
+        return word.lower()
+    if word.startswith("source-hash ") and len(word) > 12:
+        key = word[12:].strip().strip('"')
+        return "source-hash 0x" + hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()
+    return word
 
 
 def received_text(spec: Spec) -> str | None:
@@ -462,8 +475,6 @@ def print_spec(spec: Spec) -> str | None:
              if v is not None and v is not False and v not in ([], {}, "")}
     if given - PRINTED or spec["action"] not in ("pass", "block", "match"):
         return None
-    if any("$nr" in str(spec.get(k) or "") for k in ("label", "tag")):
-        return None     # the rule number is known after expansion
     out = spec["action"]
     if out == "block":
         policy = block_text(spec.get("block_policy"), spec.get("af"))

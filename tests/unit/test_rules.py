@@ -187,16 +187,19 @@ def test_printer_prints_rules_as_pfctl_nv_does():
 
 
 def test_printer_falls_back_where_pfctl_would_rename():
-    """A number pfctl prints by name (icmp-type 0 is echorep, unreach's
-    code 0 is net-unr), a hashed source-hash key and a pool of several
-    addresses (pfctl makes a table of them) are not printed (None: the
+    """A number pfctl prints by name prints as that name (icmp-type 0 is
+    echorep, unreach's code 0 is net-unr: pfctl_parser.c's tables); a pool of
+    several addresses (pfctl makes a table of them) is not printed (None: the
     statement's text is shown); a single nat-to/rdr-to address is."""
     from pflowbsd.rules.printer import print_spec
     from pflowbsd.rules.shapes import parse_rule_cached
-    for text in ("pass in inet proto icmp all icmp-type 0",
-                 "pass in inet proto icmp all icmp-type unreach code 0",
-                 "match out on lo0 inet all nat-to 10.0.0.1 source-hash k",
-                 "match out on lo0 inet all nat-to { 10.0.0.1, 10.0.0.2 }"):
+    assert print_spec(parse_rule_cached("pass in inet proto icmp all icmp-type 0")) == \
+        "pass in inet proto icmp all icmp-type echorep"
+    assert print_spec(parse_rule_cached("pass in inet proto icmp all icmp-type unreach code 0")) \
+        == "pass in inet proto icmp all icmp-type unreach code net-unr"
+    assert print_spec(parse_rule_cached("pass in inet6 proto ipv6-icmp all icmp6-type 1 code 1")) \
+        == "pass in inet6 proto ipv6-icmp all icmp6-type unreach code admin-unr"
+    for text in ("match out on lo0 inet all nat-to { 10.0.0.1, 10.0.0.2 }",):
         assert print_spec(parse_rule_cached(text)) is None, text
     for text in ("match out on lo0 inet all nat-to 10.0.0.1 port 1000:2000",
                  "match out on lo0 inet all nat-to 10.0.0.1 static-port",
