@@ -116,11 +116,11 @@ def capture(pipe: Pipeline) -> Saved:
 def changes(pipe: Pipeline, tails: AbstractSet[str], keys: AbstractSet[str]) -> Changes:
     """The delta of Tracker.take_changes()'s tails and keys: each one's value now, or gone."""
     entries, exported = pipe.tracker.snapshot()
-    kept, done = tails & entries.keys(), keys & exported.keys()
+    kept = {t: entries[t] for t in tails if t in entries}
+    done = {k: exported[k] for k in keys if k in exported}
     gcounter, sequence, tmpl, buffers = pipe.exporter.snapshot()
-    return Changes(signature(pipe), {t: entries[t] for t in kept},
-                   {k: exported[k] for k in done}, list(tails - kept), list(keys - done),
-                   gcounter, sequence, tmpl, buffers)
+    return Changes(signature(pipe), kept, done, [t for t in tails if t not in kept],
+                   [k for k in keys if k not in done], gcounter, sequence, tmpl, buffers)
 
 
 def restore(pipe: Pipeline, saved: Saved) -> bool:
