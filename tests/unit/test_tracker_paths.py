@@ -42,7 +42,7 @@ def summary(u: Update) -> tuple[object, ...]:
             [(e.line, e.reason) for e in u.errors], u.states)
 
 
-def sim_polls(seed: int, n: int = 40, step: int = 7) -> list[tuple[str, float]]:
+def sim_polls(seed: int, n: int = 30, step: int = 7) -> list[tuple[str, float]]:
     sim = SimPf(seed=seed, rate=4.0)
     out = []
     for _ in range(n):
@@ -51,7 +51,7 @@ def sim_polls(seed: int, n: int = 40, step: int = 7) -> list[tuple[str, float]]:
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("active", [0, 30])
 def test_every_path_agrees_on_the_simulator(seed: int, active: int,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,7 +129,7 @@ def test_record_chunks_cut_before_state_lines_only(size: int) -> None:
 
 
 @pytest.mark.parametrize("hint", [None, "exact"])
-@pytest.mark.parametrize("size", [300, 5000, 1 << 16])
+@pytest.mark.parametrize("size", [300, 1 << 16])
 def test_chunks_as_they_arrive_give_what_the_whole_text_gives(
         size: int, hint: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     texts = golden_polls() + sim_polls(4, n=12)
