@@ -122,7 +122,8 @@ class Tracker:
         cur: set[str] = set()
         at_once = not self.entries and (isinstance(text, str) or states_hint is not None)
         waiting: list[tuple[str, str, int]] = []  # (tail, record text, its line)
-        whole: tuple[list[str], list[str]] = ([], [])  # the one text's tails, fresh tails
+        # the one text's tails, fresh tails (and where they are, if known)
+        whole: tuple[list[str], list[str], list[int] | None] = ([], [], None)
         line = 1  # of the chunk's first line
         seen = 0  # tails
         last = ""
@@ -132,7 +133,10 @@ class Tracker:
                 continue
             last = chunk
             nlines, heads = snapshot.layout(chunk)
-            tails = snapshot.tails(chunk)
+            if at_once:
+                tails, offsets = snapshot.tails(chunk), None
+            else:  # the unknown ones come with where they are: no search for them
+                tails, known_not, offsets = snapshot.tails_fresh(chunk, self.entries)
             mine = set(tails)
             seen += len(mine)
             if at_once:  # every tail seen is kept as an entry's key: no set of them all
@@ -148,9 +152,9 @@ class Tracker:
             if len(cur) - before == len(tails) == heads and chunk.endswith("\n"):
                 up.states += len(tails)
                 if new is None:
-                    new = mine - self.entries.keys()
-                # in text order, filtered at C speed (a steady poll's are a few in 100k)
-                fresh = list(filter(new.__contains__, tails)) if new else []
+                    fresh = known_not
+                else:  # in text order, filtered at C speed
+                    fresh = list(filter(new.__contains__, tails)) if new else []
                 if blank and (tails or chunk.strip()):
                     blank = False
             else:
@@ -158,13 +162,14 @@ class Tracker:
                 if blank:
                     continue
                 fresh = self._slow(chunk, tails, cur, before, up, line)
+                offsets = None
             if at_once:
                 nstates = len(tails) if isinstance(text, str) else states_hint or 0
                 self._now(chunk, tails, fresh, line, {}, poll, up, nstates)
             elif isinstance(text, str):
-                whole = (tails, fresh)  # read in place, below
+                whole = (tails, fresh, offsets)  # read in place, below
             elif fresh:
-                for t, start, end in snapshot.spans(chunk, fresh):
+                for t, start, end in snapshot.spans(chunk, fresh, offsets=offsets):
                     waiting.append((t, chunk[start:end], line + chunk.count("\n", 0, start)))
             line += nlines
         up.blank = blank
@@ -181,7 +186,7 @@ class Tracker:
             old = {}  # nothing new and nothing missing: the usual quiet poll
         if whole[1]:
             assert isinstance(text, str)
-            self._now(text, *whole, 1, old, poll, up, up.states)
+            self._now(text, whole[0], whole[1], 1, old, poll, up, up.states, offsets=whole[2])
         elif waiting:
             tails = [t for t, _r, _l in waiting]
             starts = list(accumulate((len(r) for _t, r, _l in waiting), initial=0))
@@ -213,17 +218,19 @@ class Tracker:
 
     def _now(self, text: str, tails: list[str], fresh: list[str], line: int,
              old: dict[str, str], poll: float, up: Update, nstates: int,
-             lines: tuple[list[int], list[int]] | None = None) -> None:
+             lines: tuple[list[int], list[int]] | None = None,
+             offsets: list[int] | None = None) -> None:
         """Read the fresh records of text (`tails`: all of text's, in order): the bulk
-        scanner when they are many, else record by record.  Line numbers for errors:
-        from `line` on, or (lines: records joined) each record's start and line."""
+        scanner when they are many, else record by record (`offsets`: where each fresh
+        tail is, when known).  Line numbers for errors: from `line` on, or (lines:
+        records joined) each record's start and line."""
         if not fresh:
             return
         line_of = _line_numbers(text, line, lines)
         if len(fresh) > BULK_SHARE * len(tails):
             todo: Iterable[Sequence[Item]] = snapshot.fresh_records(text, tails, set(fresh))
         else:
-            todo = [snapshot.spans(text, fresh)]
+            todo = [snapshot.spans(text, fresh, offsets=offsets)]
         for items in todo:
             self._read(text, items, old, poll, up, nstates, line_of)
 

@@ -23,7 +23,9 @@
  *
  * The steady poll's scans (the tracker's over a table it has seen before) are here too:
  * tails(), grammar.TRACK_TAIL.findall(text), led by memchr from one "pkts" to the next,
- * and layout(), fastscan.layout_regex's two counts in one memchr pass.
+ * tails_fresh(), the same and those not yet known with their offsets (so the tracker
+ * need not search the text for them), and layout(), fastscan.layout_regex's two counts
+ * in one memchr pass.
  *
  * One file past the usual ~400 lines: the matchers share the text accessors and the
  * per-kind specialisation, and an extension of one translation unit keeps setup.py's
@@ -679,6 +681,42 @@ SCAN_INLINE int tails_into(const text_t *t, PyObject *text, PyObject *list)
     return 0;
 }
 
+/* tails_into(), and each tail not a key of `known` (a dict) with its offset into fresh
+ * and offsets: 0, or -1 with an exception set. */
+SCAN_INLINE int tails_fresh_into(const text_t *t, PyObject *text, PyObject *known,
+                                 PyObject *list, PyObject *fresh, PyObject *offsets)
+{
+    Py_ssize_t p = 0, k, e;
+    PyObject *s, *at;
+    int in;
+    while ((k = find(t, p + 2, 'k')) >= 0) {
+        if ((e = track_tail(t, k - 2)) < 0) {
+            p = k - 1;
+            continue;
+        }
+        if ((s = PyUnicode_Substring(text, k + 5, e)) == NULL || PyList_Append(list, s) < 0) {
+            Py_XDECREF(s);
+            return -1;
+        }
+        if ((in = PyDict_Contains(known, s)) < 0) {
+            Py_DECREF(s);
+            return -1;
+        }
+        if (!in) {
+            if ((at = PyLong_FromSsize_t(k + 5)) == NULL || PyList_Append(fresh, s) < 0
+                || PyList_Append(offsets, at) < 0) {
+                Py_XDECREF(at);
+                Py_DECREF(s);
+                return -1;
+            }
+            Py_DECREF(at);
+        }
+        Py_DECREF(s);
+        p = e;
+    }
+    return 0;
+}
+
 /* (text.count("\n"), text.count("\n ")): one memchr per line on the 1-byte kind. */
 SCAN_INLINE void newlines(const text_t *t, Py_ssize_t *lines, Py_ssize_t *indented)
 {
@@ -698,6 +736,13 @@ SCAN_INLINE void newlines(const text_t *t, Py_ssize_t *lines, Py_ssize_t *indent
     {                                                                                       \
         text_t t = {K, data, end};                                                          \
         return tails_into(&t, text, list);                                                  \
+    }                                                                                       \
+    static int tails_fresh_##K(PyObject *text, const void *data, Py_ssize_t end,          \
+                               PyObject *known, PyObject *list, PyObject *fresh,          \
+                               PyObject *offsets)                                         \
+    {                                                                                       \
+        text_t t = {K, data, end};                                                          \
+        return tails_fresh_into(&t, text, known, list, fresh, offsets);                     \
     }                                                                                       \
     static void newlines_##K(const void *data, Py_ssize_t end, Py_ssize_t *n, Py_ssize_t *m) \
     {                                                                                       \
@@ -743,6 +788,43 @@ static PyObject *fastscan_tails(PyObject *module, PyObject *text)
     return list;
 }
 
+PyDoc_STRVAR(tails_fresh_doc,
+"tails_fresh(text, known) -> (tails, fresh, offsets)\n\n"
+"tails(text), and those of them that are not keys of the dict `known`, in order, with\n"
+"the offset of each in text: fastscan.tails_fresh_regex(text, known), in one pass.");
+
+static PyObject *fastscan_tails_fresh(PyObject *module, PyObject *args)
+{
+    PyObject *text, *known, *list = NULL, *fresh = NULL, *offsets = NULL, *out = NULL;
+    const void *data;
+    Py_ssize_t end;
+    int kind, failed;
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "OO!:tails_fresh", &text, &PyDict_Type, &known))
+        return NULL;
+    if (ready_str(text, "tails_fresh") < 0)
+        return NULL;
+    if ((list = PyList_New(0)) == NULL || (fresh = PyList_New(0)) == NULL
+        || (offsets = PyList_New(0)) == NULL)
+        goto done;
+    kind = PyUnicode_KIND(text);
+    data = PyUnicode_DATA(text);
+    end = PyUnicode_GET_LENGTH(text);
+    failed = kind == PyUnicode_1BYTE_KIND
+                 ? tails_fresh_PyUnicode_1BYTE_KIND(text, data, end, known, list, fresh, offsets)
+           : kind == PyUnicode_2BYTE_KIND
+                 ? tails_fresh_PyUnicode_2BYTE_KIND(text, data, end, known, list, fresh, offsets)
+                 : tails_fresh_PyUnicode_4BYTE_KIND(text, data, end, known, list, fresh, offsets);
+    if (!failed)
+        out = PyTuple_Pack(3, list, fresh, offsets);
+done:
+    Py_XDECREF(list);
+    Py_XDECREF(fresh);
+    Py_XDECREF(offsets);
+    return out;
+}
+
 PyDoc_STRVAR(layout_doc,
 "layout(text) -> (lines, heads)\n\n"
 "fastscan.layout_regex(text), in C: text.count(\"\\n\"), and the lines that do not start\n"
@@ -778,6 +860,7 @@ static PyMethodDef fastscan_methods[] = {
     {"findall", fastscan_findall, METH_VARARGS, findall_doc},
     {"tails", fastscan_tails, METH_O, tails_doc},
     {"layout", fastscan_layout, METH_O, layout_doc},
+    {"tails_fresh", fastscan_tails_fresh, METH_VARARGS, tails_fresh_doc},
     {NULL, NULL, 0, NULL}
 };
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from operator import itemgetter
+from typing import Any
 
 from pflowbsd.pf import fastscan
 from pflowbsd.pf.fastscan import findall
@@ -37,6 +38,7 @@ __all__ = [
     "spans",
     "state_lines",
     "tails",
+    "tails_fresh",
 ]
 
 
@@ -48,6 +50,11 @@ def layout(text: str) -> tuple[int, int]:
 def tails(text: str) -> list[str]:
     """Every TRACK_TAIL of the text, in order."""
     return fastscan.tails(text)
+
+
+def tails_fresh(text: str, known: dict[str, Any]) -> tuple[list[str], list[str], list[int]]:
+    """tails(), and those that are not keys of `known`, in order, with their offsets."""
+    return fastscan.tails_fresh(text, known)
 
 
 def heads(text: str) -> int:
@@ -152,8 +159,12 @@ def one_record(text: str, start: int, end: int) -> FastRecord | None:
     return r
 
 
-def spans(text: str, order: Sequence[str], pos: int = 0) -> list[tuple[str, int, int]]:
-    """(tail, start, end) of each tail's record, the tails in text order from pos."""
+def spans(text: str, order: Sequence[str], pos: int = 0,
+          offsets: Sequence[int] | None = None) -> list[tuple[str, int, int]]:
+    """(tail, start, end) of each tail's record, the tails in text order from pos (or
+    at `offsets`, where tails_fresh() found them)."""
+    if offsets is not None:
+        return [(t, *record_at(text, at)) for t, at in zip(order, offsets, strict=True)]
     out = []
     for t in order:
         pos = text.find(t, pos)

@@ -81,6 +81,8 @@ def same_steady(text: str) -> int:
         pytest.fail(f"tails: match {diff[0]}:\n  regex {diff[1]!r}\n  C     {diff[2]!r}")
     assert all(type(s) is str for s in got)
     assert c.layout(text) == fastscan.layout_regex(text), repr(text[:200])
+    known = {t: None for t in want[::2]}  # every other tail known: the rest are fresh
+    assert c.tails_fresh(text, known) == fastscan.tails_fresh_regex(text, known)
     return len(got)
 
 
@@ -338,6 +340,9 @@ def test_tails_and_layout_bad_arguments():
             f()
         with pytest.raises(TypeError):
             f(REC, REC)
+    for bad in ((REC, set()), (REC.encode(), {}), (REC,)):
+        with pytest.raises(TypeError):
+            c.tails_fresh(*bad)
 
 
 @st.composite
