@@ -1,14 +1,17 @@
 """CPU and memory of a poll, as ratios to the floor (bench/common.py) measured in the
-same run: python bench/poll.py [--states N] [--new F] [--gone F] [--changed F] [--quick]
+same run: python bench/poll.py [--states N] [--new F] [--gone F] [--changed F] [--whole]
+[--quick]
 
 Strategy.  Table A is the first N records of the golden 200k-state table, replicated
 with other ids and addresses past 200k (`--states 1000000`: the table x 5).  Table B is
 A ten seconds later: a share of A gone, as many records new (the next records of the
 replicated table), a share of the survivors with more packets and bytes, and every
 survivor's `age` ten seconds older and, unless it changed, its `expires in` ten seconds
-nearer: what moves every poll while the counters stay.  A poll starts from pfctl's bytes:
-decode, Tracker.update, flow_pair and Exporter (NetFlow v5) for every expired state,
-flush.  Interleaved best of three: floor(A), first poll (a new tracker sees A), then
+nearer: what moves every poll while the counters stay.  A poll starts from pfctl's bytes,
+as the daemon reads them: 1 MiB blocks cut before state lines and decoded one chunk at a
+time (pf.snapshot.record_chunks; `--whole`: the text decoded at once), Tracker.update,
+flow_pair and Exporter (NetFlow v5) for every expired state, flush.  Interleaved best of
+three: floor(A), first poll (a new tracker sees A), then
 steady poll (the same tracker sees B), and floor(B).  The tracker's counts are checked
 against the workload (new, gone, changed, 0 parse errors) before any figure is printed.
 Peak RSS during the first poll above the RSS before it is measured in a child process
@@ -52,6 +55,7 @@ from pflowbsd import control, statefile, stats
 from pflowbsd.config import Config
 from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.pf import snapshot
 from pflowbsd.pipeline import PfSide, Pipeline
 from pflowbsd.shell import statewriter
 from pflowbsd.shell.statewriter import StateKeeper
@@ -96,9 +100,20 @@ def workload(n: int, new: float, gone: float, changed: float
     return "".join(recs[:n]).encode(), "".join(b).encode(), (n_new, n_gone, len(moved))
 
 
+WHOLE = False  # --whole: decode the table into one str first (the daemon streams it)
+BLOCK = 1 << 20  # what shell/pfctl.py reads at a time
+
+
 def poll(tracker: Tracker, exporter: Exporter, data: bytes, up: float) -> tuple[Update, int]:
-    """One poll from pfctl's bytes to datagrams; the Update and the datagram count."""
-    u = tracker.update(data.decode("utf-8", "replace"), up)
+    """One poll from pfctl's bytes to datagrams, as the daemon makes it: the bytes in
+    1 MiB blocks, cut before state lines and parsed as they come (pf.snapshot.
+    record_chunks), with pf's `current entries` (-si -v, another call: counted outside
+    the poll); with --whole the text decoded at once.  The Update and the datagrams."""
+    if WHOLE:
+        u = tracker.update(data.decode("utf-8", "replace"), up)
+    else:
+        blocks = (data[i:i + BLOCK] for i in range(0, len(data), BLOCK))
+        u = tracker.update(snapshot.record_chunks(blocks), up, states_hint=ENTRIES[id(data)])
     now = Clock(WALL + up, up)
     sent = 0
     for entry in u.expired:
@@ -114,11 +129,19 @@ def check(u: Update, what: str, states: int, new: int, gone: int, changed: int) 
                          f" expired) {got}, the workload made {want}")
 
 
+ENTRIES: dict[int, int] = {}  # id(table bytes) -> its records, as -si -v would say
+
+
+def entries_of(data: bytes) -> bytes:
+    ENTRIES[id(data)] = data.count(b"   id: ")
+    return data
+
+
 def child(path: str) -> None:
     """In a fresh process that holds only table A's bytes (read from the file the parent
     wrote, so no garbage of building it is left to reuse): the first poll's peak RSS
     above the RSS before it, and what stays once it is done (the tracker), as JSON."""
-    a = Path(path).read_bytes()
+    a = entries_of(Path(path).read_bytes())
     holder: list[Tracker] = []
 
     def run() -> object:
@@ -223,12 +246,17 @@ def main() -> None:
                     help="share of A's survivors with new counters (default 0.01)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="20,000 states (a smoke run)")
+    ap.add_argument("--whole", action="store_true",
+                    help="decode each table into one str first (the daemon streams it)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global WHOLE
+    WHOLE = args.whole
     if args.child:
         return child(args.child)
     n = 20_000 if args.quick else args.states
     a, b, (n_new, n_gone, n_changed) = workload(n, args.new, args.gone, args.changed)
+    a, b = entries_of(a), entries_of(b)
     trackers: list[Tracker] = []
 
     def first() -> object:
@@ -262,7 +290,7 @@ def main() -> None:
     with tempfile.NamedTemporaryFile(prefix="poll-", suffix=".txt") as f:
         f.write(a)
         f.flush()
-        mem = common.in_child(__file__, [f.name])
+        mem = common.in_child(__file__, [f.name, *(["--whole"] if WHOLE else [])])
     print(f"# {n} states, {len(a):,} bytes of pfctl -ss -vv; steady: {n_new} new, {n_gone} gone,"
           f" {n_changed} changed; best of {args.runs}; {common.interpreter()}")
     print(common.figure(f"first_poll_{n}", best["first"], best["floor_a"],

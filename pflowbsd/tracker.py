@@ -169,8 +169,11 @@ class Tracker:
             elif isinstance(text, str):
                 whole = (tails, fresh, offsets)  # read in place, below
             elif fresh:
+                at, at_line = 0, line  # counted on from the last record, not from 0
                 for t, start, end in snapshot.spans(chunk, fresh, offsets=offsets):
-                    waiting.append((t, chunk[start:end], line + chunk.count("\n", 0, start)))
+                    at_line += chunk.count("\n", at, start)
+                    at = start
+                    waiting.append((t, chunk[start:end], at_line))
             line += nlines
         up.blank = blank
         ok = complete(up) if callable(complete) else complete
