@@ -140,7 +140,7 @@ class Tracker:
             mine = set(tails)
             seen += len(mine)
             if at_once:  # every tail seen is kept as an entry's key: no set of them all
-                new = mine - self.entries.keys()
+                new = mine.difference(self.entries)  # (dict: a lookup per tail, not a pass over it)
                 cur, before = mine, len(mine) - len(new)  # a tail of an earlier chunk again
             else:
                 new = None
