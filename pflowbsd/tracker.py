@@ -27,53 +27,37 @@ starts one second after the poll that exported, so spans never overlap; a span w
 byte gained makes no record, and a state whose due poll found nothing new is exported
 at the first later poll that sees it change.
 
+How the records of new and changed tails are read is sightings.py's (the Tracker's
+reading half); this module keeps the tables: update() over a snapshot's chunks,
+expiry, the active timeout, the state file's snapshot and changes.
+
 Time is a parameter: `poll` is seconds since the firewall booted (kernel uptime).
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from itertools import accumulate, filterfalse
 
 from pflowbsd import flows
 from pflowbsd.flows import Entry
 from pflowbsd.pf import snapshot
-from pflowbsd.pf import states as pfstates
-from pflowbsd.pf.counters import read_change
-from pflowbsd.pf.grammar import FastRecord
-from pflowbsd.pf.record import State, build_into, check_addresses
+from pflowbsd.pf.record import State
 from pflowbsd.pf.timeouts import DEFAULTS, Policy
+from pflowbsd.sightings import Sightings, Update
+
+__all__ = ["EXPORTED", "KEY", "TAIL", "Tracker", "Update"]
 
 TAIL, KEY = snapshot.TRACK_TAIL, snapshot.TRACK_KEY
 # What an active-timeout export left behind, per state key: the next span's First
 # (uptime seconds), then the counters exported so far: packets[0], packets[1],
 # bytes[0], bytes[1].
 EXPORTED = struct.Struct("<qQQQQ")
-NO_IF = (0, 0)  # if_index in, out: no interface table
-# A poll with more than this share of its records new or changed reads them all with the
-# bulk scanner (pf.snapshot.fresh_states) rather than finding each one.
-BULK_SHARE = 0.25
-# A record to read: (tail, start, end) to find in the text, or (tail, its FastRecord).
-Item = tuple[str, int, int] | tuple[str, FastRecord]
-
-@dataclass(slots=True)
-class Update:
-    expired: list[Entry] = field(default_factory=list)  # one per state to export
-    active: list[Entry] = field(default_factory=list)  # active-timeout spans of live states
-    errors: list[pfstates.ParseError] = field(default_factory=list)
-    partial: bool = False
-    blank: bool = True  # the snapshot held nothing but white space
-    states: int = 0
-    new: int = 0
-    changed: int = 0
-    gone: int = 0
 
 
-class Tracker:
+class Tracker(Sightings):
     """Pure: feed it `pfctl -ss -vv` text and the uptime of the poll.
 
     `entries` maps each known state's TAIL text to its packed entry (None when the
@@ -219,235 +203,6 @@ class Tracker:
         self.stats["exported"] += len(up.expired)
         return up
 
-    def _now(self, text: str, tails: list[str], fresh: list[str], line: int,
-             old: dict[str, str], poll: float, up: Update, nstates: int,
-             lines: tuple[list[int], list[int]] | None = None,
-             offsets: list[int] | None = None) -> None:
-        """Read the fresh records of text (`tails`: all of text's, in order): the bulk
-        scanner when they are many, else record by record (`offsets`: where each fresh
-        tail is, when known).  Line numbers for errors: from `line` on, or (lines:
-        records joined) each record's start and line."""
-        if not fresh:
-            return
-        line_of = _line_numbers(text, line, lines)
-        if len(fresh) > BULK_SHARE * len(tails):
-            todo: Iterable[Sequence[Item]] = snapshot.fresh_records(text, tails, set(fresh))
-        else:
-            todo = [snapshot.spans(text, fresh, offsets=offsets)]
-        for items in todo:
-            self._read(text, items, old, poll, up, nstates, line_of)
-
-    def _read(self, text: str, todo: Sequence[Item], old: dict[str, str], poll: float,
-              up: Update, nstates: int, line_of: Callable[[int], int]) -> None:
-        """The records of new and changed tails: (tail, start, end) to find in the text,
-        or (tail, FastRecord) from the bulk scanner.  A changed state is updated from its
-        counters alone where it can be (read_change); the rest are built in one batch."""
-        entries = self.entries
-        build: list[tuple[str, FastRecord | None, int, int]] = []
-        if not old and todo and len(todo[0]) == 2:  # the bulk scanner's, and all new
-            build = [(t, rec, -1, -1) for t, rec in todo]  # type: ignore[misc]
-            todo = ()
-        for item in todo:
-            t = item[0]
-            key = t[-KEY:]
-            prev = old.get(key)
-            if prev is not None and entries[prev] is None:
-                del old[key], entries[prev]  # tracked, not selected: nothing to read
-                entries[t] = None
-                self.touched.update((t, prev))
-                up.changed += 1
-                continue
-            if len(item) == 3:
-                start, end = item[1], item[2]
-                rec = snapshot.one_record(text, start, end)
-            else:
-                rec, start, end = item[1], -1, -1
-            if prev is not None and rec is not None and self._counters(t, prev, rec, poll, nstates):
-                del old[key]
-                up.changed += 1
-                continue
-            build.append((t, rec, start, end))
-        if not old:  # every record new: the first poll's loop, kept tight
-            admit, added = self._admit, []
-            for t, st, start in self._built(text, build, up, line_of):
-                if st is None:
-                    continue
-                try:
-                    entries[t] = admit(t, st, poll, nstates)
-                except ValueError as e:
-                    self._bad(text, t, start, e, up, line_of)
-                    continue
-                added.append(t)
-            up.new += len(added)
-            self.touched.update(added)
-            return
-        for t, st, start in self._built(text, build, up, line_of):
-            key = t[-KEY:]
-            try:
-                if st is None:
-                    raise _Skipped
-                prev = old.get(key)
-                if prev is None:
-                    entries[t] = self._admit(t, st, poll, nstates)
-                    up.new += 1
-                    self.touched.add(t)
-                else:
-                    self._changed(t, entries[prev], st, poll, nstates, up, prev)
-                    del entries[prev], old[key]
-                    up.changed += 1
-                    self.touched.update((t, prev))
-            except ValueError as e:  # an address inet_pton() refuses
-                self._bad(text, t, start, e, up, line_of)
-                old.pop(key, None)   # skipped, counted, and treated as present:
-            except _Skipped:         # it neither expires nor blocks other expiries
-                old.pop(key, None)
-
-    @staticmethod
-    def _bad(text: str, t: str, start: int, e: ValueError, up: Update,
-             line_of: Callable[[int], int]) -> None:
-        """The ParseError of a record built but refused (an address)."""
-        if start < 0:
-            start = snapshot.record_at(text, text.find(t))[0]
-        up.errors.append(pfstates.ParseError(line_of(start), text[start:text.find("\n", start)],
-                                             str(e)))
-
-    @staticmethod
-    def _built(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update,
-               line_of: Callable[[int], int]) -> Iterator[tuple[str, State | None, int]]:
-        """(tail, State, start or -1) per record, its addresses left to pack_entry() (or
-        check_addresses()) to check; State None for a record that failed (its ParseError
-        is in up.errors).  Records the fast scanner took are built in one batch; the
-        others, or a batch that fails, record by record."""
-        fast = [r for _t, r, _s, _e in todo if r is not None]
-        states: list[State] = []
-        if len(fast) == len(todo):
-            try:
-                build_into(fast, 0, 3, states.append)
-            except (ValueError, KeyError):
-                states = []
-        if len(states) == len(todo):
-            for (t, _r, start, _e), st in zip(todo, states, strict=True):
-                yield t, st, start
-            return
-        for t, _r, start, end in todo:
-            if start < 0:
-                start, end = snapshot.record_at(text, text.find(t))
-            try:
-                yield t, pfstates.parse_record(text, start, end), start
-            except ValueError as e:
-                up.errors.append(pfstates.ParseError(line_of(start), text[start:end].split("\n")[0],
-                                                     str(e)))
-                yield t, None, start
-
-    def _counters(self, t: str, prev: str, rec: FastRecord, poll: float, nstates: int) -> bool:
-        """A selected state's new counters, from its record's counter fields: False when
-        the record must be read in full (unusual text, counters gone down, another key)."""
-        old = self.entries[prev]
-        assert old is not None
-        ch = read_change(rec)
-        if ch is None:
-            return False
-        st, sa, sp, da, dp = ch
-        p0, p1 = st.packets
-        b0, b1 = st.bytes
-        o0, o1, o2, o3 = flows.entry_counters(old)
-        if p0 < o0 or p1 < o1 or b0 < o2 or b1 < o3 or not flows.key_is(old, sa, sp, da, dp):
-            return False  # another connection, maybe: _changed() decides
-        rule = self.rules.get(t[-KEY:]) if st.rule is None else None
-        last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        try:
-            entry = flows.with_update(old, int(last), (p0, p1, b0, b1))
-        except struct.error:
-            return False  # past 64 bits: the full parse refuses it, with a reason
-        del self.entries[prev]
-        self.entries[t] = entry
-        self.touched.update((t, prev))
-        if self._overdue and prev in self._overdue:
-            self._overdue.discard(prev)
-            heapq.heappush(self._due, (0, t))
-        return True
-
-    def _slow(self, text: str, tails: list[str], cur: set[str], before: int, up: Update,
-              line: int) -> list[str]:
-        """A chunk the counts do not vouch for.  The validating scan names what is wrong
-        (logged and counted); the snapshot is still whole, and may expire states, when
-        every state line in it came with its counters and id, i.e. only lines that are
-        not states were skipped.  Otherwise it updates what it can and expires nothing.
-        Returns the chunk's fresh tails, in order; `cur` ends up holding its tails."""
-        sc = pfstates.scan(text)
-        up.errors += [e._replace(line=e.line + line - 1) for e in sc.errors]
-        up.states += len(sc.records)
-        distinct = set(tails)
-        if (sc.truncated or not text.endswith("\n") or len(tails) != snapshot.state_lines(text)
-                or len(distinct) != len(tails) or len(cur) - before != len(tails)):
-            up.partial = True
-        seen: set[str] = set()
-        fresh = []
-        for _key, _head, _counters, start, end in sc.records:
-            m = TAIL.search(text, start, end)
-            if m is None:
-                up.partial = True
-                continue
-            t = m[1]
-            if t in seen:
-                up.partial = True  # the same state twice: not a table pfctl printed
-                continue
-            seen.add(t)
-            if t not in self.entries:
-                fresh.append(t)
-        if len(seen) != len(distinct):
-            up.partial = True  # a tail outside the records the scan accepted
-        return fresh
-
-    def _changed(self, t: str, old: Entry | None, st: State, poll: float, nstates: int,
-                 up: Update, prev: str = "") -> None:
-        """A known state's record read in full; ValueError (nothing changed) if one of
-        its addresses is not one pf prints."""
-        if old is None:
-            check_addresses(st)
-            self.entries[t] = None  # tracked, not selected: nothing to keep
-            return
-        first, _last = flows.entry_times(old)
-        p0, p1, b0, b1 = flows.entry_counters(old)
-        rule = self.rules.get(t[-KEY:]) if st.rule is None else None
-        last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        ifidx = flows.if_indexes(st, self.ifaces) if self.ifaces else NO_IF
-        entry = flows.pack_entry(st, first, int(last), ifidx)
-        went_down = (st.packets[0] < p0 or st.packets[1] < p1
-                     or st.bytes[0] < b0 or st.bytes[1] < b1)
-        if flows.entry_key(entry) != flows.entry_key(old) or went_down:
-            # Same (creatorid, id), another connection: the old one ended.
-            self.stats["restarted"] += 1
-            self._overdue.discard(prev)
-            rest = self._rest(t[-KEY:], old, poll)
-            if rest is not None:
-                up.expired.append(rest)
-            self.rules.pop(t[-KEY:], None)
-            self.entries[t] = self._admit(t, st, poll, nstates)
-            return
-        self.entries[t] = entry
-        if self._overdue and prev in self._overdue:
-            self._overdue.discard(prev)
-            heapq.heappush(self._due, (0, t))
-
-    def _admit(self, t: str, st: State, poll: float, nstates: int) -> Entry | None:
-        """A new state's entry (None: not selected); ValueError, and nothing kept, if
-        one of its addresses is not one pf prints."""
-        if not self.select(st):
-            check_addresses(st)
-            return None
-        rule = self.policy.rule_of(st) if self.policy.rule_of else None
-        first = int(poll) - (st.age_s or 0)
-        last, _known = self.policy.last_packet(st, poll, nstates, rule)
-        # _final() clamps Last into [First, gone]
-        ifidx = flows.if_indexes(st, self.ifaces) if self.ifaces else NO_IF
-        entry = flows.pack_entry(st, first, int(last), ifidx)
-        if rule is not None and getattr(rule, "timeouts", None):
-            self.rules[t[-KEY:]] = rule
-        if self.active_timeout:
-            heapq.heappush(self._due, (first + self.active_timeout, t))
-        return entry
-
     def set_active_timeout(self, secs: int) -> None:
         """Turn the active timeout on, off or to another value (SIGHUP): the states
         tracked so far are scheduled from their creation or last export."""
@@ -574,21 +329,6 @@ class Tracker:
         """Clamp Last into [First, the poll that saw the state gone]."""
         first, last = flows.entry_times(entry)
         return flows.with_times(entry, first, min(max(last, first), int(seen_gone)))
-
-
-def _line_numbers(text: str, line: int, lines: tuple[list[int], list[int]] | None
-                  ) -> Callable[[int], int]:
-    """offset -> line number in the snapshot, for an error's message: counted from
-    `line` at the text's start, or (records joined one after another) the line of the
-    record the offset lies in, from (their starts, their lines)."""
-    if lines is None:
-        return lambda at: line + text.count("\n", 0, at)
-    starts, numbers = lines
-    return lambda at: numbers[max(0, bisect.bisect_right(starts, at) - 1)]
-
-
-class _Skipped(Exception):
-    """A record that could not be read (its ParseError is already counted)."""
 
 
 class _Nowhere(set[str]):

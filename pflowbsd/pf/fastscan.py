@@ -83,9 +83,10 @@ def tails_fresh_regex(text: str, known: dict[str, Any]) -> tuple[list[str], list
     out = g.TRACK_TAIL.findall(text)
     fresh = [t for t in out if t not in known]
     offsets, pos = [], 0
-    for t in fresh:
-        pos = text.find(t, pos)
+    for t in fresh:  # with what TRACK_TAIL matched before it: the same text elsewhere is no tail
+        pos = text.find(" pkts, " + t, pos) + 7
         offsets.append(pos)
+        pos += len(t)  # a tail twice is found twice
     return out, fresh, offsets
 
 

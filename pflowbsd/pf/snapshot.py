@@ -166,9 +166,10 @@ def spans(text: str, order: Sequence[str], pos: int = 0,
     if offsets is not None:
         return [(t, *record_at(text, at)) for t, at in zip(order, offsets, strict=True)]
     out = []
-    for t in order:
-        pos = text.find(t, pos)
+    for t in order:  # with what TRACK_TAIL matched before it: the same text elsewhere is no tail
+        pos = text.find(" pkts, " + t, pos) + 7
         out.append((t, *record_at(text, pos)))
+        pos += len(t)  # a tail twice is found twice
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pflowbsd import tracker as tracker_mod
+from pflowbsd import sightings
 from pflowbsd.pf import snapshot
 from pflowbsd.sim.simpf import SimPf
 from pflowbsd.tracker import Tracker, Update
@@ -28,10 +28,10 @@ def run(texts: list[tuple[str, float]], mode: str, monkeypatch: pytest.MonkeyPat
         active: int = 0) -> tuple[list[tuple[object, ...]], Tracker]:
     with monkeypatch.context() as m:
         if mode == "plain":
-            m.setattr(tracker_mod, "BULK_SHARE", 2.0)       # never the bulk scanner
-            m.setattr(tracker_mod, "read_change", lambda rec: None)  # always a full parse
+            m.setattr(sightings, "BULK_SHARE", 2.0)       # never the bulk scanner
+            m.setattr(sightings, "read_change", lambda rec: None)  # always a full parse
         elif mode == "bulk":
-            m.setattr(tracker_mod, "BULK_SHARE", -1.0)      # always the bulk scanner
+            m.setattr(sightings, "BULK_SHARE", -1.0)      # always the bulk scanner
         t = Tracker(select=lambda st: st.pflow or st.proto != 17, active_timeout=active)
         out = [summary(t.update(text, up)) for text, up in texts]
     return out, t
@@ -100,13 +100,13 @@ def test_counters_only_update_is_taken_for_changed_states(monkeypatch: pytest.Mo
     """The default path really uses the counters-only update (else the test above
     would compare the plain path with itself)."""
     calls = []
-    real = tracker_mod.read_change
+    real = sightings.read_change
 
     def spy(rec):  # type: ignore[no-untyped-def]
         out = real(rec)
         calls.append(out is not None)
         return out
-    monkeypatch.setattr(tracker_mod, "read_change", spy)
+    monkeypatch.setattr(sightings, "read_change", spy)
     t = Tracker(select=lambda st: True)
     texts = golden_polls()
     t.update(*texts[0])
