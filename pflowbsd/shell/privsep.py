@@ -213,13 +213,7 @@ class Client:
         body = json.dumps({"argv": argv, "timeout": timeout, "limit": limit}).encode()
         try:
             self.sock.sendall(b"R" + REQUEST.pack(len(body)) + body)
-            cancelled, give_up = False, time.monotonic() + timeout + self.SLACK
-            while not select.select([self.sock], [], [], 0.2)[0]:
-                if not cancelled and interrupted():
-                    self.sock.sendall(b"X")
-                    cancelled = True
-                if time.monotonic() > give_up:
-                    raise pfctl.PfctlError(command, "the privileged helper does not answer")
+            self._wait(command, time.monotonic() + timeout + self.SLACK, False, interrupted)
             ok, n = REPLY.unpack(_recv_exact(self.sock, REPLY.size))
             data = _recv_exact(self.sock, n)
         except (OSError, EOFError):
@@ -228,6 +222,17 @@ class Client:
             raise pfctl.PfctlError(command, data.decode(errors="replace"))
         return data.decode(errors="replace")
 
+    def _wait(self, command: str, give_up: float, cancelled: bool,
+              interrupted: pfctl.Interrupted) -> bool:
+        """Until the helper has something to say, sending the cancel once a SIGTERM
+        waits; PfctlError past give_up.  Whether the cancel has been sent."""
+        while not select.select([self.sock], [], [], 0.2)[0]:
+            if not cancelled and interrupted():
+                self.sock.sendall(b"X")
+                cancelled = True
+            if time.monotonic() > give_up:
+                raise pfctl.PfctlError(command, "the privileged helper does not answer")
+        return cancelled
 
     def stream(self, argv: list[str], timeout: float, limit: int,
                interrupted: pfctl.Interrupted) -> Iterator[bytes]:
@@ -238,12 +243,7 @@ class Client:
             self.sock.sendall(b"S" + REQUEST.pack(len(body)) + body)
             cancelled, give_up = False, time.monotonic() + timeout + self.SLACK
             while True:
-                while not select.select([self.sock], [], [], 0.2)[0]:
-                    if not cancelled and interrupted():
-                        self.sock.sendall(b"X")
-                        cancelled = True
-                    if time.monotonic() > give_up:
-                        raise pfctl.PfctlError(command, "the privileged helper does not answer")
+                cancelled = self._wait(command, give_up, cancelled, interrupted)
                 kind = _recv_exact(self.sock, 1)
                 if kind != b"D":
                     break
