@@ -11,6 +11,7 @@ import subprocess
 
 from pflowbsd.export import ipfix
 from pflowbsd.export.exporter import Exporter
+from pflowbsd.flows import Flow
 from tests.support.flowcases import BOOT, M, at, state
 from tests.support.peers import nfcapd, require, tshark_fields, write_pcap
 
@@ -53,7 +54,7 @@ def test_tshark_decodes_every_v5_record(tmp_path):
     # state 3's reply (M + 2) is split: a reply-only chunk first, then both remainders
     order = flows[:6] + [(flows[7], M), (flows[6], 1003), (flows[7], 2)] + flows[8:]
     for f in order:
-        f, c = f if isinstance(f, tuple) else (f, f.octets)
+        f, c = (f, f.octets) if isinstance(f, Flow) else f
         want.append([socket.inet_ntoa(f.src), socket.inet_ntoa(f.dst), str(f.src_port), str(f.dst_port),
                      str(f.proto), str(f.packets), str(c), f"{f.start / 1000:.9f}", f"{f.end / 1000:.9f}",
                      str(f.if_in), str(f.if_out)])  # fmt: skip
