@@ -3,7 +3,9 @@ N states, as ratios to floors measured in the same run:
 python bench/daemon.py [--states N ...] [--quick]
 
 Strategy.  The table is bench/common.table(N) (the golden 200k-state table, replicated
-past it) in a file; a stand-in pfctl cats it for `-ss -vv` and prints nothing else.
+past it) in a file; a stand-in pfctl cats it for `-ss -vv`, prints its count as `current
+entries` for `-si -v` (so the daemon reads the table as it streams in, as on a real pf)
+and nothing else.
 `pflowbsd -d -v -a` runs against it (no collector needed: flowdst is a discard port on
 127.0.0.1, the control socket off), and once its log says the first poll is done, its
 /proc/PID/status (VmRSS now, VmHWM the peak) and /proc/PID/stat (user + system CPU)
@@ -32,6 +34,8 @@ import common  # bench/ is not a package: its own directory is on sys.path
 STANDIN = """#!/bin/sh
 case "$*" in
   "-ss -vv") cat "{table}" ;;
+  "-si -v") printf 'State Table                          Total             Rate\n'
+            printf '  current entries                 %10d\n' {entries} ;;
 esac
 """
 
@@ -55,7 +59,7 @@ def first_poll(folder: Path, text: bytes) -> tuple[int, int, float]:
     table = folder / "table.txt"
     table.write_bytes(text)
     pfctl = folder / "pfctl"
-    pfctl.write_text(STANDIN.format(table=table))
+    pfctl.write_text(STANDIN.format(table=table, entries=text.count(b"   id: ")))
     pfctl.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(common.ROOT), "PFLOWBSD_USER": "root"}
     proc = subprocess.Popen(
