@@ -239,9 +239,9 @@ class Client:
         """pfctl.stream_blocks()'s stand-in: the helper's frames as they come."""
         command = " ".join(argv)
         body = json.dumps({"argv": argv, "timeout": timeout, "limit": limit}).encode()
+        replied, cancelled, give_up = False, False, time.monotonic() + timeout + self.SLACK
         try:
             self.sock.sendall(b"S" + REQUEST.pack(len(body)) + body)
-            cancelled, give_up = False, time.monotonic() + timeout + self.SLACK
             while True:
                 cancelled = self._wait(command, give_up, cancelled, interrupted)
                 kind = _recv_exact(self.sock, 1)
@@ -257,10 +257,29 @@ class Client:
                     cancelled = True
             ok, n = REPLY.unpack(kind + _recv_exact(self.sock, REPLY.size - 1))
             data = _recv_exact(self.sock, n)
+            replied = True
         except (OSError, EOFError):
             raise pfctl.PfctlError(command, "the privileged helper is gone") from None
+        finally:
+            if not replied:  # the reader stopped early: the next request must not read
+                self._drain(command, give_up)  # this one's frames
         if not ok:
             raise pfctl.PfctlError(command, data.decode(errors="replace"))
+
+    def _drain(self, command: str, give_up: float) -> None:
+        """Cancel the streamed run and read its frames up to its reply, so that the
+        helper's next reply is the next request's; a helper that does not say more is
+        left (the next request says it is gone)."""
+        with contextlib.suppress(OSError, EOFError, pfctl.PfctlError):
+            self.sock.sendall(b"X")
+            while True:
+                self._wait(command, give_up, True, lambda: False)
+                kind = _recv_exact(self.sock, 1)
+                if kind != b"D":
+                    _recv_exact(self.sock, REPLY.unpack(kind + _recv_exact(
+                        self.sock, REPLY.size - 1))[1])
+                    return
+                _recv_exact(self.sock, REQUEST.unpack(_recv_exact(self.sock, REQUEST.size))[0])
 
 
 def start(user: Account | None, name: str, pfctl_path: str, pidfile: str | None,

@@ -238,3 +238,34 @@ def test_started_as_another_user_it_runs_as_it_is(monkeypatch, caplog):
         assert privsep.start(None, "_pflowbsd", "pfctl", None, []) is None
     assert [r.getMessage() for r in caplog.records] == [
         "running as uid 1000 (not started as root): no privilege separation"]
+
+
+def test_a_stream_left_early_does_not_confuse_the_next_request(tmp_path):
+    """The helper's protocol, in process over a socketpair: a reader that stops after
+    the first block of -ss -vv (an error while parsing, say) leaves the next request
+    its own reply, not the rest of the table."""
+    import socket as socketlib
+    import threading
+
+    from pflowbsd.shell import pfctl
+    from tests.support import faultpfctl as fp
+    from tests.support.pftext import record, sid
+
+    table = "".join(record(f"all udp 10.0.{i // 250}.{i % 250}:4000 -> 10.9.9.9:53       "
+                           "MULTIPLE:MULTIPLE", id=sid(i + 1)) for i in range(20000))
+    script = fp.standin(tmp_path / "pf", {}, table, {}, 20000)
+    ours, theirs = socketlib.socketpair()
+    helper = threading.Thread(target=privsep.serve, args=(theirs, script), daemon=True)
+    helper.start()
+    client = privsep.Client(ours, 0)
+    blocks = client.stream([script, "-ss", "-vv"], 5, pfctl.MAX_OUTPUT, lambda: False)
+    first = next(iter(blocks))
+    assert len(first) > 0 and len(table) > 2 * len(first)
+    blocks.close()  # the reader stops early
+    info = client([script, "-si", "-v"], 5, pfctl.MiB, lambda: False)
+    assert "current entries" in info and "20000" in info
+    whole = b"".join(client.stream([script, "-ss", "-vv"], 5, pfctl.MAX_OUTPUT, lambda: False))
+    assert whole.decode() == table
+    ours.close()
+    helper.join(10)
+    assert not helper.is_alive()
