@@ -79,3 +79,13 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci
     assert "python3-venv" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_ports_build_the_c_scanner_as_arch_dependent_code():
+    """The package holds a compiled module: neither port may call itself arch-free, and
+    OpenBSD's links what an extension module needs."""
+    assert "pflowbsd/pf/_fastscan.c" in (plist.ROOT / "setup.py").read_text()
+    assert not re.search(r"^NO_ARCH=", (FREEBSD / "Makefile").read_text(), re.M)
+    make = (OPENBSD / "Makefile").read_text()
+    assert not re.search(r"^PKG_ARCH", make, re.M)
+    assert re.search(r"^WANTLIB \+=\t+\$\{MODPY_WANTLIB\}", make, re.M)
