@@ -61,8 +61,8 @@ class Tracker(Sightings):
     """Pure: feed it `pfctl -ss -vv` text and the uptime of the poll.
 
     `entries` maps each known state's TAIL text to its packed entry (None when the
-    state is tracked but not selected), so a poll that changes nothing is one
-    findall() and two set differences, all in C.
+    state is tracked but not selected), so a poll that changes nothing is one scan for
+    the tails and a few set operations, all in C.
     """
 
     def __init__(self, policy: Policy | None = None,
@@ -94,13 +94,13 @@ class Tracker(Sightings):
                complete: bool | Callable[[Update], bool] = True,
                states_hint: int | None = None) -> Update:
         """One snapshot: the whole text, or its chunks as they arrive, each cut before a
-        state line (pf.snapshot.record_chunks).  `complete` may be a function of the Update
-        so far, asked once the chunks are all in (did the run end well; is the count of
-        records near pf's own).  A chunk's new
-        states are read at once when the tracker was empty and the table's size is known
-        (the whole text, or `states_hint`: pf's `current entries`, which adaptive
-        timeouts scale by); otherwise the records to read wait for the last chunk, since
-        a record with a known key can be told changed only once every tail is in."""
+        state line (pf.snapshot.record_chunks).  `complete` may be a function of the
+        Update so far, asked once the chunks are all in (did the run end well; is the
+        count of records near pf's own).  A chunk's new states are read at once when the
+        tracker was empty and the table's size is known (the whole text, or
+        `states_hint`: pf's `current entries`, which adaptive timeouts scale by);
+        otherwise the records to read wait for the last chunk, since a record with a
+        known key can be told changed only once every tail is in."""
         chunks = (text,) if isinstance(text, str) else text
         up = Update()
         cur: set[str] = set()
