@@ -1,7 +1,7 @@
 """How a `pfctl -ss -vv` snapshot is laid out, counted at C speed for the tracker.
 
 The tracker does not parse a table it has seen before: it finds each record's tail
-(grammar.TRACK_TAIL) with one findall and checks with a few str.count() calls that the
+(grammar.TRACK_TAIL) with one scan and checks with the text's layout counts that the
 tails account for every state line.  These are those counts, and the way back from a
 tail to the whole record when the record must be parsed after all.
 
@@ -29,7 +29,6 @@ __all__ = [
     "TRACK_KEY",
     "TRACK_TAIL",
     "fresh_records",
-    "heads",
     "layout",
     "one_record",
     "partial_reason",
@@ -43,7 +42,8 @@ __all__ = [
 
 
 def layout(text: str) -> tuple[int, int]:
-    """(lines, heads) of a text: heads() and the line count it is made from."""
+    """(lines, heads) of a text: its newlines, and its lines that do not start with a
+    space (state lines, and garbage), counted at C speed."""
     return fastscan.layout(text)
 
 
@@ -55,12 +55,6 @@ def tails(text: str) -> list[str]:
 def tails_fresh(text: str, known: dict[str, Any]) -> tuple[list[str], list[str], list[int]]:
     """tails(), and those that are not keys of `known`, in order, with their offsets."""
     return fastscan.tails_fresh(text, known)
-
-
-def heads(text: str) -> int:
-    """Lines that do not start with a space: state lines, and garbage (C-speed counts)."""
-    lines = text.count("\n") + (0 if text.endswith("\n") else 1)
-    return lines - text.count("\n ") - (1 if text.startswith(" ") else 0)
 
 
 def state_lines(text: str) -> int:
