@@ -367,7 +367,7 @@ def garbled(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(garbled())
 def test_garbled_tails_and_layout(text):
     same_steady(text)
@@ -440,7 +440,7 @@ def mutated(draw: st.DrawFn) -> tuple[str, int, int]:
     return text, pos, end
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_mutated_records(case):
     text, pos, end = case
