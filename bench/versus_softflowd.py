@@ -14,7 +14,8 @@ checked to parse with 0 errors).  softflowd's cost of the interval is its steady
 cost: CPU(softflowd -r interval0+interval1) - CPU(softflowd -r interval0), the child's
 rusage, exporting NetFlow v5 to a loopback socket (-m above the flow count, so nothing
 is expired early).  pflowbsd's is one poll: a tracker that saw table 0 reads table 1's
-bytes, diffs, builds the flows of the states gone, encodes v5 and sends to the same
+bytes as the daemon does (1 MiB blocks parsed as they come; `--whole`: decoded at
+once), diffs, builds the flows of the states gone, encodes v5 and sends to the same
 kind of loopback socket.  Then the same at 10 x the packets per flow (interval 1 only):
 softflowd's cost grows with packets, pflowbsd's with states.  Interleaved best of three.
 Left out: softflowd's capture (bpf or AF_PACKET copies, per-packet wakeups: -r reads a
@@ -44,6 +45,7 @@ import common  # bench/ is not a package: its own directory is on sys.path
 from pflowbsd.collector.pcap import PCAP_HEADER, PCAP_RECORD, UDP
 from pflowbsd.export.exporter import Exporter
 from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.pf import snapshot
 from pflowbsd.pf.states import parse_states
 from pflowbsd.sim.model import Peer, Sim, SimState
 from pflowbsd.sim.printer import states_text
@@ -206,6 +208,10 @@ def softflowd(pcap: Path, port: int, flows: int, work: Path) -> tuple[float, int
     return ru.ru_utime + ru.ru_stime, int(m[1])
 
 
+WHOLE = False  # --whole: table 1 decoded at once (the daemon streams it)
+BLOCK = 1 << 20
+
+
 def pflowbsd_poll(t0: bytes, t1: bytes, port: int) -> Callable[[], object]:
     """Setup (untimed): a tracker that saw table 0.  Timed: the poll of table 1."""
     tracker = Tracker(select=lambda st: True)
@@ -214,9 +220,15 @@ def pflowbsd_poll(t0: bytes, t1: bytes, port: int) -> Callable[[], object]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect(("127.0.0.1", port))
 
+    entries = t1.count(b"   id: ")  # `pfctl -si -v`'s count, another call: not timed
+
     def poll() -> object:
         up = float(T0 + 2 * INTERVAL - BOOT)
-        u = tracker.update(t1.decode("utf-8", "replace"), up)
+        if WHOLE:
+            u = tracker.update(t1.decode("utf-8", "replace"), up)
+        else:  # as the daemon reads pfctl: 1 MiB blocks, parsed as they come
+            blocks = (t1[i:i + BLOCK] for i in range(0, len(t1), BLOCK))
+            u = tracker.update(snapshot.record_chunks(blocks), up, states_hint=entries)
         now = Clock(up + BOOT, up)
         for entry in u.expired:
             for d in exporter.export_state(*flow_pair(entry), now):
@@ -264,7 +276,11 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=50_000, help="N (default 50,000)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="2,000 flows, one run (a smoke run)")
+    ap.add_argument("--whole", action="store_true",
+                    help="decode pfctl's table at once (the daemon streams it)")
     args = ap.parse_args()
+    global WHOLE
+    WHOLE = args.whole
     n, runs = (2_000, 1) if args.quick else (args.flows, args.runs)
     col = sink()
     print(f"# {n} flows; softflowd {SOFTFLOWD} -r, v5 to loopback; pflowbsd one poll, v5 to"

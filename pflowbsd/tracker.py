@@ -41,7 +41,7 @@ import struct
 from collections.abc import Callable, Iterable
 from itertools import accumulate, filterfalse
 
-from pflowbsd import flows
+from pflowbsd import flows, sightings
 from pflowbsd.flows import Entry
 from pflowbsd.pf import snapshot
 from pflowbsd.pf.record import State
@@ -100,12 +100,14 @@ class Tracker(Sightings):
         tracker was empty and the table's size is known (the whole text, or
         `states_hint`: pf's `current entries`, which adaptive timeouts scale by);
         otherwise the records to read wait for the last chunk, since a record with a
-        known key can be told changed only once every tail is in."""
+        known key can be told changed only once every tail is in: a chunk mostly fresh
+        is kept whole (for the bulk scanner), of the others only the fresh records."""
         chunks = (text,) if isinstance(text, str) else text
         up = Update()
         cur: set[str] = set()
         at_once = not self.entries and (isinstance(text, str) or states_hint is not None)
         waiting: list[tuple[str, str, int]] = []  # (tail, record text, its line)
+        kept: list[tuple[str, list[str], list[str], list[int] | None, int]] = []  # chunks
         # the one text's tails, fresh tails (and where they are, if known)
         whole: tuple[list[str], list[str], list[int] | None] = ([], [], None)
         line = 1  # of the chunk's first line
@@ -152,6 +154,8 @@ class Tracker(Sightings):
                 self._now(chunk, tails, fresh, line, {}, poll, up, nstates)
             elif isinstance(text, str):
                 whole = (tails, fresh, offsets)  # read in place, below
+            elif len(fresh) > sightings.BULK_SHARE * len(tails):  # busy: kept whole, read
+                kept.append((chunk, tails, fresh, offsets, line))  # by the bulk scanner
             elif fresh:
                 at, at_line = 0, line  # counted on from the last record, not from 0
                 for t, start, end in snapshot.spans(chunk, fresh, offsets=offsets):
@@ -167,14 +171,16 @@ class Tracker(Sightings):
             up.partial = True  # text, and not one record in it
         if at_once:
             old = {}  # the tracker was empty: nothing can have gone
-        elif waiting or whole[1] or len(cur) != len(self.entries):
+        elif waiting or kept or whole[1] or len(cur) != len(self.entries):
             old = {t[-KEY:]: t for t in filterfalse(cur.__contains__, self.entries)}
         else:
             old = {}  # nothing new and nothing missing: the usual quiet poll
         if whole[1]:
             assert isinstance(text, str)
             self._now(text, whole[0], whole[1], 1, old, poll, up, up.states, offsets=whole[2])
-        elif waiting:
+        for chunk, tails, fresh, offsets, line in kept:
+            self._now(chunk, tails, fresh, line, old, poll, up, up.states, offsets=offsets)
+        if waiting:
             tails = [t for t, _r, _l in waiting]
             starts = list(accumulate((len(r) for _t, r, _l in waiting), initial=0))
             self._now("".join(r for _t, r, _l in waiting), tails, tails, 0, old, poll, up,
