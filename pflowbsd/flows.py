@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from pflowbsd.pf.record import check_addresses
 
 if TYPE_CHECKING:
-    from pflowbsd.pf.record import Host, State
+    from pflowbsd.pf.record import State
 
 
 class Clock(NamedTuple):
@@ -87,13 +87,6 @@ _LAST = struct.Struct("<q")
 _KEY_HEAD = struct.Struct("<BBHH")  # flags, proto, src_port, dst_port
 
 
-def _pflow_keys(st: State) -> tuple[str, Host, Host, str, Host, Host]:
-    """pflow's key, `key[direction == in ? WIRE : STACK]`, and the other one."""
-    if st.direction == "in":
-        return st.af, st.wire_src, st.wire_dst, st.stack_af, st.stack_src, st.stack_dst
-    return st.stack_af, st.stack_src, st.stack_dst, st.af, st.wire_src, st.wire_dst
-
-
 def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:
     """(if_index_in, if_index_out) from the interface the state was created on."""
     name = st.orig_ifname or st.ifname
@@ -105,7 +98,8 @@ def pack_entry(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)
     """The entry of a parsed state; ValueError (as record.check_addresses words it)
     when an address is not one inet_pton() takes in its side's family: every address
     of the state is checked here, so the tracker need not check them twice."""
-    if st.direction == "in":  # _pflow_keys(), inline: this runs for every new state
+    # pflow's key, `key[direction == in ? WIRE : STACK]`, and the other one
+    if st.direction == "in":
         af, src, dst, oaf, osrc, odst = (st.af, st.wire_src, st.wire_dst, st.stack_af,
                                          st.stack_src, st.stack_dst)
     else:

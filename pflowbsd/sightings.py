@@ -157,10 +157,11 @@ class Sightings:
     @staticmethod
     def _bad(text: str, t: str, start: int, e: ValueError, up: Update,
              line_of: Callable[[int], int]) -> None:
-        """The ParseError of a record built but refused (an address)."""
+        """The ParseError of a record that could not be read (start -1: not known)."""
         if start < 0:
-            start = snapshot.record_at(text, text.find(t))[0]
-        up.errors.append(pfstates.ParseError(line_of(start), text[start:text.find("\n", start)],
+            start = snapshot.span_of(text, t)[0]
+        nl = text.find("\n", start)
+        up.errors.append(pfstates.ParseError(line_of(start), text[start:nl if nl >= 0 else None],
                                              str(e)))
 
     @staticmethod
@@ -183,12 +184,11 @@ class Sightings:
             return
         for t, _r, start, end in todo:
             if start < 0:
-                start, end = snapshot.record_at(text, text.find(t))
+                start, end = snapshot.span_of(text, t)
             try:
                 yield t, pfstates.parse_record(text, start, end), start
             except ValueError as e:
-                up.errors.append(pfstates.ParseError(line_of(start), text[start:end].split("\n")[0],
-                                                     str(e)))
+                Sightings._bad(text, t, start, e, up, line_of)
                 yield t, None, start
 
     def _counters(self, t: str, prev: str, rec: FastRecord, poll: float, nstates: int) -> bool:
@@ -205,19 +205,29 @@ class Sightings:
         o0, o1, o2, o3 = flows.entry_counters(old)
         if p0 < o0 or p1 < o1 or b0 < o2 or b1 < o3 or not flows.key_is(old, sa, sp, da, dp):
             return False  # another connection, maybe: _changed() decides
-        rule = self.rules.get(t[-KEY:]) if st.rule is None else None
-        last, _known = self.policy.last_packet(st, poll, nstates, rule)
+        last = self._last(t, st, poll, nstates)
         try:
-            entry = flows.with_update(old, int(last), (p0, p1, b0, b1))
+            entry = flows.with_update(old, last, (p0, p1, b0, b1))
         except struct.error:
             return False  # past 64 bits: the full parse refuses it, with a reason
         del self.entries[prev]
         self.entries[t] = entry
         self.touched.update((t, prev))
+        self._moved(prev, t)
+        return True
+
+    def _last(self, t: str, st: State, poll: float, nstates: int) -> int:
+        """Last (uptime s) of a known state: by its rule's timeouts, the rule kept from
+        first sight where the record no longer names it (an OpenBSD reload)."""
+        rule = self.rules.get(t[-KEY:]) if st.rule is None else None
+        return int(self.policy.last_packet(st, poll, nstates, rule)[0])
+
+    def _moved(self, prev: str, t: str) -> None:
+        """A state due for an active-timeout span with nothing gained (overdue, under
+        its old tail) that now changed: it is due again at once, under its new tail."""
         if self._overdue and prev in self._overdue:
             self._overdue.discard(prev)
             heapq.heappush(self._due, (0, t))
-        return True
 
     def _slow(self, text: str, tails: list[str], cur: set[str], before: int, up: Update,
               line: int) -> list[str]:
@@ -261,10 +271,8 @@ class Sightings:
             return
         first, _last = flows.entry_times(old)
         p0, p1, b0, b1 = flows.entry_counters(old)
-        rule = self.rules.get(t[-KEY:]) if st.rule is None else None
-        last, _known = self.policy.last_packet(st, poll, nstates, rule)
         ifidx = flows.if_indexes(st, self.ifaces) if self.ifaces else NO_IF
-        entry = flows.pack_entry(st, first, int(last), ifidx)
+        entry = flows.pack_entry(st, first, self._last(t, st, poll, nstates), ifidx)
         went_down = (st.packets[0] < p0 or st.packets[1] < p1
                      or st.bytes[0] < b0 or st.bytes[1] < b1)
         if flows.entry_key(entry) != flows.entry_key(old) or went_down:
@@ -278,9 +286,7 @@ class Sightings:
             self.entries[t] = self._admit(t, st, poll, nstates)
             return
         self.entries[t] = entry
-        if self._overdue and prev in self._overdue:
-            self._overdue.discard(prev)
-            heapq.heappush(self._due, (0, t))
+        self._moved(prev, t)
 
     def _admit(self, t: str, st: State, poll: float, nstates: int) -> Entry | None:
         """A new state's entry (None: not selected); ValueError, and nothing kept, if

@@ -34,6 +34,7 @@ __all__ = [
     "partial_reason",
     "record_at",
     "record_chunks",
+    "span_of",
     "spans",
     "state_lines",
     "tails",
@@ -151,6 +152,11 @@ def one_record(text: str, start: int, end: int) -> FastRecord | None:
     if text[start] == " " or 3 + bool(r[18]) + bool(r[33]) != text.count("\n", start, end):
         return None
     return r
+
+
+def span_of(text: str, tail: str) -> tuple[int, int]:
+    """The span of the record whose tail this is (the first, as spans() finds it)."""
+    return spans(text, (tail,))[0][1:]
 
 
 def spans(text: str, order: Sequence[str], pos: int = 0,
