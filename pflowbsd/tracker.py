@@ -107,9 +107,9 @@ class Tracker(Sightings):
         cur: set[str] = set()
         at_once = not self.entries and (isinstance(text, str) or states_hint is not None)
         waiting: list[tuple[str, str, int]] = []  # (tail, record text, its line)
-        kept: list[tuple[str, list[str], list[str], list[int] | None, int]] = []  # chunks
-        # the one text's tails, fresh tails (and where they are, if known)
-        whole: tuple[list[str], list[str], list[int] | None] = ([], [], None)
+        # chunks whose fresh records are read in place once every tail is in: the whole
+        # text, or a chunk mostly fresh (for the bulk scanner)
+        kept: list[tuple[str, list[str], list[str], list[int] | None, int]] = []
         line = 1  # of the chunk's first line
         seen = 0  # tails
         last = ""
@@ -119,17 +119,14 @@ class Tracker(Sightings):
                 continue
             last = chunk
             nlines, heads = snapshot.layout(chunk)
-            if at_once:
-                tails, offsets = snapshot.tails(chunk), None
-            else:  # the unknown ones come with where they are: no search for them
-                tails, known_not, offsets = snapshot.tails_fresh(chunk, self.entries)
+            # the tails, and those not known, in order, with where they are
+            tails, fresh, found = snapshot.tails_fresh(chunk, self.entries)
+            offsets: list[int] | None = found
             mine = set(tails)
             seen += len(mine)
             if at_once:  # every tail seen is kept as an entry's key: no set of them all
-                new = mine.difference(self.entries)  # (dict: a lookup per tail, not a pass over it)
-                cur, before = mine, len(mine) - len(new)  # a tail of an earlier chunk again
+                cur, before = mine, len(mine) - len(set(fresh))  # an earlier chunk's again
             else:
-                new = None
                 before = len(cur)
                 if cur:
                     cur |= mine
@@ -137,10 +134,6 @@ class Tracker(Sightings):
                     cur = mine  # the first chunk (the only one of a whole text): no copy
             if len(cur) - before == len(tails) == heads and chunk.endswith("\n"):
                 up.states += len(tails)
-                if new is None:
-                    fresh = known_not
-                else:  # in text order, filtered at C speed
-                    fresh = list(filter(new.__contains__, tails)) if new else []
                 if blank and (tails or chunk.strip()):
                     blank = False
             else:
@@ -152,10 +145,8 @@ class Tracker(Sightings):
             if at_once:
                 nstates = len(tails) if isinstance(text, str) else states_hint or 0
                 self._now(chunk, tails, fresh, line, {}, poll, up, nstates)
-            elif isinstance(text, str):
-                whole = (tails, fresh, offsets)  # read in place, below
-            elif len(fresh) > sightings.BULK_SHARE * len(tails):  # busy: kept whole, read
-                kept.append((chunk, tails, fresh, offsets, line))  # by the bulk scanner
+            elif fresh and (isinstance(text, str) or len(fresh) > sightings.BULK_SHARE * len(tails)):
+                kept.append((chunk, tails, fresh, offsets, line))  # read in place, below
             elif fresh:
                 at, at_line = 0, line  # counted on from the last record, not from 0
                 for t, start, end in snapshot.spans(chunk, fresh, offsets=offsets):
@@ -171,15 +162,12 @@ class Tracker(Sightings):
             up.partial = True  # text, and not one record in it
         if at_once:
             old = {}  # the tracker was empty: nothing can have gone
-        elif waiting or kept or whole[1] or len(cur) != len(self.entries):
+        elif waiting or kept or len(cur) != len(self.entries):
             old = {t[-KEY:]: t for t in filterfalse(cur.__contains__, self.entries)}
         else:
             old = {}  # nothing new and nothing missing: the usual quiet poll
-        if whole[1]:
-            assert isinstance(text, str)
-            self._now(text, whole[0], whole[1], 1, old, poll, up, up.states, offsets=whole[2])
-        for chunk, tails, fresh, offsets, line in kept:
-            self._now(chunk, tails, fresh, line, old, poll, up, up.states, offsets=offsets)
+        for body, its_tails, its_fresh, where, first in kept:  # the whole text, busy chunks
+            self._now(body, its_tails, its_fresh, first, old, poll, up, up.states, offsets=where)
         if waiting:
             tails = [t for t, _r, _l in waiting]
             starts = list(accumulate((len(r) for _t, r, _l in waiting), initial=0))

@@ -37,7 +37,6 @@ __all__ = [
     "span_of",
     "spans",
     "state_lines",
-    "tails",
     "tails_fresh",
 ]
 
@@ -46,11 +45,6 @@ def layout(text: str) -> tuple[int, int]:
     """(lines, heads) of a text: its newlines, and its lines that do not start with a
     space (state lines, and garbage), counted at C speed."""
     return fastscan.layout(text)
-
-
-def tails(text: str) -> list[str]:
-    """Every TRACK_TAIL of the text, in order."""
-    return fastscan.tails(text)
 
 
 def tails_fresh(text: str, known: dict[str, Any]) -> tuple[list[str], list[str], list[int]]:
