@@ -190,6 +190,22 @@ class Policy:
         self._scaled[nstates] = table
         return table
 
+    def _own_timeouts(self, own: dict[str, int], rule: object, nstates: int
+                      ) -> Callable[[str], int]:
+        """A class's effective timeout under a rule with timeouts of its own (its own
+        adaptive range and state count, if it sets one)."""
+        if "adaptive.start" in own or "adaptive.end" in own:
+            start, end = own.get("adaptive.start", 0), own.get("adaptive.end", 0)
+            count = getattr(rule, "states_cur", None) or nstates
+        else:
+            start, end = self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]
+            count = nstates
+
+        def t_eff(name: str) -> int:
+            base = own.get(name, self.timeouts.get(name, DEFAULTS.get(name, 0)))
+            return effective(base, count, start, end)
+        return t_eff
+
     def last_packet(self, st: State, poll: float, nstates: int,
                     rule: object = None) -> tuple[float, bool]:
         """Uptime of the state's last packet, and whether the timeout class was known.
@@ -204,26 +220,12 @@ class Policy:
         if rule is None and self.rule_of:
             rule = self.rule_of(st)
         own: dict[str, int] = getattr(rule, "timeouts", None) or {}
+        t_eff: Callable[[str], int]
         if not own:  # the usual case: `pfctl -st`'s values, scaled for this table size
             table = self._scaled.get(nstates)
-            if table is None:
-                table = self._scale(nstates)
-            t = table[klass]
-            if st.expires_in_s > t and klass in LONGER_ALTERNATIVE:
-                t = table[LONGER_ALTERNATIVE[klass]]
-            remaining = st.expires_in_s
-            return poll - (t - (remaining if remaining <= t else 0)), True
-        if "adaptive.start" in own or "adaptive.end" in own:
-            start, end = own.get("adaptive.start", 0), own.get("adaptive.end", 0)
-            count = getattr(rule, "states_cur", None) or nstates
+            t_eff = (table if table is not None else self._scale(nstates)).__getitem__
         else:
-            start, end = self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]
-            count = nstates
-
-        def t_eff(name: str) -> int:
-            base = own.get(name, self.timeouts.get(name, DEFAULTS.get(name, 0)))
-            return effective(base, count, start, end)
-
+            t_eff = self._own_timeouts(own, rule, nstates)
         t = t_eff(klass)
         if st.expires_in_s > t and klass in LONGER_ALTERNATIVE:
             # Never a class whose timeout is below what `expires in` still shows.
