@@ -166,18 +166,14 @@ class Pipeline:
         table far short of it expires nothing (pf.snapshot.partial_reason, kept in
         partial_reason for the shell to log)."""
         now = self.clock(wall)
-        if isinstance(snapshot, str):
+
+        def whole(so_far: Update) -> bool:
+            """Asked by the tracker once the text is in, before anything expires."""
             ok = complete() if callable(complete) else complete
             self.partial_reason = (None if ok else "pfctl's output was cut short") \
-                or pfsnapshot.partial_reason(snapshot, entries)
-            up = self.tracker.update(snapshot, now.up, ok and self.partial_reason is None)
-        else:
-            def whole(so_far: Update) -> bool:
-                ok = complete() if callable(complete) else complete
-                self.partial_reason = (None if ok else "pfctl's output was cut short") \
-                    or pfsnapshot.partial_reason_counts(so_far.blank, so_far.states, entries)
-                return self.partial_reason is None
-            up = self.tracker.update(snapshot, now.up, whole, states_hint=entries)
+                or pfsnapshot.partial_reason_counts(so_far.blank, so_far.states, entries)
+            return self.partial_reason is None
+        up = self.tracker.update(snapshot, now.up, whole, states_hint=entries)
         if up.partial:
             self.skipped_polls += 1
             self.partial_reason = self.partial_reason or "unreadable or cut records"
