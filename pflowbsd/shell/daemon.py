@@ -23,7 +23,7 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pflowbsd import control, stats
 from pflowbsd.config import Config, endpoint_text, render
@@ -39,6 +39,7 @@ from pflowbsd.shell.record import Recorder
 from pflowbsd.shell.sender import Sender, Tap
 from pflowbsd.shell.statewriter import StateKeeper, state_path
 from pflowbsd.shell.statsfile import STATE_DIR, Meter, StatsFile, stats_path
+from pflowbsd.tracker import Update
 
 log = logging.getLogger("pflowbsd")
 # `pkill -INFO pflowbsd` (BSD ^T) or -USR1: the statistics, to the log.
@@ -118,9 +119,12 @@ class Daemon:
             if e.reason != "interrupted":
                 self._failed(what, e)
             return None
+        self._worked(what)
+        return text
+
+    def _worked(self, what: str) -> None:
         if self.pf_errors.pop(what, None) is not None and not self.pf_errors:
             log.warning("pfctl works again")
-        return text
 
     def _failed(self, what: str, e: PfctlError) -> None:
         if self.pf_errors.get(what) != e.reason:
@@ -215,13 +219,8 @@ class Daemon:
                 self.recorder.snapshot(text, wall, info)
             except OSError as e:
                 self.say("record", logging.ERROR, "--record: %s", e.strerror or e)
-        self.pipe.interfaces_read(self.interfaces(wall))
-        cpu = time.process_time()
-        up, out = self.pipe.poll(text, wall, export=self.master(), entries=entries)
+        up, out = self._track(text, wall, entries)
         report_poll(self.say, up.errors, self.pipe.partial_reason)
-        log.debug("poll: %d states, %d new, %d changed, %d gone, %d to export, %.0f ms CPU",
-                  up.states, up.new, up.changed, up.gone, len(up.expired),
-                  (time.process_time() - cpu) * 1000)
         self.send(out)
         self._polled("partial" if up.partial else "ok", started, len(text))
 
@@ -231,24 +230,30 @@ class Daemon:
         whole text in memory).  A run that fails part way is a partial snapshot:
         whatever it showed is tracked, nothing expires; its error is logged as a
         failing call's is."""
+        up, out = self._track(pfsnapshot.record_chunks(stream), wall, entries, stream.ok,
+                              " (streamed)")
+        if stream.error is None:
+            self._worked("states")
+        elif stream.error.reason != "interrupted":
+            self._failed("states", stream.error)
+        report_poll(self.say, up.errors, None if stream.error else self.pipe.partial_reason)
+        self.send(out)
+        if stream.error is None:
+            self._polled("partial" if up.partial else "ok", started, stream.size)
+        elif not self.stopping():  # a poll cut short by SIGTERM did not fail
+            self._polled("failed", started, None)
+
+    def _track(self, snapshot: str | Iterable[str], wall: float, entries: int | None,
+               complete: bool | Callable[[], bool] = True, how: str = "") -> tuple[Update, Output]:
+        """The pipeline's poll of the table (its whole text, or its chunks as they come),
+        with the interfaces of the moment, and its debug line."""
         self.pipe.interfaces_read(self.interfaces(wall))
         cpu = time.process_time()
-        up, out = self.pipe.poll(pfsnapshot.record_chunks(stream), wall, complete=stream.ok,
-                                 export=self.master(), entries=entries)
-        if stream.error is not None:
-            if stream.error.reason != "interrupted":
-                self._failed("states", stream.error)
-        elif self.pf_errors.pop("states", None) is not None and not self.pf_errors:
-            log.warning("pfctl works again")
-        report_poll(self.say, up.errors, None if stream.error else self.pipe.partial_reason)
-        log.debug("poll: %d states, %d new, %d changed, %d gone, %d to export, %.0f ms CPU"
-                  " (streamed)", up.states, up.new, up.changed, up.gone, len(up.expired),
-                  (time.process_time() - cpu) * 1000)
-        self.send(out)
-        if stream.error is not None and not self.stopping():
-            self._polled("failed", started, None)
-        elif stream.error is None:
-            self._polled("partial" if up.partial else "ok", started, stream.size)
+        up, out = self.pipe.poll(snapshot, wall, complete, export=self.master(), entries=entries)
+        log.debug("poll: %d states, %d new, %d changed, %d gone, %d to export, %.0f ms CPU%s",
+                  up.states, up.new, up.changed, up.gone, len(up.expired),
+                  (time.process_time() - cpu) * 1000, how)
+        return up, out
 
     def exit_line(self, st: stats.Statistics) -> str:
         """What the exporter made, then what each collector was sent: with several
