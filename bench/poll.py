@@ -104,16 +104,17 @@ WHOLE = False  # --whole: decode the table into one str first (the daemon stream
 BLOCK = 1 << 20  # what shell/pfctl.py reads at a time
 
 
-def poll(tracker: Tracker, exporter: Exporter, data: bytes, up: float) -> tuple[Update, int]:
+def poll(tracker: Tracker, exporter: Exporter, data: bytes, up: float,
+         entries: int | None = None) -> tuple[Update, int]:
     """One poll from pfctl's bytes to datagrams, as the daemon makes it: the bytes in
     1 MiB blocks, cut before state lines and parsed as they come (pf.snapshot.
-    record_chunks), with pf's `current entries` (-si -v, another call: counted outside
-    the poll); with --whole the text decoded at once.  The Update and the datagrams."""
+    record_chunks), with pf's `current entries` (entries_of()); with --whole the text
+    decoded at once.  The Update and the datagrams."""
     if WHOLE:
         u = tracker.update(data.decode("utf-8", "replace"), up)
     else:
         blocks = (data[i:i + BLOCK] for i in range(0, len(data), BLOCK))
-        u = tracker.update(snapshot.record_chunks(blocks), up, states_hint=ENTRIES[id(data)])
+        u = tracker.update(snapshot.record_chunks(blocks), up, states_hint=entries)
     now = Clock(WALL + up, up)
     sent = 0
     for entry in u.expired:
@@ -129,24 +130,22 @@ def check(u: Update, what: str, states: int, new: int, gone: int, changed: int) 
                          f" expired) {got}, the workload made {want}")
 
 
-ENTRIES: dict[int, int] = {}  # id(table bytes) -> its records, as -si -v would say
-
-
-def entries_of(data: bytes) -> bytes:
-    ENTRIES[id(data)] = data.count(b"   id: ")
-    return data
+def entries_of(data: bytes) -> int:
+    """The table's records, as `pfctl -si -v` says them (another call: not timed)."""
+    return data.count(b"   id: ")
 
 
 def child(path: str) -> None:
     """In a fresh process that holds only table A's bytes (read from the file the parent
     wrote, so no garbage of building it is left to reuse): the first poll's peak RSS
     above the RSS before it, and what stays once it is done (the tracker), as JSON."""
-    a = entries_of(Path(path).read_bytes())
+    a = Path(path).read_bytes()
+    entries = entries_of(a)
     holder: list[Tracker] = []
 
     def run() -> object:
         holder.append(Tracker(select=lambda st: True))
-        return poll(holder[0], Exporter(proto=5), a, UP_A)
+        return poll(holder[0], Exporter(proto=5), a, UP_A, entries)
 
     before, peak = common.peak_above(run)
     kept = common.rss() - before
@@ -256,18 +255,18 @@ def main() -> None:
         return child(args.child)
     n = 20_000 if args.quick else args.states
     a, b, (n_new, n_gone, n_changed) = workload(n, args.new, args.gone, args.changed)
-    a, b = entries_of(a), entries_of(b)
+    entries_a, entries_b = entries_of(a), entries_of(b)
     trackers: list[Tracker] = []
 
     def first() -> object:
         trackers[:] = [Tracker(select=lambda st: True)]
-        return poll(trackers[0], Exporter(proto=5), a, UP_A)
+        return poll(trackers[0], Exporter(proto=5), a, UP_A, entries_a)
 
     exporters: list[Exporter] = []
 
     def steady() -> object:
         exporters[:] = [Exporter(proto=5)]
-        return poll(trackers[0], exporters[0], b, UP_B)
+        return poll(trackers[0], exporters[0], b, UP_B, entries_b)
 
     folder = tempfile.TemporaryDirectory(prefix="pflowbsd-bench-")
     keep = Bookkeeping(folder.name)
