@@ -658,37 +658,17 @@ SCAN_INLINE Py_ssize_t track_tail(const text_t *t, Py_ssize_t p)
     return q + 8;
 }
 
-/* TRACK_TAIL.findall(text) into list: 0, or -1 with an exception set.  Every match holds
- * the "k" of "pkts" two characters in, and nothing else in a table does but an odd
- * interface or option (no hex digit, state name or keyword has one), so memchr leads
- * from one to the next; a failed look resumes one character on, as sre's search. */
-SCAN_INLINE int tails_into(const text_t *t, PyObject *text, PyObject *list)
-{
-    Py_ssize_t p = 0, k, e;
-    PyObject *s;
-    while ((k = find(t, p + 2, 'k')) >= 0) {
-        if ((e = track_tail(t, k - 2)) < 0) {
-            p = k - 1;
-            continue;
-        }
-        if ((s = PyUnicode_Substring(text, k + 5, e)) == NULL || PyList_Append(list, s) < 0) {
-            Py_XDECREF(s);
-            return -1;
-        }
-        Py_DECREF(s);
-        p = e;
-    }
-    return 0;
-}
-
-/* tails_into(), and each tail not a key of `known` (a dict) with its offset into fresh
- * and offsets: 0, or -1 with an exception set. */
-SCAN_INLINE int tails_fresh_into(const text_t *t, PyObject *text, PyObject *known,
-                                 PyObject *list, PyObject *fresh, PyObject *offsets)
+/* TRACK_TAIL.findall(text) into list and, when known (a dict) is given, each tail not a
+ * key of it into fresh, with its offset into offsets: 0, or -1 with an exception set.
+ * Every match holds the "k" of "pkts" two characters in, and nothing else in a table does
+ * but an odd interface or option (no hex digit, state name or keyword has one), so memchr
+ * leads from one to the next; a failed look resumes one character on, as sre's search. */
+SCAN_INLINE int tails_into(const text_t *t, PyObject *text, PyObject *known,
+                           PyObject *list, PyObject *fresh, PyObject *offsets)
 {
     Py_ssize_t p = 0, k, e;
     PyObject *s, *at;
-    int in;
+    int in = 1;
     while ((k = find(t, p + 2, 'k')) >= 0) {
         if ((e = track_tail(t, k - 2)) < 0) {
             p = k - 1;
@@ -698,7 +678,7 @@ SCAN_INLINE int tails_fresh_into(const text_t *t, PyObject *text, PyObject *know
             Py_XDECREF(s);
             return -1;
         }
-        if ((in = PyDict_Contains(known, s)) < 0) {
+        if (known != NULL && (in = PyDict_Contains(known, s)) < 0) {
             Py_DECREF(s);
             return -1;
         }
@@ -732,17 +712,11 @@ SCAN_INLINE void newlines(const text_t *t, Py_ssize_t *lines, Py_ssize_t *indent
 }
 
 #define STEADY_OF_KIND(K)                                                                   \
-    static int tails_##K(PyObject *text, const void *data, Py_ssize_t end, PyObject *list) \
+    static int tails_##K(PyObject *text, const void *data, Py_ssize_t end, PyObject *known, \
+                         PyObject *list, PyObject *fresh, PyObject *offsets)               \
     {                                                                                       \
         text_t t = {K, data, end};                                                          \
-        return tails_into(&t, text, list);                                                  \
-    }                                                                                       \
-    static int tails_fresh_##K(PyObject *text, const void *data, Py_ssize_t end,          \
-                               PyObject *known, PyObject *list, PyObject *fresh,          \
-                               PyObject *offsets)                                         \
-    {                                                                                       \
-        text_t t = {K, data, end};                                                          \
-        return tails_fresh_into(&t, text, known, list, fresh, offsets);                     \
+        return tails_into(&t, text, known, list, fresh, offsets);                           \
     }                                                                                       \
     static void newlines_##K(const void *data, Py_ssize_t end, Py_ssize_t *n, Py_ssize_t *m) \
     {                                                                                       \
@@ -767,23 +741,28 @@ PyDoc_STRVAR(tails_doc,
 "tails(text) -> list of str\n\n"
 "grammar.TRACK_TAIL.findall(text), in C.");
 
+/* tails_into() on text of any kind (ready_str() done). */
+static int scan_tails(PyObject *text, PyObject *known, PyObject *list, PyObject *fresh,
+                      PyObject *offsets)
+{
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t end = PyUnicode_GET_LENGTH(text);
+    return kind == PyUnicode_1BYTE_KIND
+               ? tails_PyUnicode_1BYTE_KIND(text, data, end, known, list, fresh, offsets)
+         : kind == PyUnicode_2BYTE_KIND
+               ? tails_PyUnicode_2BYTE_KIND(text, data, end, known, list, fresh, offsets)
+               : tails_PyUnicode_4BYTE_KIND(text, data, end, known, list, fresh, offsets);
+}
+
 static PyObject *fastscan_tails(PyObject *module, PyObject *text)
 {
     PyObject *list;
-    const void *data;
-    Py_ssize_t end;
-    int kind, failed;
 
     (void)module;
     if (ready_str(text, "tails") < 0 || (list = PyList_New(0)) == NULL)
         return NULL;
-    kind = PyUnicode_KIND(text);
-    data = PyUnicode_DATA(text);
-    end = PyUnicode_GET_LENGTH(text);
-    failed = kind == PyUnicode_1BYTE_KIND ? tails_PyUnicode_1BYTE_KIND(text, data, end, list)
-           : kind == PyUnicode_2BYTE_KIND ? tails_PyUnicode_2BYTE_KIND(text, data, end, list)
-           : tails_PyUnicode_4BYTE_KIND(text, data, end, list);
-    if (failed)
+    if (scan_tails(text, NULL, list, NULL, NULL))
         Py_CLEAR(list);
     return list;
 }
@@ -796,29 +775,15 @@ PyDoc_STRVAR(tails_fresh_doc,
 static PyObject *fastscan_tails_fresh(PyObject *module, PyObject *args)
 {
     PyObject *text, *known, *list = NULL, *fresh = NULL, *offsets = NULL, *out = NULL;
-    const void *data;
-    Py_ssize_t end;
-    int kind, failed;
 
     (void)module;
     if (!PyArg_ParseTuple(args, "OO!:tails_fresh", &text, &PyDict_Type, &known))
         return NULL;
     if (ready_str(text, "tails_fresh") < 0)
         return NULL;
-    if ((list = PyList_New(0)) == NULL || (fresh = PyList_New(0)) == NULL
-        || (offsets = PyList_New(0)) == NULL)
-        goto done;
-    kind = PyUnicode_KIND(text);
-    data = PyUnicode_DATA(text);
-    end = PyUnicode_GET_LENGTH(text);
-    failed = kind == PyUnicode_1BYTE_KIND
-                 ? tails_fresh_PyUnicode_1BYTE_KIND(text, data, end, known, list, fresh, offsets)
-           : kind == PyUnicode_2BYTE_KIND
-                 ? tails_fresh_PyUnicode_2BYTE_KIND(text, data, end, known, list, fresh, offsets)
-                 : tails_fresh_PyUnicode_4BYTE_KIND(text, data, end, known, list, fresh, offsets);
-    if (!failed)
+    if ((list = PyList_New(0)) != NULL && (fresh = PyList_New(0)) != NULL
+        && (offsets = PyList_New(0)) != NULL && !scan_tails(text, known, list, fresh, offsets))
         out = PyTuple_Pack(3, list, fresh, offsets);
-done:
     Py_XDECREF(list);
     Py_XDECREF(fresh);
     Py_XDECREF(offsets);
