@@ -48,9 +48,9 @@ from pflowbsd.pf.record import State
 from pflowbsd.pf.timeouts import DEFAULTS, Policy
 from pflowbsd.sightings import Sightings, Update
 
-__all__ = ["EXPORTED", "KEY", "TAIL", "Tracker", "Update"]
+__all__ = ["EXPORTED", "KEY", "Tracker", "Update"]
 
-TAIL, KEY = snapshot.TRACK_TAIL, snapshot.TRACK_KEY
+KEY = snapshot.TRACK_KEY
 # What an active-timeout export left behind, per state key: the next span's First
 # (uptime seconds), then the counters exported so far: packets[0], packets[1],
 # bytes[0], bytes[1].
@@ -60,7 +60,7 @@ EXPORTED = struct.Struct("<qQQQQ")
 class Tracker(Sightings):
     """Pure: feed it `pfctl -ss -vv` text and the uptime of the poll.
 
-    `entries` maps each known state's TAIL text to its packed entry (None when the
+    `entries` maps each known state's tail (pf.snapshot.TRACK_TAIL's text) to its packed entry (None when the
     state is tracked but not selected), so a poll that changes nothing is one scan for
     the tails and a few set operations, all in C.
     """
