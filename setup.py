@@ -1,9 +1,14 @@
-"""The optional C scanner (pflowbsd/pf/_fastscan.c); setup.cfg holds everything else.
+"""The optional C accelerators (pflowbsd/pf/_fastscan.c, _fastbuild.c); setup.cfg holds
+everything else.
 
 optional=True: without a compiler or Python's headers the build warns and installs the
-pure-Python package, whose fastscan.py then runs the regex (same results, slower).
+pure-Python package, whose fastscan.py and record.py then run the regex and the Python
+builder (same results, slower).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("pflowbsd.pf._fastscan", ["pflowbsd/pf/_fastscan.c"], optional=True)])
+setup(ext_modules=[
+    Extension("pflowbsd.pf._fastscan", ["pflowbsd/pf/_fastscan.c"], optional=True),
+    Extension("pflowbsd.pf._fastbuild", ["pflowbsd/pf/_fastbuild.c"], optional=True),
+])

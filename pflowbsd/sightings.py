@@ -175,7 +175,7 @@ class Sightings:
         states: list[State] = []
         if len(fast) == len(todo):
             try:
-                build_into(fast, 0, 3, states.append)
+                build_into(fast, 0, 3, states)
             except (ValueError, KeyError):
                 states = []
         if len(states) == len(todo):

@@ -14,6 +14,7 @@ fill them in one pass are one concern; the hot loop is inlined on purpose.)
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -179,18 +180,32 @@ def _maybe_host_parts(text: str) -> HostParts | tuple[None, None, None]:
     return _host_parts(text) if text else _NO_HOST
 
 
-def build_into(records: Iterable[FastRecord], line: int, base: int,
-               append: Callable[[State], object]) -> int:
-    """append() a State per grammar.FAST_FIELDS tuple (absent groups "" or
-    None); return the line number after them. Each record has base lines
-    besides its tcp and origif ones. The hot loop: inlined on purpose, and its
-    words looked up in the memos' plain caches; a word missing there is
-    learnt (_learn) and the record built again."""
+def build_into(records: Iterable[FastRecord], line: int, base: int, out: list[State]) -> int:
+    """Append to out a State per grammar.FAST_FIELDS tuple (absent groups "" or None);
+    return the line number after them. Each record has base lines besides its tcp and
+    origif ones. The C builder (_fastbuild, when it imported) takes the records it can
+    take whole and hands each other one to _build_py(), the reference."""
+    if _fastbuild is None:
+        return _build_py(records, line, base, out)
+    recs = records if isinstance(records, list) else list(records)
+    i, n = 0, len(recs)
+    while True:
+        i, line = _fastbuild.build(recs, i, line, base, out)
+        if i >= n:
+            return line
+        line = _build_py((recs[i],), line, base, out)
+        i += 1
+
+
+def _build_py(records: Iterable[FastRecord], line: int, base: int, out: list[State]) -> int:
+    """build_into() in Python. The hot loop: inlined on purpose, and its words looked
+    up in the memos' plain caches; a word missing there is learnt (_learn) and the
+    record built again."""
     todo: Iterator[FastRecord] = iter(records)
     failed, tries = None, 0
     while True:
         try:
-            return _build(todo, line, base, append)
+            return _build(todo, line, base, out.append)
         except _Missing as exc:
             rec, line = exc.args
             tries = tries + 1 if rec is failed else 1
@@ -399,7 +414,7 @@ def build_strict(m: re.Match[str], line: int) -> State:
         *counters, anchor, rule, opts,
         *m.group("id", "creatorid", "idx", "origif"))
     out: list[State] = []
-    build_into((gr,), line, 0, out.append)
+    build_into((gr,), line, 0, out)
     st = out[0]
     st.nlines = m.string.count("\n", m.start(), m.end())
     if m["pfsgw"]:
@@ -434,3 +449,13 @@ def _fmt_host(h: Host) -> str:
     if not h.port:
         return rd + h.addr
     return f"{rd}{h.addr}[{h.port}]" if ":" in h.addr else f"{rd}{h.addr}:{h.port}"
+
+
+try:  # the C builder of build_into()'s common case (pf/_fastbuild.c), if it built
+    if os.environ.get("PFLOWBSD_PURE") == "1":
+        raise ImportError("PFLOWBSD_PURE=1")
+    from pflowbsd.pf import _fastbuild
+    _fastbuild.setup(State, Host, t_.SHARED.cache, t_.PROTOCOLS.cache, _HOURS.cache,
+                     _MMSS.cache, t_.NUMBER.cache, t_.PFLOW.cache)
+except (ImportError, TypeError):
+    _fastbuild = None  # type: ignore[assignment]

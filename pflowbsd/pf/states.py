@@ -198,13 +198,12 @@ def _parse_clean(text: str, kind: str, base: int) -> list[State] | None:
     assume so, and hold when it does. In chunks of ~75 records: findall()'s
     tuples stay in the CPU cache until built (a third faster than 1 MB)."""
     states: list[State] = []
-    append = states.append
     line = 1
     pos, n = 0, len(text)
     while pos < n:
         m = _RECORD_START.search(text, pos + _CHUNK)
         end = m.end() if m else n
-        line = build_into(findall(kind, text, pos, end), line, base, append)
+        line = build_into(findall(kind, text, pos, end), line, base, states)
         pos = end
     return states if line - 1 == text.count("\n") else None
 
@@ -214,7 +213,6 @@ def _parse_checked(text: str, cut: bool, v: bool, vv: bool, rx: re.Pattern[str],
     """Fast regex where it matches and the strict grammar (with errors) between."""
     errs = _Errors(text, cut)
     states: list[State] = []
-    append = states.append
     startswith = text.startswith
     pos = 0
     line = 1
@@ -229,7 +227,7 @@ def _parse_checked(text: str, cut: bool, v: bool, vv: bool, rx: re.Pattern[str],
             continue
         try:
             # groups() is typed as a tuple of any length; rx's groups are FAST_FIELDS
-            line = build_into((m.groups(),), line, base, append)  # type: ignore[arg-type]
+            line = build_into((m.groups(),), line, base, states)  # type: ignore[arg-type]
         except ValueError:
             line = _parse_slow(text, s, e, line, errs, states, v, vv)
         pos = e
@@ -330,7 +328,7 @@ def parse_record(text: str, start: int, end: int, line: int = 0) -> State:
     if m is not None and m.end() == end:
         out: list[State] = []
         try:
-            build_into((m.groups(),), line, 3, out.append)  # type: ignore[arg-type]
+            build_into((m.groups(),), line, 3, out)  # type: ignore[arg-type]
             return check_addresses(out[0])
         except ValueError:
             pass

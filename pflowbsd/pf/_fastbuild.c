@@ -1,0 +1,523 @@
+/* The bulk builder's common case in C: record._build_py() for the records it can take
+ * whole, so that a first sighting of 200,000 states does not cost 200,000 rounds of the
+ * Python loop that sets a State's 31 slots.
+ *
+ * Strategy.  build(records, i, line, base, out) walks records[i:] (grammar.FastRecord
+ * tuples, absent groups "" or None) and appends one State per record to the list out,
+ * exactly as pflowbsd/pf/record.py's _build_py() would make it: the same words taken
+ * from the same memo caches (tokens.SHARED, PROTOCOLS and their levels, NUMBER, PFLOW,
+ * record._HOURS and _MMSS), the same Host tuples (shared by both keys where a side was
+ * not translated), the same af, direction and state pair.  It stops at the first record
+ * it does not take whole and returns (its index, its line): a word not in a cache yet,
+ * an id line with extras (a route), a port or counter out of range or not plain ASCII
+ * digits, anything not a str.  The caller builds that
+ * one record in Python (which learns the word, or raises the ValueError that names what
+ * is wrong) and calls again from the next, so every unusual record takes the reference
+ * path and the two cannot disagree on one.  tests/unit/test_fastbuild.py checks them
+ * against each other on the golden tables and under hypothesis.
+ *
+ * State's slots are written through the offsets of its member descriptors, found once
+ * by setup() (which refuses a State whose slots are not the 31 listed here, and then
+ * the pure path runs); a Host is a tuple subclass, made by its type's tp_alloc.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+enum {
+    G_IFNAME, G_PROTO, G_LA, G_LP4, G_LP6, G_LXA, G_LXP4, G_LXP6, G_GW1, G_ARROW,
+    G_RA, G_RP4, G_RP6, G_RXA, G_RXP4, G_RXP6, G_GW2, G_STATE,
+    G_SEQ, G_AGE_H, G_AGE_MS, G_EXP_H, G_EXP_MS, G_P0, G_P1, G_B0, G_B1, G_ANCHOR, G_RULE,
+    G_OPTS, G_ID, G_CREATORID, G_IDX, G_ORIGIF, NGROUPS
+};
+
+/* State's slots, in the order of the offsets below. */
+enum {
+    S_IFNAME, S_PROTO, S_PROTO_NAME, S_AF, S_STACK_AF, S_DIRECTION, S_WIRE_SRC, S_WIRE_DST,
+    S_STACK_SRC, S_STACK_DST, S_NAT, S_SRC_STATE, S_DST_STATE, S_STATE_TEXT, S_AGE_S,
+    S_EXPIRES_IN_S, S_PACKETS, S_BYTES, S_RULE, S_ANCHOR, S_ID, S_CREATORID, S_PFLOW,
+    S_ROUTE_ADDR, S_ROUTE, S_RTABLEID, S_ORIG_IFNAME, S_LINE, S_NLINES, S_TCP, S_FLAGS,
+    NSLOTS
+};
+static const char *slot_names[NSLOTS] = {
+    "ifname", "proto", "proto_name", "af", "stack_af", "direction", "wire_src", "wire_dst",
+    "stack_src", "stack_dst", "nat", "src_state", "dst_state", "state_text", "age_s",
+    "expires_in_s", "packets", "bytes", "rule", "anchor", "id", "creatorid", "pflow",
+    "route_addr", "route", "rtableid", "orig_ifname", "line", "nlines", "_tcp", "_flags"
+};
+
+static Py_ssize_t offsets[NSLOTS];
+static PyTypeObject *state_type, *host_type;
+static PyObject *shared, *protocols, *hours, *mmss, *number, *pflow_of;
+static PyObject *s_in, *s_out, *s_inet, *s_inet6, *s_empty, *s_cache, *zero_pair;
+/* the last protocol word seen and its levels memo's cache (findall shares the word) */
+static PyObject *last_proto, *last_levels;
+
+#define MAX_PORT 65535
+
+/* A group that took part: a non-empty str.  -1: not a str nor None (not ours). */
+static inline int present(PyObject *o)
+{
+    if (o == Py_None)
+        return 0;
+    if (!PyUnicode_Check(o))
+        return -1;
+    return PyUnicode_GET_LENGTH(o) > 0;
+}
+
+/* A port: ASCII digits of an ASCII str up to MAX_PORT; -1 if not that. */
+static long port_digits(PyObject *s)
+{
+    if (!PyUnicode_IS_ASCII(s))
+        return -1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    const unsigned char *p = PyUnicode_1BYTE_DATA(s);
+    long v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned d = p[i] - '0';
+        if (d > 9 || (v = v * 10 + d) > MAX_PORT)
+            return -1;
+    }
+    return n ? v : -1;
+}
+
+/* A counter: ASCII digits up to 2**64-1, as a new int; NULL (no error set) if not. */
+static PyObject *counter(PyObject *s)
+{
+    if (!PyUnicode_Check(s) || !PyUnicode_IS_ASCII(s))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    const unsigned char *p = PyUnicode_1BYTE_DATA(s);
+    if (n == 0 || n > 20)
+        return NULL;
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned d = p[i] - '0';
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return NULL;
+        v = v * 10 + d;
+    }
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+/* The port of a host: its ":p" or "[p]" group, 0 where it has none; -1: not ours. */
+static long port_of(PyObject *p4, PyObject *p6)
+{
+    int a = present(p4), b = present(p6);
+    if (a < 0 || b < 0)
+        return -1;
+    PyObject *p = a ? p4 : b ? p6 : NULL;
+    if (p == NULL)
+        return 0;
+    return port_digits(p);
+}
+
+/* Host(addr, port, rdomain) of "addr" or "(rdomain) addr" (_rd_host()), or NULL with no
+ * error set when the text is not ours and with one set when memory ran out. */
+static PyObject *host(PyObject *text, long port)
+{
+    PyObject *addr = text, *rd = NULL;
+    if (PyUnicode_READ_CHAR(text, 0) == '(') {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text), close;
+        if (!PyUnicode_IS_ASCII(text))
+            return NULL;
+        const char *p = (const char *)PyUnicode_1BYTE_DATA(text);
+        const char *c = memchr(p, ')', (size_t)n);
+        close = c ? c - p : -1;
+        if (close < 2 || close > 10 || close + 2 >= n || p[close + 1] != ' ')
+            return NULL;
+        long v = 0;
+        for (Py_ssize_t i = 1; i < close; i++) {
+            if (p[i] < '0' || p[i] > '9')
+                return NULL;
+            v = v * 10 + (p[i] - '0');
+        }
+        if ((rd = PyLong_FromLong(v)) == NULL)
+            return NULL;
+        if ((addr = PyUnicode_Substring(text, close + 2, n)) == NULL) {
+            Py_DECREF(rd);
+            return NULL;
+        }
+    } else {
+        Py_INCREF(addr);
+        rd = PyLong_FromLong(0);
+    }
+    PyObject *h = host_type->tp_alloc(host_type, 3);
+    PyObject *pt = h ? PyLong_FromLong(port) : NULL;
+    if (pt == NULL) {
+        Py_XDECREF(h);
+        Py_DECREF(addr);
+        Py_XDECREF(rd);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(h, 0, addr);
+    PyTuple_SET_ITEM(h, 1, pt);
+    PyTuple_SET_ITEM(h, 2, rd);
+    return h;
+}
+
+static inline int has_colon(PyObject *s)
+{
+    return PyUnicode_FindChar(s, ':', 0, PyUnicode_GET_LENGTH(s), 1) >= 0;
+}
+
+/* d[key] borrowed, NULL (no error) when missing or key is not hashable alike. */
+static inline PyObject *lookup(PyObject *d, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL)
+        PyErr_Clear();
+    return v;
+}
+
+static inline void put(PyObject *st, int slot, PyObject *v)
+{
+    PyObject **at = (PyObject **)((char *)st + offsets[slot]);
+    PyObject *old = *at;
+    *at = v;  /* a new reference */
+    Py_XDECREF(old);
+}
+
+static inline void put_ref(PyObject *st, int slot, PyObject *v)
+{
+    Py_INCREF(v);
+    put(st, slot, v);
+}
+
+/* One record -> a new State; NULL with no error set: not ours (the caller builds it in
+ * Python); NULL with an error set: out of memory. */
+static PyObject *build_one(PyObject *rec, long line, long base)
+{
+    if (!PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != NGROUPS)
+        return NULL;
+    PyObject **g = &PyTuple_GET_ITEM(rec, 0);
+    int age_p, opts_p, cid_p, lx_p, rx_p, seq_p, id_p, origif_p, gw1_p, gw2_p, an_p, ru_p;
+    if ((age_p = present(g[G_AGE_H])) < 0 || (opts_p = present(g[G_OPTS])) < 0
+        || (cid_p = present(g[G_CREATORID])) < 0 || (lx_p = present(g[G_LXA])) < 0
+        || (rx_p = present(g[G_RXA])) < 0 || (seq_p = present(g[G_SEQ])) < 0
+        || (id_p = present(g[G_ID])) < 0 || (origif_p = present(g[G_ORIGIF])) < 0
+        || (gw1_p = present(g[G_GW1])) < 0 || (gw2_p = present(g[G_GW2])) < 0
+        || (an_p = present(g[G_ANCHOR])) < 0 || (ru_p = present(g[G_RULE])) < 0
+        || present(g[G_IDX]) != 0 || present(g[G_LA]) != 1 || present(g[G_RA]) != 1
+        || present(g[G_ARROW]) < 0 || !PyUnicode_Check(g[G_AGE_H])
+        || !PyUnicode_Check(g[G_EXP_H]))  /* (the reference takes their len()) */
+        return NULL;
+    /* the words, from the caches the Python builder reads */
+    PyObject *ifname = lookup(shared, g[G_IFNAME]);
+    PyObject *pt = lookup(protocols, g[G_PROTO]);
+    if (ifname == NULL || pt == NULL || !PyTuple_Check(pt) || PyTuple_GET_SIZE(pt) != 3)
+        return NULL;
+    PyObject *levels;
+    if (g[G_PROTO] == last_proto && last_levels != NULL) {
+        levels = last_levels;
+    } else {
+        PyObject *c = PyObject_GetAttr(PyTuple_GET_ITEM(pt, 2), s_cache);
+        if (c == NULL || !PyDict_Check(c)) {
+            PyErr_Clear();
+            Py_XDECREF(c);
+            return NULL;
+        }
+        Py_XSETREF(last_levels, c);
+        Py_INCREF(g[G_PROTO]);
+        Py_XSETREF(last_proto, g[G_PROTO]);
+        levels = c;
+    }
+    PyObject *lvl = lookup(levels, g[G_STATE]);
+    if (lvl == NULL || !PyTuple_Check(lvl) || PyTuple_GET_SIZE(lvl) != 3)
+        return NULL;
+    long age = 0, expires = 0;
+    if (age_p) {
+        if (PyUnicode_GET_LENGTH(g[G_AGE_H]) > 12 || present(g[G_EXP_H]) != 1
+            || PyUnicode_GET_LENGTH(g[G_EXP_H]) > 12)
+            return NULL;
+        PyObject *ah = lookup(hours, g[G_AGE_H]), *am = lookup(mmss, g[G_AGE_MS]);
+        PyObject *eh = lookup(hours, g[G_EXP_H]), *em = lookup(mmss, g[G_EXP_MS]);
+        if (ah == NULL || am == NULL || eh == NULL || em == NULL || !PyLong_CheckExact(ah)
+            || !PyLong_CheckExact(am) || !PyLong_CheckExact(eh) || !PyLong_CheckExact(em))
+            return NULL;
+        age = PyLong_AsLong(ah) + PyLong_AsLong(am);
+        expires = PyLong_AsLong(eh) + PyLong_AsLong(em);
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    PyObject *anchor = Py_None, *rule = Py_None;
+    if (an_p && (anchor = lookup(number, g[G_ANCHOR])) == NULL)
+        return NULL;
+    if (ru_p && (rule = lookup(number, g[G_RULE])) == NULL)
+        return NULL;
+    PyObject *pflow = Py_False, *flags = s_empty;
+    if (opts_p) {
+        PyObject *pf = lookup(pflow_of, g[G_OPTS]);
+        if (pf == NULL || !PyTuple_Check(pf) || PyTuple_GET_SIZE(pf) != 2)
+            return NULL;
+        pflow = PyTuple_GET_ITEM(pf, 0);
+        flags = PyTuple_GET_ITEM(pf, 1);
+    }
+    PyObject *creatorid = Py_None;
+    if (cid_p && (creatorid = lookup(shared, g[G_CREATORID])) == NULL)
+        return NULL;
+    long lp = port_of(g[G_LP4], g[G_LP6]), rp = port_of(g[G_RP4], g[G_RP6]);
+    long lxp = lx_p ? port_of(g[G_LXP4], g[G_LXP6]) : 0;
+    long rxp = rx_p ? port_of(g[G_RXP4], g[G_RXP6]) : 0;
+    if (lp < 0 || rp < 0 || lxp < 0 || rxp < 0)
+        return NULL;
+    PyObject *pk0 = NULL, *pk1 = NULL, *by0 = NULL, *by1 = NULL;
+    if (age_p) {
+        if ((pk0 = counter(g[G_P0])) == NULL || (pk1 = counter(g[G_P1])) == NULL
+            || (by0 = counter(g[G_B0])) == NULL || (by1 = counter(g[G_B1])) == NULL) {
+            Py_XDECREF(pk0);
+            Py_XDECREF(pk1);
+            Py_XDECREF(by0);
+            return NULL;  /* past 64 bits, or an error: the Python builder says which */
+        }
+    }
+    /* the hosts: a side not translated shares one Host for both keys */
+    PyObject *left = NULL, *right = NULL, *left_x = NULL, *right_x = NULL, *st = NULL;
+    if ((left = host(g[G_LA], lp)) == NULL || (right = host(g[G_RA], rp)) == NULL)
+        goto fail;
+    if (lx_p) {
+        if ((left_x = host(g[G_LXA], lxp)) == NULL)
+            goto fail;
+    } else {
+        Py_INCREF(left);
+        left_x = left;
+    }
+    if (rx_p) {
+        if ((right_x = host(g[G_RXA], rxp)) == NULL)
+            goto fail;
+    } else {
+        Py_INCREF(right);
+        right_x = right;
+    }
+    if ((st = state_type->tp_alloc(state_type, 0)) == NULL)
+        goto fail;
+    put_ref(st, S_IFNAME, ifname);
+    put_ref(st, S_PROTO, PyTuple_GET_ITEM(pt, 0));
+    put_ref(st, S_PROTO_NAME, PyTuple_GET_ITEM(pt, 1));
+    put_ref(st, S_STATE_TEXT, PyTuple_GET_ITEM(lvl, 2));
+    put_ref(st, S_NAT, lx_p || rx_p ? Py_True : Py_False);
+    PyObject *lv = PyTuple_GET_ITEM(lvl, 0), *rv = PyTuple_GET_ITEM(lvl, 1);
+    int l6 = has_colon(g[G_LA]);
+    int lx6 = lx_p ? has_colon(g[G_LXA]) : l6;
+    if (present(g[G_ARROW])) {  /* "<-" */
+        put_ref(st, S_DIRECTION, s_in);
+        put(st, S_STACK_DST, left);
+        put(st, S_WIRE_DST, left_x);
+        put(st, S_STACK_SRC, right);
+        put(st, S_WIRE_SRC, right_x);
+        put_ref(st, S_AF, has_colon(PyTuple_GET_ITEM(right_x, 0)) ? s_inet6 : s_inet);
+        put_ref(st, S_STACK_AF, has_colon(g[G_RA]) ? s_inet6 : s_inet);
+        put_ref(st, S_SRC_STATE, rv);
+        put_ref(st, S_DST_STATE, lv);
+    } else if (l6 != lx6) {  /* af-to: inbound, printed "->" */
+        put_ref(st, S_DIRECTION, s_in);
+        put(st, S_STACK_SRC, left);
+        put(st, S_WIRE_SRC, left_x);
+        put(st, S_STACK_DST, right);
+        put(st, S_WIRE_DST, right_x);
+        put_ref(st, S_AF, lx6 ? s_inet6 : s_inet);
+        put_ref(st, S_STACK_AF, l6 ? s_inet6 : s_inet);
+        put_ref(st, S_SRC_STATE, rv);
+        put_ref(st, S_DST_STATE, lv);
+    } else {
+        put_ref(st, S_DIRECTION, s_out);
+        put(st, S_WIRE_SRC, left);
+        put(st, S_STACK_SRC, left_x);
+        put(st, S_WIRE_DST, right);
+        put(st, S_STACK_DST, right_x);
+        put_ref(st, S_AF, l6 ? s_inet6 : s_inet);
+        put_ref(st, S_STACK_AF, l6 ? s_inet6 : s_inet);
+        put_ref(st, S_SRC_STATE, lv);
+        put_ref(st, S_DST_STATE, rv);
+    }
+    left = right = left_x = right_x = NULL;  /* the State holds them now */
+    long nl = base;
+    if (seq_p) {
+        put_ref(st, S_TCP, g[G_SEQ]);
+        nl++;
+    } else {
+        put_ref(st, S_TCP, Py_None);
+    }
+    if (age_p) {
+        PyObject *a = PyLong_FromLong(age), *e = PyLong_FromLong(expires);
+        PyObject *pk = PyTuple_Pack(2, pk0, pk1), *by = PyTuple_Pack(2, by0, by1);
+        Py_CLEAR(pk0);
+        Py_CLEAR(pk1);
+        Py_CLEAR(by0);
+        Py_CLEAR(by1);
+        if (a == NULL || e == NULL || pk == NULL || by == NULL) {
+            Py_XDECREF(a);
+            Py_XDECREF(e);
+            Py_XDECREF(pk);
+            Py_XDECREF(by);
+            goto fail;
+        }
+        put(st, S_AGE_S, a);
+        put(st, S_EXPIRES_IN_S, e);
+        put(st, S_PACKETS, pk);
+        put(st, S_BYTES, by);
+    } else {
+        put_ref(st, S_AGE_S, Py_None);
+        put_ref(st, S_EXPIRES_IN_S, Py_None);
+        put_ref(st, S_PACKETS, zero_pair);
+        put_ref(st, S_BYTES, zero_pair);
+    }
+    put_ref(st, S_ANCHOR, anchor);
+    put_ref(st, S_RULE, rule);
+    put_ref(st, S_PFLOW, pflow);
+    put_ref(st, S_FLAGS, flags);
+    put_ref(st, S_ID, id_p ? g[G_ID] : Py_None);
+    put_ref(st, S_CREATORID, creatorid);
+    if (origif_p) {
+        put_ref(st, S_ORIG_IFNAME, g[G_ORIGIF]);
+        nl++;
+    } else {
+        put_ref(st, S_ORIG_IFNAME, id_p ? ifname : Py_None);
+    }
+    put_ref(st, S_ROUTE_ADDR, gw1_p ? g[G_GW1] : gw2_p ? g[G_GW2] : Py_None);
+    put_ref(st, S_ROUTE, Py_None);
+    put_ref(st, S_RTABLEID, Py_None);
+    PyObject *ln = PyLong_FromLong(line), *nn = PyLong_FromLong(nl);
+    if (ln == NULL || nn == NULL) {
+        Py_XDECREF(ln);
+        Py_XDECREF(nn);
+        goto fail;
+    }
+    put(st, S_LINE, ln);
+    put(st, S_NLINES, nn);
+    return st;
+fail:
+    Py_XDECREF(pk0);
+    Py_XDECREF(pk1);
+    Py_XDECREF(by0);
+    Py_XDECREF(by1);
+    Py_XDECREF(left);
+    Py_XDECREF(right);
+    Py_XDECREF(left_x);
+    Py_XDECREF(right_x);
+    Py_XDECREF(st);
+    return NULL;
+}
+
+PyDoc_STRVAR(build_doc,
+"build(records, i, line, base, out) -> (i, line)\n\n"
+"Append to the list out a State per record of the list records from index i on, as\n"
+"record._build_py() makes it, up to the first record this does not take whole; return\n"
+"that record's index (len(records) when done) and its line number.");
+
+static PyObject *fastbuild_build(PyObject *module, PyObject *args)
+{
+    PyObject *records, *out;
+    Py_ssize_t i;
+    long line, base;
+    if (!PyArg_ParseTuple(args, "O!nllO!:build", &PyList_Type, &records, &i, &line, &base,
+                          &PyList_Type, &out))
+        return NULL;
+    if (state_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fastbuild.setup() was not called");
+        return NULL;
+    }
+    if (i < 0)
+        i = 0;
+    for (; i < PyList_GET_SIZE(records); i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        Py_INCREF(rec);
+        PyObject *st = build_one(rec, line, base);
+        Py_DECREF(rec);
+        if (st == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            break;
+        }
+        long nl = PyLong_AsLong(*(PyObject **)((char *)st + offsets[S_NLINES]));
+        int r = PyList_Append(out, st);
+        Py_DECREF(st);
+        if (r < 0)
+            return NULL;
+        line += nl;
+    }
+    return Py_BuildValue("(nl)", i, line);
+}
+
+PyDoc_STRVAR(setup_doc,
+"setup(State, Host, shared, protocols, hours, mmss, number, pflow) -> None\n\n"
+"The types and memo caches build() uses (record.py calls it once); TypeError if State's\n"
+"slots are not the ones build() fills.");
+
+static PyObject *fastbuild_setup(PyObject *module, PyObject *args)
+{
+    PyObject *st, *ho, *sh, *pr, *hr, *ms, *nu, *pf;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!:setup", &PyType_Type, &st, &PyType_Type,
+                          &ho, &PyDict_Type, &sh, &PyDict_Type, &pr, &PyDict_Type, &hr,
+                          &PyDict_Type, &ms, &PyDict_Type, &nu, &PyDict_Type, &pf))
+        return NULL;
+    PyTypeObject *t = (PyTypeObject *)st;
+    if (!PyType_IsSubtype((PyTypeObject *)ho, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "Host is not a tuple");
+        return NULL;
+    }
+    PyObject *slots = PyObject_GetAttrString(st, "__slots__");
+    if (slots == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Size(slots);
+    Py_DECREF(slots);
+    if (n != NSLOTS) {
+        PyErr_SetString(PyExc_TypeError, "State's slots are not the ones build() fills");
+        return NULL;
+    }
+    for (int k = 0; k < NSLOTS; k++) {
+        PyObject *d = PyDict_GetItemString(t->tp_dict, slot_names[k]);
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "State has no slot %s", slot_names[k]);
+            return NULL;
+        }
+        offsets[k] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    Py_INCREF(st);
+    Py_XSETREF(state_type, t);
+    Py_INCREF(ho);
+    Py_XSETREF(host_type, (PyTypeObject *)ho);
+    PyObject **dicts[] = {&shared, &protocols, &hours, &mmss, &number, &pflow_of};
+    PyObject *given[] = {sh, pr, hr, ms, nu, pf};
+    for (int k = 0; k < 6; k++) {
+        Py_INCREF(given[k]);
+        Py_XSETREF(*dicts[k], given[k]);
+    }
+    Py_CLEAR(last_proto);
+    Py_CLEAR(last_levels);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef fastbuild_methods[] = {
+    {"build", fastbuild_build, METH_VARARGS, build_doc},
+    {"setup", fastbuild_setup, METH_VARARGS, setup_doc},
+    {NULL, NULL, 0, NULL}
+};
+
+static struct PyModuleDef fastbuild_module = {
+    PyModuleDef_HEAD_INIT, "_fastbuild",
+    "record._build_py()'s common case in C (see pflowbsd/pf/record.py).", -1,
+    fastbuild_methods, NULL, NULL, NULL, NULL
+};
+
+PyMODINIT_FUNC PyInit__fastbuild(void)
+{
+    if ((s_in = PyUnicode_InternFromString("in")) == NULL
+        || (s_out = PyUnicode_InternFromString("out")) == NULL
+        || (s_inet = PyUnicode_InternFromString("inet")) == NULL
+        || (s_inet6 = PyUnicode_InternFromString("inet6")) == NULL
+        || (s_empty = PyUnicode_FromStringAndSize("", 0)) == NULL
+        || (s_cache = PyUnicode_InternFromString("cache")) == NULL)
+        return NULL;
+    PyObject *z = PyLong_FromLong(0);
+    if (z == NULL || (zero_pair = PyTuple_Pack(2, z, z)) == NULL)
+        return NULL;
+    Py_DECREF(z);
+    return PyModule_Create(&fastbuild_module);
+}

@@ -1,0 +1,6 @@
+from typing import Any
+
+def build(records: list[Any], i: int, line: int, base: int, out: list[Any], /) -> tuple[int, int]: ...
+def setup(state: type, host: type, shared: dict[str, str], protocols: dict[str, Any],
+          hours: dict[str, int], mmss: dict[str, int], number: dict[str, int],
+          pflow: dict[str, tuple[bool, str]], /) -> None: ...

@@ -1,0 +1,196 @@
+"""pf/record.py's C builder (_fastbuild) makes exactly the States the Python one makes.
+
+record._build_py() is the reference: build_into() with the extension must give the same
+States, slot for slot and type for type, with the same Host shared by both keys where a
+side was not translated, and raise the same error where the reference raises; every test
+builds the same FastRecords both ways.  The records: every golden table's, and
+hypothesis's mutations of them field by field (routing domains, ports and counters at
+and past their limits, digits that are not ASCII, words no cache holds, absent groups as
+"" and as None, a route on the id line).  Without the extension the comparisons skip, or
+fail under PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pflowbsd.pf import fastscan, record
+from pflowbsd.pf import grammar as g
+from pflowbsd.pf.grammar import FastRecord
+from pflowbsd.pf.record import State
+from tests.support import ROOT
+
+GOLDEN = ROOT / "tests" / "fixtures" / "golden"
+TABLES = sorted(p.name for p in GOLDEN.glob("*.txt.gz"))
+F = {name: i for i, name in enumerate(g.FAST_FIELDS)}
+
+
+def builder() -> None:
+    """Skip unless the extension imported (fail under PFLOWBSD_REQUIRE_PEERS=1)."""
+    if record._fastbuild is None:
+        message = "pflowbsd.pf._fastbuild did not build (pip install -e . with a C compiler)"
+        if os.environ.get("PFLOWBSD_PURE") == "1":
+            pytest.skip("PFLOWBSD_PURE=1")
+        if os.environ.get("PFLOWBSD_REQUIRE_PEERS") == "1":
+            pytest.fail(message + " (PFLOWBSD_REQUIRE_PEERS=1)")
+        pytest.skip(message)
+
+
+@functools.cache
+def records(name: str) -> list[FastRecord]:
+    text = gzip.open(GOLDEN / name).read().decode("utf-8", "surrogateescape")
+    kind = "vv" if "   id: " in text else "v" if "   age " in text else "ss"
+    return fastscan.findall_regex(kind, text)
+
+
+def outcome(build: object, recs: list[FastRecord], base: int = 3) -> tuple[list[State], object]:
+    """The States made, and the line after them or the error raised (type and message:
+    the mutations go past what the regex lets through, where the reference may raise
+    TypeError or IndexError; the C builder must hand those records to it)."""
+    out: list[State] = []
+    try:
+        end = build(recs, 1, base, out)  # type: ignore[operator]
+    except Exception as e:  # whatever the reference raises
+        return out, (type(e), str(e))
+    return out, end
+
+
+def assert_same(recs: list[FastRecord], base: int = 3) -> list[State]:
+    c_states, c_end = outcome(record.build_into, recs, base)
+    py_states, py_end = outcome(record._build_py, recs, base)
+    assert c_end == py_end
+    assert len(c_states) == len(py_states)
+    for a, b in zip(c_states, py_states, strict=True):
+        for slot in State.__slots__:
+            va, vb = getattr(a, slot), getattr(b, slot)
+            assert va == vb and type(va) is type(vb), (slot, va, vb)
+        for x, y in (("wire_src", "stack_src"), ("wire_dst", "stack_dst")):
+            assert (getattr(a, x) is getattr(a, y)) == (getattr(b, x) is getattr(b, y))
+        assert type(a.wire_src) is record.Host
+    return c_states
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_golden_tables(name):
+    builder()
+    recs = records(name)
+    assert len(assert_same(recs)) == len(recs) > 0
+
+
+def test_the_c_path_is_taken(monkeypatch):
+    """All but the records it cannot take whole (here: none, once the words are learnt)
+    are built in C: a builder that never ran would pass the comparisons too."""
+    builder()
+    recs = records("openbsd-random-vv.txt.gz")
+    record.build_into(recs, 1, 3, [])  # learn the words
+    calls = []
+    real = record._build_py
+
+    def counting(todo: list[FastRecord], line: int, base: int, out: list[State]) -> int:
+        calls.append(len(todo))
+        return real(todo, line, base, out)
+
+    monkeypatch.setattr(record, "_build_py", counting)
+    out: list[State] = []
+    record.build_into(recs, 1, 3, out)
+    assert len(out) == len(recs) and calls == []
+    routed = [r for r in recs if r[F["idx"]]]
+    if routed:  # an id line with a route: the Python builder's
+        record.build_into(routed[:3], 1, 3, [])
+        assert calls == [1] * len(routed[:3])
+
+
+# ---- hypothesis: records mutated field by field -----------------------------------------
+
+@functools.cache
+def pool() -> list[FastRecord]:
+    recs: list[FastRecord] = []
+    for name in TABLES:
+        found = records(name)
+        recs += random.Random(name).sample(found, min(30, len(found)))
+    return recs
+
+
+HOSTS = ("La", "LXa", "Ra", "RXa")
+PORTS = ("Lp4", "Lp6", "LXp4", "LXp6", "Rp4", "Rp6", "RXp4", "RXp6")
+COUNTERS = ("p0", "p1", "b0", "b1")
+VALUES = ["", None, "0", "7", "65535", "65536", "0065535", "18446744073709551615",
+          "18446744073709551616", "99999999999999999999999", "\u0661\u0662", "12a", " 1",
+          "(0) 10.0.0.1", "(12) 2001:db8::1", "(x) 10.0.0.1", "(3)10.0.0.1", "(", "()",
+          "10.0.0.1", "2001:db8::2", "fe80::1", "<", "em0", "all", "\u00e9m0", "udp", "tcp",
+          "frobnicate", "300", "ESTABLISHED:ESTABLISHED", "SINGLE:NO_TRAFFIC", "FOO:BAR",
+          "0:0", "00", "99", "123456789012", "1234567890123", "00:00", "59:59", "61:00",
+          ", pflow", ", rule 3, pflow", ", sloppy", " route-to 10.0.0.9@em1", " rtable 2",
+          "0123456789abcdef", "1a2b3c4d", "[1 + 2]  [3 + 4]", "1.2.3.4", 5]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> list[FastRecord]:
+    recs = draw(st.lists(st.sampled_from(pool()), min_size=1, max_size=4))
+    out = []
+    for rec in recs:
+        fields = list(rec)
+        for _ in range(draw(st.integers(0, 3))):
+            where = draw(st.sampled_from(
+                (*HOSTS, *PORTS, *COUNTERS, "ifname", "proto", "state", "age_h", "age_ms",
+                 "exp_h", "exp_ms", "anchor", "rule", "opts", "id", "creatorid", "idx",
+                 "origif", "gw1", "gw2", "arrow", "seq")))
+            value = draw(st.sampled_from(VALUES) | st.text(max_size=4))
+            if where in HOSTS and isinstance(value, str) and draw(st.booleans()):
+                value = f"({draw(st.integers(0, 99999))}) {fields[F[where]] or '10.1.2.3'}"
+            fields[F[where]] = value
+        out.append(tuple(fields))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated(), st.sampled_from((0, 1, 3)))
+def test_mutated_records(recs, base):
+    builder()
+    assert_same(recs, base)
+
+
+def test_refcounts_do_not_leak():
+    builder()
+    recs = records("openbsd-random-vv.txt.gz")[:200]
+    record.build_into(recs, 1, 3, [])
+    probe = recs[0][F["La"]]
+    before = sys.getrefcount(probe), sys.getrefcount(None)
+    for _ in range(20):
+        out: list[State] = []
+        record.build_into(recs, 1, 3, out)
+        del out
+    assert sys.getrefcount(probe) == before[0]
+    assert abs(sys.getrefcount(None) - before[1]) < 50
+
+
+def test_setup_refuses_another_state():
+    builder()
+
+    class Other:
+        __slots__ = ("ifname",)
+
+    with pytest.raises(TypeError):
+        record._fastbuild.setup(Other, record.Host, {}, {}, {}, {}, {}, {})
+    with pytest.raises(TypeError):
+        record._fastbuild.setup(State, dict, {}, {}, {}, {}, {}, {})
+
+
+def test_pflowbsd_pure_uses_the_python_builder():
+    code = "from pflowbsd.pf import record; print(record._fastbuild is None)"
+    def run(pure: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={**os.environ, "PFLOWBSD_PURE": pure},
+                              cwd=ROOT).stdout.strip()
+    assert run("1") == "True"
+    builder()
+    assert run("") == "False"
