@@ -25,6 +25,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, NamedTuple
 
+from pflowbsd.pf import record
 from pflowbsd.pf.record import check_addresses
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class Flow(NamedTuple):
 
 
 AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
+# pf/_fastbuild.c's pack_entry(), when the C builder imported (record.py)
+_pack_c = record._fastbuild.pack_entry if record._fastbuild is not None else None
 
 Entry = bytes
 # The packed entry:
@@ -97,7 +100,18 @@ def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:
 def pack_entry(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)) -> Entry:
     """The entry of a parsed state; ValueError (as record.check_addresses words it)
     when an address is not one inet_pton() takes in its side's family: every address
-    of the state is checked here, so the tracker need not check them twice."""
+    of the state is checked here, so the tracker need not check them twice.  The C
+    builder packs the common case (the same bytes); the rest, and every refusal, is
+    pack_entry_py()'s."""
+    if _pack_c is not None:
+        out = _pack_c(st, first, last, ifidx[0], ifidx[1])
+        if out is not None:
+            return out
+    return pack_entry_py(st, first, last, ifidx)
+
+
+def pack_entry_py(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)) -> Entry:
+    """pack_entry() in Python, the reference."""
     # pflow's key, `key[direction == in ? WIRE : STACK]`, and the other one
     if st.direction == "in":
         af, src, dst, oaf, osrc, odst = (st.af, st.wire_src, st.wire_dst, st.stack_af,

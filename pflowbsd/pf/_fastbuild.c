@@ -26,6 +26,8 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 enum {
     G_IFNAME, G_PROTO, G_LA, G_LP4, G_LP6, G_LXA, G_LXP4, G_LXP6, G_GW1, G_ARROW,
@@ -444,6 +446,186 @@ static PyObject *fastbuild_build(PyObject *module, PyObject *args)
     return Py_BuildValue("(nl)", i, line);
 }
 
+/* ---- flows.pack_entry()'s common case ------------------------------------------------- */
+
+static inline void le16(unsigned char *p, uint64_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static inline void le64(unsigned char *p, uint64_t v)
+{
+    for (int k = 0; k < 8; k++)
+        p[k] = (unsigned char)(v >> (8 * k));
+}
+
+static inline PyObject *slot(PyObject *st, int k)
+{
+    return *(PyObject **)((char *)st + offsets[k]);
+}
+
+/* AF_INET / AF_INET6 of "inet" / "inet6"; 0 for anything else. */
+static int family(PyObject *af)
+{
+    if (af == s_inet || (PyUnicode_Check(af) && PyUnicode_CompareWithASCIIString(af, "inet") == 0))
+        return AF_INET;
+    if (af == s_inet6 || (PyUnicode_Check(af) && PyUnicode_CompareWithASCIIString(af, "inet6") == 0))
+        return AF_INET6;
+    return 0;
+}
+
+/* A Host's (addr, port) checked: 1 if an ASCII str and an int in 0..65535. */
+static int host_ok(PyObject *h, long *port)
+{
+    if (!PyTuple_Check(h) || PyTuple_GET_SIZE(h) < 2)
+        return 0;
+    PyObject *a = PyTuple_GET_ITEM(h, 0), *p = PyTuple_GET_ITEM(h, 1);
+    if (!PyUnicode_Check(a) || !PyUnicode_IS_ASCII(a) || !PyLong_CheckExact(p))
+        return 0;
+    *port = PyLong_AsLong(p);
+    if (*port < 0 || *port > MAX_PORT) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* inet_pton() of a Host's address into out; 0 if it does not take it. */
+static int pton(int fam, PyObject *h, unsigned char *out)
+{
+    PyObject *a = PyTuple_GET_ITEM(h, 0);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(a);
+    if ((Py_ssize_t)strlen(text) != n)
+        return 0;
+    return inet_pton(fam, text, out) == 1;
+}
+
+/* Two ints of a (packets or bytes) pair as uint64; 0 if not that. */
+static int pair(PyObject *t, uint64_t *a, uint64_t *b)
+{
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 2)
+        return 0;
+    PyObject *x = PyTuple_GET_ITEM(t, 0), *y = PyTuple_GET_ITEM(t, 1);
+    if (!PyLong_CheckExact(x) || !PyLong_CheckExact(y))
+        return 0;
+    *a = PyLong_AsUnsignedLongLong(x);
+    *b = PyLong_AsUnsignedLongLong(y);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static int same_host(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    int r = PyObject_RichCompareBool(PyTuple_GET_ITEM(a, 0), PyTuple_GET_ITEM(b, 0), Py_EQ);
+    if (r != 1) {
+        PyErr_Clear();
+        return 0;
+    }
+    r = PyObject_RichCompareBool(PyTuple_GET_ITEM(a, 1), PyTuple_GET_ITEM(b, 1), Py_EQ);
+    if (r != 1)
+        PyErr_Clear();
+    return r == 1;
+}
+
+#define ENTRY_SIZE 58
+#define NATTED 0x01
+#define INET6 0x02
+#define OUTBOUND 0x04
+
+PyDoc_STRVAR(pack_entry_doc,
+"pack_entry(state, first, last, if_in, if_out) -> bytes or None\n\n"
+"flows.pack_entry()'s bytes for a State build() could have made; None where that one\n"
+"must decide (an address inet_pton() refuses, a value out of its field's range).");
+
+static PyObject *fastbuild_pack_entry(PyObject *module, PyObject *args)
+{
+    PyObject *st, *first_o, *last_o, *ifin_o, *ifout_o;
+    if (!PyArg_ParseTuple(args, "OOOOO:pack_entry", &st, &first_o, &last_o, &ifin_o, &ifout_o))
+        return NULL;
+    if (state_type == NULL || !Py_IS_TYPE(st, state_type) || !PyLong_Check(first_o)
+        || !PyLong_Check(last_o) || !PyLong_Check(ifin_o) || !PyLong_Check(ifout_o))
+        Py_RETURN_NONE;
+    long long first = PyLong_AsLongLong(first_o), last = PyLong_AsLongLong(last_o);
+    unsigned long long ifin = PyLong_AsUnsignedLongLongMask(ifin_o);
+    unsigned long long ifout = PyLong_AsUnsignedLongLongMask(ifout_o);
+    if (PyErr_Occurred()) {  /* past 64 bits: struct.error, the Python one's to raise */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    for (int k = 0; k < NSLOTS; k++)
+        if (slot(st, k) == NULL)
+            Py_RETURN_NONE;
+    PyObject *dir = slot(st, S_DIRECTION);
+    int in;
+    if (dir == s_in || dir == s_out)
+        in = dir == s_in;
+    else if (PyUnicode_Check(dir) && PyUnicode_CompareWithASCIIString(dir, "in") == 0)
+        in = 1;
+    else if (PyUnicode_Check(dir) && PyUnicode_CompareWithASCIIString(dir, "out") == 0)
+        in = 0;
+    else
+        Py_RETURN_NONE;
+    PyObject *af, *src, *dst, *oaf, *osrc, *odst;
+    if (in) {
+        af = slot(st, S_AF), src = slot(st, S_WIRE_SRC), dst = slot(st, S_WIRE_DST);
+        oaf = slot(st, S_STACK_AF), osrc = slot(st, S_STACK_SRC), odst = slot(st, S_STACK_DST);
+    } else {
+        af = slot(st, S_STACK_AF), src = slot(st, S_STACK_SRC), dst = slot(st, S_STACK_DST);
+        oaf = slot(st, S_AF), osrc = slot(st, S_WIRE_SRC), odst = slot(st, S_WIRE_DST);
+    }
+    int fam = family(af), ofam = family(oaf);
+    long sp, dp, osp, odp;
+    uint64_t p0, p1, b0, b1;
+    PyObject *proto = slot(st, S_PROTO);
+    long pr = PyLong_CheckExact(proto) ? PyLong_AsLong(proto) : -1;
+    if (pr < 0 || pr > 255 || !fam || !ofam || !host_ok(src, &sp) || !host_ok(dst, &dp)
+        || !host_ok(osrc, &osp) || !host_ok(odst, &odp)
+        || !pair(slot(st, S_PACKETS), &p0, &p1) || !pair(slot(st, S_BYTES), &b0, &b1)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    int natted = fam == ofam && (osrc != src || odst != dst)
+                 && (!same_host(osrc, src) || !same_host(odst, dst));
+    Py_ssize_t n = fam == AF_INET6 ? 16 : 4;
+    unsigned char buf[ENTRY_SIZE + 4 + 4 * 16];
+    unsigned char *p = buf;
+    p[0] = (natted ? NATTED : 0) | (fam == AF_INET6 ? INET6 : 0) | (in ? 0 : OUTBOUND);
+    p[1] = (unsigned char)pr;
+    le16(p + 2, (uint64_t)sp);
+    le16(p + 4, (uint64_t)dp);
+    le64(p + 6, (uint64_t)first);
+    le64(p + 14, (uint64_t)last);
+    le64(p + 22, p0);
+    le64(p + 30, p1);
+    le64(p + 38, b0);
+    le64(p + 46, b1);
+    le16(p + 54, (uint64_t)(ifin & 0xFFFF));
+    le16(p + 56, (uint64_t)(ifout & 0xFFFF));
+    p += ENTRY_SIZE;
+    if (!pton(fam, src, p) || !pton(fam, dst, p + n))
+        Py_RETURN_NONE;
+    p += 2 * n;
+    if (natted) {
+        le16(p, (uint64_t)osp);
+        le16(p + 2, (uint64_t)odp);
+        if (!pton(fam, osrc, p + 4) || !pton(fam, odst, p + 4 + n))
+            Py_RETURN_NONE;
+        p += 4 + 2 * n;
+    } else if (ofam != fam) {  /* af-to: the other key, unpacked, still checked */
+        unsigned char scratch[16];
+        if (!pton(ofam, osrc, scratch) || !pton(ofam, odst, scratch))
+            Py_RETURN_NONE;
+    }
+    return PyBytes_FromStringAndSize((const char *)buf, p - buf);
+}
+
 PyDoc_STRVAR(setup_doc,
 "setup(State, Host, shared, protocols, hours, mmss, number, pflow) -> None\n\n"
 "The types and memo caches build() uses (record.py calls it once); TypeError if State's\n"
@@ -497,6 +679,7 @@ static PyObject *fastbuild_setup(PyObject *module, PyObject *args)
 static PyMethodDef fastbuild_methods[] = {
     {"build", fastbuild_build, METH_VARARGS, build_doc},
     {"setup", fastbuild_setup, METH_VARARGS, setup_doc},
+    {"pack_entry", fastbuild_pack_entry, METH_VARARGS, pack_entry_doc},
     {NULL, NULL, 0, NULL}
 };
 
