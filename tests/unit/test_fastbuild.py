@@ -3,7 +3,8 @@
 record._build_py() is the reference: build_into() with the extension must give the same
 States, slot for slot and type for type, with the same Host shared by both keys where a
 side was not translated, and raise the same error where the reference raises; every test
-builds the same FastRecords both ways.  The records: every golden table's, and
+builds the same FastRecords both ways.  The records: every golden table's (the 200k
+one's in tests/system/test_big_table.py), and
 hypothesis's mutations of them field by field (routing domains, ports and counters at
 and past their limits, digits that are not ASCII, words no cache holds, absent groups as
 "" and as None, a route on the id line).  Without the extension the comparisons skip, or
@@ -13,7 +14,9 @@ fail under PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).
 from __future__ import annotations
 
 import functools
+import gc
 import gzip
+import operator
 import os
 import random
 import subprocess
@@ -23,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pflowbsd import flows
 from pflowbsd.pf import fastscan, record
 from pflowbsd.pf import grammar as g
 from pflowbsd.pf.grammar import FastRecord
@@ -31,6 +35,8 @@ from tests.support import ROOT
 
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
 TABLES = sorted(p.name for p in GOLDEN.glob("*.txt.gz"))
+BIG = "openbsd-big-vv.txt.gz"  # tests/system/test_big_table.py
+SMALL = [t for t in TABLES if t != BIG]
 F = {name: i for i, name in enumerate(g.FAST_FIELDS)}
 
 
@@ -64,22 +70,36 @@ def outcome(build: object, recs: list[FastRecord], base: int = 3) -> tuple[list[
     return out, end
 
 
+SLOTS = operator.attrgetter(*State.__slots__)
+
+
+def shape(states: list[State]) -> list[tuple[object, ...]]:
+    """Per State: its slots, their types, which keys share a Host, the Host type."""
+    return [(v, tuple(map(type, v)), s.wire_src is s.stack_src, s.wire_dst is s.stack_dst,
+             type(s.wire_src)) for s in states for v in (SLOTS(s),)]  # fmt: skip
+
+
 def assert_same(recs: list[FastRecord], base: int = 3) -> list[State]:
-    c_states, c_end = outcome(record.build_into, recs, base)
-    py_states, py_end = outcome(record._build_py, recs, base)
+    gc.disable()  # 200k States each way: the collector would be most of the time
+    try:
+        c_states, c_end = outcome(record.build_into, recs, base)
+        py_states, py_end = outcome(record._build_py, recs, base)
+        c_shape, py_shape = shape(c_states), shape(py_states)
+    finally:
+        gc.enable()
     assert c_end == py_end
     assert len(c_states) == len(py_states)
-    for a, b in zip(c_states, py_states, strict=True):
+    if c_shape != py_shape:  # name the first slot that differs
+        i = next(i for i, (a, b) in enumerate(zip(c_shape, py_shape)) if a != b)
         for slot in State.__slots__:
-            va, vb = getattr(a, slot), getattr(b, slot)
-            assert va == vb and type(va) is type(vb), (slot, va, vb)
-        for x, y in (("wire_src", "stack_src"), ("wire_dst", "stack_dst")):
-            assert (getattr(a, x) is getattr(a, y)) == (getattr(b, x) is getattr(b, y))
-        assert type(a.wire_src) is record.Host
+            va, vb = getattr(c_states[i], slot), getattr(py_states[i], slot)
+            assert va == vb and type(va) is type(vb), (i, slot, va, vb)
+        assert c_shape[i] == py_shape[i], i
+    assert all(type(s.wire_src) is record.Host for s in c_states)
     return c_states
 
 
-@pytest.mark.parametrize("name", TABLES)
+@pytest.mark.parametrize("name", SMALL)
 def test_golden_tables(name):
     builder()
     recs = records(name)
@@ -114,7 +134,7 @@ def test_the_c_path_is_taken(monkeypatch):
 @functools.cache
 def pool() -> list[FastRecord]:
     recs: list[FastRecord] = []
-    for name in TABLES:
+    for name in SMALL:
         found = records(name)
         recs += random.Random(name).sample(found, min(30, len(found)))
     return recs
@@ -194,3 +214,73 @@ def test_pflowbsd_pure_uses_the_python_builder():
     assert run("1") == "True"
     builder()
     assert run("") == "False"
+
+
+# ---- flows.pack_entry: the C packer against pack_entry_py --------------------------------
+
+def packed(pack: object, s: State, first: object, last: object, ifidx: tuple[object, object]
+           ) -> object:
+    try:
+        return pack(s, first, last, ifidx)  # type: ignore[operator]
+    except Exception as e:  # whatever the reference raises
+        return type(e), str(e)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_pack_entry_golden(name):
+    builder()
+    out: list[State] = []
+    record.build_into(records(name), 1, 3, out)
+    rng = random.Random(name)
+    for s in out[:: 1 + len(out) // 40_000]:  # the 200k table: every 6th
+        first, last = rng.randrange(-5, 1 << 40), rng.randrange(0, 1 << 40)
+        ifidx = (rng.randrange(0, 70000), rng.randrange(-3, 9))
+        c = record._fastbuild.pack_entry(s, first, last, *ifidx)
+        assert c is not None and c == flows.pack_entry_py(s, first, last, ifidx)
+    assert flows.pack_entry(out[0], 1, 2) == flows.pack_entry_py(out[0], 1, 2)
+
+
+STATE_VALUES = {
+    "direction": ["in", "out", "sideways", None],
+    "af": ["inet", "inet6", "inet7", 4],
+    "stack_af": ["inet", "inet6", "inet7"],
+    "proto": [0, 6, 255, 256, -1, "6", True],
+    "packets": [(0, 0), (1, 2), ((1 << 64) - 1, 0), (1 << 64, 0), (-1, 0), (1,), [1, 2]],
+    "bytes": [(0, 0), (5, (1 << 64) - 1), (0, 1 << 64), (1.5, 2)],
+}
+HOST_VALUES = ["10.0.0.1", "10.0.0.256", "2001:db8::1", "::ffff:1.2.3.4", "1.2.3", "",
+               "10.0.0.1\x00", "\u00e910.0.0.1", "fe80::1%em0", "1.2.3.4"]
+
+
+@st.composite
+def mutated_state(draw: st.DrawFn) -> tuple[State, object, object, tuple[object, object]]:
+    out: list[State] = []
+    record.build_into([draw(st.sampled_from(pool()))], 1, 3, out)
+    if not out:  # a record the builder refuses: none to pack
+        return State(), 0, 0, (0, 0)
+    s = out[0]
+    for _ in range(draw(st.integers(0, 3))):
+        what = draw(st.sampled_from((*STATE_VALUES, "wire_src", "wire_dst", "stack_src",
+                                     "stack_dst", "share")))
+        if what == "share":  # one Host for both keys, or an equal copy of it
+            s.stack_src = s.wire_src if draw(st.booleans()) else record.Host(*s.wire_src)
+        elif what in STATE_VALUES:
+            setattr(s, what, draw(st.sampled_from(STATE_VALUES[what])))
+        else:
+            h = getattr(s, what)
+            setattr(s, what, record.Host(draw(st.sampled_from(HOST_VALUES) | st.just(h.addr)),
+                                         draw(st.sampled_from((0, 80, 65535, 65536, -1)) |
+                                              st.just(h.port)), h.rdomain))
+    first = draw(st.sampled_from((0, -1, 1 << 63, (1 << 63) - 1, 1.0, 1700000000)))
+    last = draw(st.sampled_from((0, 5, 1 << 64)))
+    ifidx = draw(st.sampled_from(((0, 0), (3, 0), (-1, 70000), (1 << 70, 2), (0.5, 0))))
+    return s, first, last, ifidx
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_state())
+def test_pack_entry_mutated(case):
+    builder()
+    s, first, last, ifidx = case
+    assert packed(flows.pack_entry, s, first, last, ifidx) == \
+        packed(flows.pack_entry_py, s, first, last, ifidx)

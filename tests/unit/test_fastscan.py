@@ -2,7 +2,7 @@
 
 The regex (grammar.FAST_RECORD[kind].findall) is the reference: every test runs both on
 the same text and compares the lists, tuple for tuple and string for string: the golden
-tables (whole and sliced at random pos/end), the oddities the parser tests feed
+tables (whole and sliced at random pos/end; the 200k one in tests/system/test_big_table.py), the oddities the parser tests feed
 parse_states (their string constants, harvested from tests/unit), hand-made shapes aimed
 at the regex's alternatives, and hypothesis's mutations of real records.  The steady
 poll's scans, tails (grammar.TRACK_TAIL.findall) and layout (two str.count), are held to
@@ -109,21 +109,6 @@ def test_golden_tables_whole_and_sliced(name):
         a, b = sorted(rng.randrange(-5, len(text) + 5) for _ in range(2))
         same(text, a, b)
         same_steady(text[max(a, 0):b])
-
-
-def test_big_golden_table():
-    """The 200,000-state table, whole as -vv (how it is read) and in random slices."""
-    text = golden(BIG)
-    assert same(text, kinds=(2,)) == 200_000
-    assert same_steady(text) == 200_000
-    rng = random.Random(16)
-    for _ in range(6):
-        a = rng.randrange(len(text))
-        same(text, a, a + rng.randrange(200_000))
-        same_steady(text[a:a + rng.randrange(200_000)])
-    ss = ss_of(text[:2_000_000])
-    same(ss, kinds=(0,))
-    same(ss, 5000, len(ss) - 3, kinds=(0,))
 
 
 # ---- the parser tests' oddities ----------------------------------------------------------

@@ -92,14 +92,6 @@ def test_scan_agrees_with_parse_states(name):
         assert parse_record(text, start, end, state.line) == state
 
 
-def test_big_table_scans_and_parses():
-    text = gzip.open(GOLDEN / "openbsd-big-vv.txt.gz", "rt").read()
-    sc = scan(text)
-    assert len(sc.records) == 200_000 and not sc.errors
-    keys = {r[0] for r in sc.records}
-    assert len(keys) == 200_000
-
-
 # ---- a small printer after pf_print_state.c print_state() -------------------
 
 TCP = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "CLOSE_WAIT",
@@ -398,15 +390,6 @@ def test_fast_and_strict_paths_build_the_same_states(name):
               zip(grammar.RECORD.finditer(text), fast, strict=True)]
     assert strict == fast
     assert [s.to_json() for s in strict] == [s.to_json() for s in fast]
-
-
-def test_big_table_parses_in_chunks_with_line_numbers():
-    text = gzip.open(GOLDEN / "openbsd-big-vv.txt.gz", "rt").read()
-    t = parse_states(text)
-    assert len(t.states) == 200_000 and not t.errors
-    starts = [i + 1 for i, l in enumerate(text.splitlines()) if not l.startswith("   ")]
-    assert [s.line for s in t.states] == starts
-    assert sum(s.nlines for s in t.states) == text.count("\n")
 
 
 def test_rdomain_hosts_on_both_sides_and_translated():
