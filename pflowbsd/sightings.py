@@ -229,19 +229,20 @@ class Sightings:
             self._overdue.discard(prev)
             heapq.heappush(self._due, (0, t))
 
-    def _slow(self, text: str, tails: list[str], cur: set[str], before: int, up: Update,
+    def _slow(self, text: str, tails: list[str], repeats: int, up: Update,
               line: int) -> list[str]:
         """A chunk the counts do not vouch for.  The validating scan names what is wrong
         (logged and counted); the snapshot is still whole, and may expire states, when
         every state line in it came with its counters and id, i.e. only lines that are
         not states were skipped.  Otherwise it updates what it can and expires nothing.
-        Returns the chunk's fresh tails, in order; `cur` ends up holding its tails."""
+        Returns the chunk's fresh tails, in order (`repeats`: its tails seen before in
+        this poll, sight()'s count)."""
         sc = pfstates.scan(text)
         up.errors += [e._replace(line=e.line + line - 1) for e in sc.errors]
         up.states += len(sc.records)
         distinct = set(tails)
         if (sc.truncated or not text.endswith("\n") or len(tails) != snapshot.state_lines(text)
-                or len(distinct) != len(tails) or len(cur) - before != len(tails)):
+                or len(distinct) != len(tails) or repeats):
             up.partial = True
         seen: set[str] = set()
         fresh = []

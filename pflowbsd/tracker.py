@@ -39,7 +39,7 @@ from __future__ import annotations
 import heapq
 import struct
 from collections.abc import Callable, Iterable
-from itertools import accumulate, filterfalse
+from itertools import accumulate
 
 from pflowbsd import flows, sightings
 from pflowbsd.flows import Entry
@@ -104,12 +104,14 @@ class Tracker(Sightings):
         is kept whole (for the bulk scanner), of the others only the fresh records."""
         chunks = (text,) if isinstance(text, str) else text
         up = Update()
-        cur: set[str] = set()
         at_once = not self.entries and (isinstance(text, str) or states_hint is not None)
         waiting: list[tuple[str, str, int]] = []  # (tail, record text, its line)
         # chunks whose fresh records are read in place once every tail is in: the whole
         # text, or a chunk mostly fresh (for the bulk scanner)
         kept: list[tuple[str, list[str], list[str], list[int] | None, int]] = []
+        # the states not yet seen this poll: what is left at the end has gone
+        unseen = dict(self.entries)
+        sighted: set[str] = set()  # the fresh tails seen so far (at_once: in this chunk)
         line = 1  # of the chunk's first line
         seen = 0  # tails
         last = ""
@@ -118,21 +120,14 @@ class Tracker(Sightings):
             if not chunk:
                 continue
             last = chunk
-            nlines, heads = snapshot.layout(chunk)
+            if at_once:  # an earlier chunk's fresh tails are entries' keys by now
+                sighted = set()
             # the tails, and those not known, in order, with where they are
-            tails, fresh, found = snapshot.tails_fresh(chunk, self.entries)
+            tails, fresh, found, fresh_lines, repeats, nlines, heads = snapshot.sight(
+                chunk, self.entries, unseen, sighted)
             offsets: list[int] | None = found
-            mine = set(tails)
-            seen += len(mine)
-            if at_once:  # every tail seen is kept as an entry's key: no set of them all
-                cur, before = mine, len(mine) - len(set(fresh))  # an earlier chunk's again
-            else:
-                before = len(cur)
-                if cur:
-                    cur |= mine
-                else:
-                    cur = mine  # the first chunk (the only one of a whole text): no copy
-            if len(cur) - before == len(tails) == heads and chunk.endswith("\n"):
+            seen += len(tails)
+            if not repeats and len(tails) == heads and chunk.endswith("\n"):
                 up.states += len(tails)
                 if blank and (tails or chunk.strip()):
                     blank = False
@@ -140,7 +135,7 @@ class Tracker(Sightings):
                 blank = blank and not chunk.strip()
                 if blank:
                     continue
-                fresh = self._slow(chunk, tails, cur, before, up, line)
+                fresh = self._slow(chunk, tails, repeats, up, line)
                 offsets = None
             if at_once:
                 nstates = len(tails) if isinstance(text, str) else states_hint or 0
@@ -148,11 +143,7 @@ class Tracker(Sightings):
             elif fresh and (isinstance(text, str) or len(fresh) > sightings.BULK_SHARE * len(tails)):
                 kept.append((chunk, tails, fresh, offsets, line))  # read in place, below
             elif fresh:
-                at, at_line = 0, line  # counted on from the last record, not from 0
-                for t, start, end in snapshot.spans(chunk, fresh, offsets=offsets):
-                    at_line += chunk.count("\n", at, start)
-                    at = start
-                    waiting.append((t, chunk[start:end], at_line))
+                waiting += _records(chunk, fresh, offsets, fresh_lines, line)
             line += nlines
         up.blank = blank
         ok = complete(up) if callable(complete) else complete
@@ -160,12 +151,7 @@ class Tracker(Sightings):
             up.partial = True
         if not blank and not seen:
             up.partial = True  # text, and not one record in it
-        if at_once:
-            old = {}  # the tracker was empty: nothing can have gone
-        elif waiting or kept or len(cur) != len(self.entries):
-            old = {t[-KEY:]: t for t in filterfalse(cur.__contains__, self.entries)}
-        else:
-            old = {}  # nothing new and nothing missing: the usual quiet poll
+        old = {t[-KEY:]: t for t in unseen}  # not seen: gone, or changed (a known key)
         for body, its_tails, its_fresh, where, first in kept:  # the whole text, busy chunks
             self._now(body, its_tails, its_fresh, first, old, poll, up, up.states, offsets=where)
         if waiting:
@@ -190,7 +176,7 @@ class Tracker(Sightings):
                     if rest is not None:
                         up.expired.append(rest)
             if self.active_timeout:
-                self._active_exports(poll, up, self.entries.keys() if at_once else cur)
+                self._active_exports(poll, up, self.entries.keys())
         self.stats["new"] += up.new
         self.stats["changed"] += up.changed
         self.stats["expired"] += up.gone
@@ -323,6 +309,25 @@ class Tracker(Sightings):
         """Clamp Last into [First, the poll that saw the state gone]."""
         first, last = flows.entry_times(entry)
         return flows.with_times(entry, first, min(max(last, first), int(seen_gone)))
+
+
+def _records(chunk: str, fresh: list[str], offsets: list[int] | None, lines: list[int],
+             line: int) -> list[tuple[str, str, int]]:
+    """(tail, record text, its line) of each fresh tail's record in a chunk whose first
+    line is `line`: from the offsets and newline counts sight() gave, or (offsets None,
+    a chunk the slow path judged) found and counted here."""
+    out = []
+    if offsets is not None:
+        for (t, start, end), at, n in zip(snapshot.spans(chunk, fresh, offsets=offsets),
+                                         offsets, lines, strict=True):
+            out.append((t, chunk[start:end], line + n - chunk.count("\n", start, at)))
+        return out
+    at, at_line = 0, line  # counted on from the last record, not from 0
+    for t, start, end in snapshot.spans(chunk, fresh):
+        at_line += chunk.count("\n", at, start)
+        at = start
+        out.append((t, chunk[start:end], at_line))
+    return out
 
 
 class _Nowhere(set[str]):

@@ -23,9 +23,10 @@
  *
  * The steady poll's scans (the tracker's over a table it has seen before) are here too:
  * tails(), grammar.TRACK_TAIL.findall(text), led by memchr from one "pkts" to the next,
- * tails_fresh(), the same and those not yet known with their offsets (so the tracker
- * need not search the text for them), and layout(), fastscan.layout_regex's two counts
- * in one memchr pass.
+ * sight(), the same with each tail sorted (seen again, a repeat, or fresh, with where it
+ * is) and layout()'s counts on the way, so the tracker's quiet poll is one pass and a
+ * dict deletion per state, and layout(), fastscan.layout_regex's two counts in one
+ * memchr pass.
  *
  * One file past the usual ~400 lines: the matchers share the text accessors and the
  * per-kind specialisation, and an extension of one translation unit keeps setup.py's
@@ -658,43 +659,100 @@ SCAN_INLINE Py_ssize_t track_tail(const text_t *t, Py_ssize_t p)
     return q + 8;
 }
 
-/* TRACK_TAIL.findall(text) into list and, when known (a dict) is given, each tail not a
- * key of it into fresh, with its offset into offsets: 0, or -1 with an exception set.
- * Every match holds the "k" of "pkts" two characters in, and nothing else in a table does
- * but an odd interface or option (no hex digit, state name or keyword has one), so memchr
- * leads from one to the next; a failed look resumes one character on, as sre's search. */
-SCAN_INLINE int tails_into(const text_t *t, PyObject *text, PyObject *known,
-                           PyObject *list, PyObject *fresh, PyObject *offsets)
+/* Go on counting newlines, and those a space follows, from *at up to limit. */
+SCAN_INLINE void count_lines(const text_t *t, Py_ssize_t *at, Py_ssize_t limit,
+                             Py_ssize_t *lines, Py_ssize_t *indented)
 {
-    Py_ssize_t p = 0, k, e;
-    PyObject *s, *at;
-    int in = 1;
+    text_t upto = {t->kind, t->data, limit};
+    Py_ssize_t p = *at;
+    while ((p = find(&upto, p, '\n')) >= 0) {
+        (*lines)++;
+        p++;
+        if (p < t->end && PyUnicode_READ(t->kind, t->data, p) == ' ')
+            (*indented)++;
+    }
+    *at = limit;
+}
+
+typedef struct {
+    PyObject *tails, *fresh, *offsets, *lines;
+    Py_ssize_t repeats, nlines, indented;
+} sight_t;
+
+/* TRACK_TAIL.findall(text) into o->tails: 0, or -1 with an exception set.  Every match
+ * holds the "k" of "pkts" two characters in, and nothing else in a table does but an odd
+ * interface or option (no hex digit, state name or keyword has one), so memchr leads from
+ * one to the next; a failed look resumes one character on, as sre's search.
+ *
+ * With unseen (NULL for tails()), sight(): each tail is taken out of `unseen` (the
+ * tracker's states not yet seen this poll) if it is there; else it was seen before in
+ * this poll (in `seen`, or a key of `known` no longer unseen: a repeat, counted) or it is
+ * fresh (into `seen`, with its offset and the newlines before it).  Newlines are counted
+ * as far as the fresh tails need, then to the end: one memchr pass per line. */
+SCAN_INLINE int sight_into(const text_t *t, PyObject *text, PyObject *known,
+                           PyObject *unseen, PyObject *seen, sight_t *o)
+{
+    Py_ssize_t p = 0, k, e, counted = 0;
+    PyObject *s, *v;
+    int in;
     while ((k = find(t, p + 2, 'k')) >= 0) {
         if ((e = track_tail(t, k - 2)) < 0) {
             p = k - 1;
             continue;
         }
-        if ((s = PyUnicode_Substring(text, k + 5, e)) == NULL || PyList_Append(list, s) < 0) {
-            Py_XDECREF(s);
-            return -1;
-        }
-        if (known != NULL && (in = PyDict_Contains(known, s)) < 0) {
+        if ((s = PyUnicode_Substring(text, k + 5, e)) == NULL || PyList_Append(o->tails, s) < 0)
+            goto fail;
+        if (unseen == NULL) {
             Py_DECREF(s);
-            return -1;
+            p = e;
+            continue;
+        }
+        in = 0;
+        if (PyDict_GET_SIZE(unseen)) {
+            if ((v = PyDict_GetItemWithError(unseen, s)) != NULL) {
+                if (PyDict_DelItem(unseen, s) < 0)
+                    goto fail;
+                in = 1;
+            } else if (PyErr_Occurred())
+                goto fail;
         }
         if (!in) {
-            if ((at = PyLong_FromSsize_t(k + 5)) == NULL || PyList_Append(fresh, s) < 0
-                || PyList_Append(offsets, at) < 0) {
-                Py_XDECREF(at);
-                Py_DECREF(s);
-                return -1;
+            if ((in = PySet_Contains(seen, s)) == 0)
+                in = PyDict_Contains(known, s);
+            if (in < 0)
+                goto fail;
+            if (in)
+                o->repeats++;
+            else {
+                PyObject *at, *line;
+                count_lines(t, &counted, k + 5, &o->nlines, &o->indented);
+                if (PySet_Add(seen, s) < 0 || PyList_Append(o->fresh, s) < 0)
+                    goto fail;
+                if ((at = PyLong_FromSsize_t(k + 5)) == NULL)
+                    goto fail;
+                if (PyList_Append(o->offsets, at) < 0) {
+                    Py_DECREF(at);
+                    goto fail;
+                }
+                Py_DECREF(at);
+                if ((line = PyLong_FromSsize_t(o->nlines)) == NULL)
+                    goto fail;
+                if (PyList_Append(o->lines, line) < 0) {
+                    Py_DECREF(line);
+                    goto fail;
+                }
+                Py_DECREF(line);
             }
-            Py_DECREF(at);
         }
         Py_DECREF(s);
         p = e;
     }
+    if (unseen != NULL)
+        count_lines(t, &counted, t->end, &o->nlines, &o->indented);
     return 0;
+fail:
+    Py_XDECREF(s);
+    return -1;
 }
 
 /* (text.count("\n"), text.count("\n ")): one memchr per line on the 1-byte kind. */
@@ -712,11 +770,11 @@ SCAN_INLINE void newlines(const text_t *t, Py_ssize_t *lines, Py_ssize_t *indent
 }
 
 #define STEADY_OF_KIND(K)                                                                   \
-    static int tails_##K(PyObject *text, const void *data, Py_ssize_t end, PyObject *known, \
-                         PyObject *list, PyObject *fresh, PyObject *offsets)               \
+    static int sight_##K(PyObject *text, const void *data, Py_ssize_t end, PyObject *known, \
+                         PyObject *unseen, PyObject *seen, sight_t *o)                     \
     {                                                                                       \
         text_t t = {K, data, end};                                                          \
-        return tails_into(&t, text, known, list, fresh, offsets);                           \
+        return sight_into(&t, text, known, unseen, seen, o);                                \
     }                                                                                       \
     static void newlines_##K(const void *data, Py_ssize_t end, Py_ssize_t *n, Py_ssize_t *m) \
     {                                                                                       \
@@ -741,52 +799,77 @@ PyDoc_STRVAR(tails_doc,
 "tails(text) -> list of str\n\n"
 "grammar.TRACK_TAIL.findall(text), in C.");
 
-/* tails_into() on text of any kind (ready_str() done). */
-static int scan_tails(PyObject *text, PyObject *known, PyObject *list, PyObject *fresh,
-                      PyObject *offsets)
+/* sight_into() on text of any kind (ready_str() done). */
+static int scan(PyObject *text, PyObject *known, PyObject *unseen, PyObject *seen, sight_t *o)
 {
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t end = PyUnicode_GET_LENGTH(text);
     return kind == PyUnicode_1BYTE_KIND
-               ? tails_PyUnicode_1BYTE_KIND(text, data, end, known, list, fresh, offsets)
+               ? sight_PyUnicode_1BYTE_KIND(text, data, end, known, unseen, seen, o)
          : kind == PyUnicode_2BYTE_KIND
-               ? tails_PyUnicode_2BYTE_KIND(text, data, end, known, list, fresh, offsets)
-               : tails_PyUnicode_4BYTE_KIND(text, data, end, known, list, fresh, offsets);
+               ? sight_PyUnicode_2BYTE_KIND(text, data, end, known, unseen, seen, o)
+               : sight_PyUnicode_4BYTE_KIND(text, data, end, known, unseen, seen, o);
 }
 
 static PyObject *fastscan_tails(PyObject *module, PyObject *text)
 {
-    PyObject *list;
+    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0};
 
     (void)module;
-    if (ready_str(text, "tails") < 0 || (list = PyList_New(0)) == NULL)
+    if (ready_str(text, "tails") < 0 || (o.tails = PyList_New(0)) == NULL)
         return NULL;
-    if (scan_tails(text, NULL, list, NULL, NULL))
-        Py_CLEAR(list);
-    return list;
+    if (scan(text, NULL, NULL, NULL, &o))
+        Py_CLEAR(o.tails);
+    return o.tails;
 }
 
-PyDoc_STRVAR(tails_fresh_doc,
-"tails_fresh(text, known) -> (tails, fresh, offsets)\n\n"
-"tails(text), and those of them that are not keys of the dict `known`, in order, with\n"
-"the offset of each in text: fastscan.tails_fresh_regex(text, known), in one pass.");
-
-static PyObject *fastscan_tails_fresh(PyObject *module, PyObject *args)
+/* (lines, heads) from the counts of newlines and of those a space follows. */
+static Py_ssize_t heads_of(int kind, const void *data, Py_ssize_t end, Py_ssize_t lines,
+                           Py_ssize_t indented)
 {
-    PyObject *text, *known, *list = NULL, *fresh = NULL, *offsets = NULL, *out = NULL;
+    Py_ssize_t heads = lines - indented;
+    if (end == 0 || PyUnicode_READ(kind, data, end - 1) != '\n')
+        heads++;
+    if (end > 0 && PyUnicode_READ(kind, data, 0) == ' ')
+        heads--;
+    return heads;
+}
+
+PyDoc_STRVAR(sight_doc,
+"sight(text, known, unseen, seen) -> (tails, fresh, offsets, lines, repeats, nlines, heads)\n\n"
+"fastscan.sight_regex(text, known, unseen, seen), in one pass: the tails, each taken out\n"
+"of the dict `unseen` or else counted a repeat (in the set `seen` or the dict `known`)\n"
+"or else fresh (added to `seen`; its offset, and the newlines before it), and layout().");
+
+static PyObject *fastscan_sight(PyObject *module, PyObject *args)
+{
+    PyObject *text, *known, *unseen, *seen, *out = NULL;
+    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0};
+    int kind;
+    const void *data;
+    Py_ssize_t end;
 
     (void)module;
-    if (!PyArg_ParseTuple(args, "OO!:tails_fresh", &text, &PyDict_Type, &known))
+    if (!PyArg_ParseTuple(args, "OO!O!O!:sight", &text, &PyDict_Type, &known, &PyDict_Type,
+                          &unseen, &PySet_Type, &seen))
         return NULL;
-    if (ready_str(text, "tails_fresh") < 0)
+    if (ready_str(text, "sight") < 0)
         return NULL;
-    if ((list = PyList_New(0)) != NULL && (fresh = PyList_New(0)) != NULL
-        && (offsets = PyList_New(0)) != NULL && !scan_tails(text, known, list, fresh, offsets))
-        out = PyTuple_Pack(3, list, fresh, offsets);
-    Py_XDECREF(list);
-    Py_XDECREF(fresh);
-    Py_XDECREF(offsets);
+    kind = PyUnicode_KIND(text);
+    data = PyUnicode_DATA(text);
+    end = PyUnicode_GET_LENGTH(text);
+    if ((o.tails = PyList_New(0)) == NULL || (o.fresh = PyList_New(0)) == NULL
+        || (o.offsets = PyList_New(0)) == NULL || (o.lines = PyList_New(0)) == NULL)
+        goto done;
+    if (!scan(text, known, unseen, seen, &o))
+        out = Py_BuildValue("(OOOOnnn)", o.tails, o.fresh, o.offsets, o.lines, o.repeats,
+                            o.nlines, heads_of(kind, data, end, o.nlines, o.indented));
+done:
+    Py_XDECREF(o.tails);
+    Py_XDECREF(o.fresh);
+    Py_XDECREF(o.offsets);
+    Py_XDECREF(o.lines);
     return out;
 }
 
@@ -813,11 +896,7 @@ static PyObject *fastscan_layout(PyObject *module, PyObject *text)
         newlines_PyUnicode_2BYTE_KIND(data, end, &lines, &indented);
     else
         newlines_PyUnicode_4BYTE_KIND(data, end, &lines, &indented);
-    heads = lines - indented;
-    if (end == 0 || PyUnicode_READ(kind, data, end - 1) != '\n')
-        heads++;
-    if (end > 0 && PyUnicode_READ(kind, data, 0) == ' ')
-        heads--;
+    heads = heads_of(kind, data, end, lines, indented);
     return Py_BuildValue("(nn)", lines, heads);
 }
 
@@ -825,7 +904,7 @@ static PyMethodDef fastscan_methods[] = {
     {"findall", fastscan_findall, METH_VARARGS, findall_doc},
     {"tails", fastscan_tails, METH_O, tails_doc},
     {"layout", fastscan_layout, METH_O, layout_doc},
-    {"tails_fresh", fastscan_tails_fresh, METH_VARARGS, tails_fresh_doc},
+    {"sight", fastscan_sight, METH_VARARGS, sight_doc},
     {NULL, NULL, 0, NULL}
 };
 

@@ -77,24 +77,47 @@ def layout_c(text: str) -> tuple[int, int]:
     return _fastscan.layout(text)
 
 
-def tails_fresh_regex(text: str, known: dict[str, Any]) -> tuple[list[str], list[str], list[int]]:
-    """(tails, fresh, offsets): TRACK_TAIL.findall(text), the tails that are not keys of
-    `known` in order, and where each of those starts in text."""
-    out = g.TRACK_TAIL.findall(text)
-    fresh = [t for t in out if t not in known]
-    offsets, pos = [], 0
-    for t in fresh:  # with what TRACK_TAIL matched before it: the same text elsewhere is no tail
-        pos = text.find(" pkts, " + t, pos) + 7
-        offsets.append(pos)
-        pos += len(t)  # a tail twice is found twice
-    return out, fresh, offsets
+# What sight() returns: every tail, the fresh ones, their offsets and the newlines
+# before each, the repeats, and layout()'s (lines, heads).
+Sighting = tuple[list[str], list[str], list[int], list[int], int, int, int]
 
 
-def tails_fresh_c(text: str, known: dict[str, Any]) -> tuple[list[str], list[str], list[int]]:
-    """The same from _fastscan, in one pass: no search for the fresh ones."""
-    return _fastscan.tails_fresh(text, known)
+def sight_regex(text: str, known: dict[str, Any], unseen: dict[str, Any],
+                seen: set[str]) -> Sighting:
+    """The tracker's look at one chunk.  Each tail (TRACK_TAIL.findall(text), in order)
+    is taken out of `unseen` (the states not yet seen this poll) if it is there; else it
+    is a repeat (counted) if it is in `seen` or a key of `known`; else it is fresh: added
+    to `seen`, with where it starts in text and how many newlines come before that.
+    Then layout(text)'s counts."""
+    tails: list[str] = []
+    fresh: list[str] = []
+    offsets: list[int] = []
+    lines: list[int] = []
+    repeats = counted = nl = 0
+    for m in g.TRACK_TAIL.finditer(text):
+        t = m[1]
+        tails.append(t)
+        if unseen and t in unseen:
+            del unseen[t]
+        elif t in seen or t in known:
+            repeats += 1
+        else:
+            seen.add(t)
+            at = m.start(1)
+            nl += text.count("\n", counted, at)
+            counted = at
+            fresh.append(t)
+            offsets.append(at)
+            lines.append(nl)
+    return (tails, fresh, offsets, lines, repeats, *layout_regex(text))
+
+
+def sight_c(text: str, known: dict[str, Any], unseen: dict[str, Any],
+            seen: set[str]) -> Sighting:
+    """The same from _fastscan, in one pass."""
+    return _fastscan.sight(text, known, unseen, seen)
 
 
 tails = tails_c if ACCELERATED else tails_regex
-tails_fresh = tails_fresh_c if ACCELERATED else tails_fresh_regex
+sight = sight_c if ACCELERATED else sight_regex
 layout = layout_c if ACCELERATED else layout_regex

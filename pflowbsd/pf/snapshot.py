@@ -34,10 +34,10 @@ __all__ = [
     "partial_reason",
     "record_at",
     "record_chunks",
+    "sight",
     "span_of",
     "spans",
     "state_lines",
-    "tails_fresh",
 ]
 
 
@@ -47,9 +47,11 @@ def layout(text: str) -> tuple[int, int]:
     return fastscan.layout(text)
 
 
-def tails_fresh(text: str, known: dict[str, Any]) -> tuple[list[str], list[str], list[int]]:
-    """tails(), and those that are not keys of `known`, in order, with their offsets."""
-    return fastscan.tails_fresh(text, known)
+def sight(text: str, known: dict[str, Any], unseen: dict[str, Any],
+          seen: set[str]) -> fastscan.Sighting:
+    """A chunk's tails, each taken out of `unseen` or counted a repeat or fresh (with its
+    offset and the newlines before it), and layout(): fastscan.sight_regex's."""
+    return fastscan.sight(text, known, unseen, seen)
 
 
 def state_lines(text: str) -> int:
@@ -156,7 +158,7 @@ def span_of(text: str, tail: str) -> tuple[int, int]:
 def spans(text: str, order: Sequence[str], pos: int = 0,
           offsets: Sequence[int] | None = None) -> list[tuple[str, int, int]]:
     """(tail, start, end) of each tail's record, the tails in text order from pos (or
-    at `offsets`, where tails_fresh() found them)."""
+    at `offsets`, where sight() found them)."""
     if offsets is not None:
         return [(t, *record_at(text, at)) for t, at in zip(order, offsets, strict=True)]
     out = []

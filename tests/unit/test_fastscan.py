@@ -21,6 +21,7 @@ import random
 import re
 import subprocess
 import sys
+from itertools import accumulate
 from types import ModuleType
 
 import pytest
@@ -82,8 +83,26 @@ def same_steady(text: str) -> int:
     assert all(type(s) is str for s in got)
     assert c.layout(text) == fastscan.layout_regex(text), repr(text[:200])
     known = {t: None for t in want[::2]}  # every other tail known: the rest are fresh
-    assert c.tails_fresh(text, known) == fastscan.tails_fresh_regex(text, known)
+    # of those, every other one not seen yet this poll, and a state the text lacks
+    unseen = {t: 1 for t in want[::4]} | {"1:2 bytes\n   id: 00 creatorid: 00": 2}
+    same_sight(text, known, unseen, set(want[1:6:2]))  # a few fresh ones seen already
+    same_sight(text, {}, {}, set())  # a first poll: every tail fresh, or a repeat
     return len(got)
+
+
+def same_sight(text: str, known: dict[str, object], unseen: dict[str, object],
+               seen: set[str]) -> None:
+    """Assert C == pure for sight(): what it returns, and what it leaves in unseen and
+    seen (each side given its own copies)."""
+    u_c, u_py, s_c, s_py = dict(unseen), dict(unseen), set(seen), set(seen)
+    got, want = scanner().sight(text, known, u_c, s_c), fastscan.sight_regex(text, known, u_py, s_py)
+    assert got == want, repr(text[:200])
+    assert u_c == u_py and list(u_c) == list(u_py) and s_c == s_py
+    tails, fresh, offsets, lines, repeats, nlines, heads = want
+    assert (nlines, heads) == fastscan.layout_regex(text)
+    assert len(tails) == len(fresh) + repeats + len(unseen) - len(u_py)
+    ends = [0, *offsets]  # the newlines before each fresh tail, counted piece by piece
+    assert list(accumulate(text.count("\n", a, b) for a, b in zip(ends, offsets))) == lines
 
 
 @functools.cache
@@ -316,6 +335,21 @@ def test_tails_and_layout_non_ascii_kinds():
         same_steady(text.replace("1200", "12" + extra))
 
 
+def test_sight_counts_repeats_and_takes_the_seen_out_of_unseen():
+    """A table twice over: each tail the second time is a repeat (fresh the first time,
+    or taken out of unseen); the fresh lines are the tails' own."""
+    text = golden("openbsd-small-vv.txt.gz")
+    tails = fastscan.tails_regex(text)
+    assert len(set(tails)) == len(tails) > 4
+    for known in ({}, {t: None for t in tails[:3]}):
+        unseen, seen = dict(known), set()
+        same_sight(text + text, known, unseen, seen)
+        got = fastscan.sight_regex(text + text, known, unseen, seen)
+        assert got[4] == len(tails) and got[1] == tails[len(known):] and unseen == {}
+        assert seen == set(tails[len(known):])
+        assert [text.splitlines()[n].startswith("   age ") for n in got[3]] == [True] * len(got[3])
+
+
 def test_tails_and_layout_bad_arguments():
     c = scanner()
     for f in (c.tails, c.layout):
@@ -325,9 +359,11 @@ def test_tails_and_layout_bad_arguments():
             f()
         with pytest.raises(TypeError):
             f(REC, REC)
-    for bad in ((REC, set()), (REC.encode(), {}), (REC,)):
+    for bad in ((REC, {}, {}, {}), (REC, set(), {}, set()), (REC, {}, set(), set()),
+                (REC.encode(), {}, {}, set()), (REC, {}, {})):
         with pytest.raises(TypeError):
-            c.tails_fresh(*bad)
+            c.sight(*bad)
+
 
 
 @st.composite
@@ -454,6 +490,7 @@ def test_both_entry_points_agree():
     assert fastscan.findall is (fastscan.findall_c if fastscan.ACCELERATED else fastscan.findall_regex)
     assert fastscan.tails is (fastscan.tails_c if fastscan.ACCELERATED else fastscan.tails_regex)
     assert fastscan.layout is (fastscan.layout_c if fastscan.ACCELERATED else fastscan.layout_regex)
+    assert fastscan.sight is (fastscan.sight_c if fastscan.ACCELERATED else fastscan.sight_regex)
     scanner()
     if not fastscan.ACCELERATED:
         assert os.environ.get("PFLOWBSD_PURE") == "1"
