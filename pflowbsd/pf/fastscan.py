@@ -9,11 +9,12 @@ test_fastscan.py checks them against each other on the golden tables and under
 hypothesis): the C extension `_fastscan` (built by setup.py when a compiler is there),
 and the regex and str.count, which run when the extension did not build or when the
 environment sets PFLOWBSD_PURE=1.  On the 200,000-state golden table, against the floor
-of bench/common.py (`python3 bench/parse.py`): findall 4.6 x with the regex, 1.9 x in C
+of bench/common.py (`python3 bench/parse.py`): findall 4.8 x with the regex, 1.9 x in C
 (it shares the strs of repeated fields and keeps its tuples from the collector; the
-rest is making the tuples and the strings the regex makes too); tails 0.8 x and 0.3 x;
-layout 0.8 x and 0.1 x; the cold parse_states 10.0 x and 7.9 x.  ACCELERATED says which
-one runs.
+rest is making the tuples and the strings the regex makes too); tails 0.9 x and 0.3 x;
+layout 0.8 x and 0.1 x; the cold parse_states 10.4 x and 4.5 x (with record.py's C
+builder).  sight() is the tracker's pass over a chunk (tails, their sorting against the
+entries, layout) in one.  ACCELERATED says which one runs.
 """
 
 from __future__ import annotations
