@@ -2,8 +2,10 @@
 
 Strategy.  States are keyed by (creatorid, id).  Every poll the table is scanned, not
 parsed: for a state already known only its counter text (pf.snapshot.TRACK_TAIL,
-which ends with its key) is compared with the last poll's, as a set difference.  A
-record is parsed fully only when it is new or changed.  What a selected state needs at
+which ends with its key) is looked for among the last poll's, by one C pass per chunk
+(pf.snapshot.sight) that takes each tail it finds out of a copy of the entries, so
+that what is left at the end is what has gone.  A record is parsed fully only when it
+is new or changed.  What a selected state needs at
 export is kept as a flows.Entry, a few hundred bytes, not a parsed record.
 
 A state missing from a *complete* snapshot has been removed by pf and is handed out
@@ -62,7 +64,7 @@ class Tracker(Sightings):
 
     `entries` maps each known state's tail (pf.snapshot.TRACK_TAIL's text) to its packed entry (None when the
     state is tracked but not selected), so a poll that changes nothing is one scan for
-    the tails and a few set operations, all in C.
+    the tails and one dict deletion per state, all in C.
     """
 
     def __init__(self, policy: Policy | None = None,
