@@ -674,6 +674,15 @@ SCAN_INLINE void count_lines(const text_t *t, Py_ssize_t *at, Py_ssize_t limit,
     *at = limit;
 }
 
+/* list.append(n): 0, or -1 with an exception set. */
+static int append_ssize(PyObject *list, Py_ssize_t n)
+{
+    PyObject *o = PyLong_FromSsize_t(n);
+    int r = o == NULL ? -1 : PyList_Append(list, o);
+    Py_XDECREF(o);
+    return r;
+}
+
 typedef struct {
     PyObject *tails, *fresh, *offsets, *lines;
     Py_ssize_t repeats, nlines, indented;
@@ -693,7 +702,7 @@ SCAN_INLINE int sight_into(const text_t *t, PyObject *text, PyObject *known,
                            PyObject *unseen, PyObject *seen, sight_t *o)
 {
     Py_ssize_t p = 0, k, e, counted = 0;
-    PyObject *s, *v;
+    PyObject *s;
     int in;
     while ((k = find(t, p + 2, 'k')) >= 0) {
         if ((e = track_tail(t, k - 2)) < 0) {
@@ -709,7 +718,7 @@ SCAN_INLINE int sight_into(const text_t *t, PyObject *text, PyObject *known,
         }
         in = 0;
         if (PyDict_GET_SIZE(unseen)) {
-            if ((v = PyDict_GetItemWithError(unseen, s)) != NULL) {
+            if (PyDict_GetItemWithError(unseen, s) != NULL) {
                 if (PyDict_DelItem(unseen, s) < 0)
                     goto fail;
                 in = 1;
@@ -724,24 +733,10 @@ SCAN_INLINE int sight_into(const text_t *t, PyObject *text, PyObject *known,
             if (in)
                 o->repeats++;
             else {
-                PyObject *at, *line;
                 count_lines(t, &counted, k + 5, &o->nlines, &o->indented);
-                if (PySet_Add(seen, s) < 0 || PyList_Append(o->fresh, s) < 0)
+                if (PySet_Add(seen, s) < 0 || PyList_Append(o->fresh, s) < 0
+                    || append_ssize(o->offsets, k + 5) < 0 || append_ssize(o->lines, o->nlines) < 0)
                     goto fail;
-                if ((at = PyLong_FromSsize_t(k + 5)) == NULL)
-                    goto fail;
-                if (PyList_Append(o->offsets, at) < 0) {
-                    Py_DECREF(at);
-                    goto fail;
-                }
-                Py_DECREF(at);
-                if ((line = PyLong_FromSsize_t(o->nlines)) == NULL)
-                    goto fail;
-                if (PyList_Append(o->lines, line) < 0) {
-                    Py_DECREF(line);
-                    goto fail;
-                }
-                Py_DECREF(line);
             }
         }
         Py_DECREF(s);
@@ -758,15 +753,9 @@ fail:
 /* (text.count("\n"), text.count("\n ")): one memchr per line on the 1-byte kind. */
 SCAN_INLINE void newlines(const text_t *t, Py_ssize_t *lines, Py_ssize_t *indented)
 {
-    Py_ssize_t p = 0, n = 0, m = 0;
-    while ((p = find(t, p, '\n')) >= 0) {
-        n++;
-        p++;
-        if (p < t->end && PyUnicode_READ(t->kind, t->data, p) == ' ')
-            m++;
-    }
-    *lines = n;
-    *indented = m;
+    Py_ssize_t at = 0;
+    *lines = *indented = 0;
+    count_lines(t, &at, t->end, lines, indented);
 }
 
 #define STEADY_OF_KIND(K)                                                                   \
