@@ -68,8 +68,6 @@ class Flow(NamedTuple):
 
 
 AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
-# pf/_fastbuild.c's pack_entry(), when the C builder imported (record.py)
-_pack_c = record._fastbuild.pack_entry if record._fastbuild is not None else None
 
 Entry = bytes
 # The packed entry:
@@ -88,6 +86,11 @@ _FIRST = 6  # first, then last
 _TIMES = struct.Struct("<qq")
 _LAST = struct.Struct("<q")
 _KEY_HEAD = struct.Struct("<BBHH")  # flags, proto, src_port, dst_port
+# pf/_fastbuild.c's pack_entry(), when the C builder imported (record.py) and packs the
+# layout above: with ENTRY or a flag changed here and not there, every entry is Python's.
+_fb = record._fastbuild
+_pack_c = (_fb.pack_entry if _fb is not None
+           and (ENTRY.format, NATTED, INET6, OUTBOUND) == _fb.ENTRY_LAYOUT else None)
 
 
 def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:

@@ -534,6 +534,9 @@ static int same_host(PyObject *a, PyObject *b)
     return r == 1;
 }
 
+/* flows.ENTRY and its flags, as packed below: flows.py takes this path only while its
+ * (ENTRY.format, NATTED, INET6, OUTBOUND) equals the module's ENTRY_LAYOUT. */
+#define ENTRY_FORMAT "<BBHHqqQQQQHH"
 #define ENTRY_SIZE 58
 #define NATTED 0x01
 #define INET6 0x02
@@ -702,5 +705,12 @@ PyMODINIT_FUNC PyInit__fastbuild(void)
     if (z == NULL || (zero_pair = PyTuple_Pack(2, z, z)) == NULL)
         return NULL;
     Py_DECREF(z);
-    return PyModule_Create(&fastbuild_module);
+    PyObject *m = PyModule_Create(&fastbuild_module);
+    PyObject *layout = Py_BuildValue("(siii)", ENTRY_FORMAT, NATTED, INET6, OUTBOUND);
+    if (m == NULL || layout == NULL || PyModule_AddObject(m, "ENTRY_LAYOUT", layout) < 0) {
+        Py_XDECREF(layout);  /* AddObject takes it only when it succeeds */
+        Py_XDECREF(m);
+        return NULL;
+    }
+    return m;
 }

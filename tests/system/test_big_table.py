@@ -12,12 +12,9 @@ import functools
 import gzip
 import random
 
-from pflowbsd import flows
-from pflowbsd.pf import record
-from pflowbsd.pf.record import State
 from pflowbsd.pf.states import parse_states, scan
 from tests.support import FIXTURES
-from tests.unit.test_fastbuild import assert_same, builder, records
+from tests.unit.test_fastbuild import assert_same, builder, records, same_entries
 from tests.unit.test_fastscan import same, same_steady, ss_of
 
 BIG = "openbsd-big-vv.txt.gz"
@@ -51,14 +48,7 @@ def test_builders_make_the_same_states() -> None:
 
 def test_pack_entry_c_and_python_agree() -> None:
     builder()
-    out: list[State] = []
-    record.build_into(records(BIG), 1, 3, out)
-    rng = random.Random(BIG)
-    for s in out[::5]:
-        first, last = rng.randrange(-5, 1 << 40), rng.randrange(0, 1 << 40)
-        ifidx = (rng.randrange(0, 70000), rng.randrange(-3, 9))
-        c = record._fastbuild.pack_entry(s, first, last, *ifidx)
-        assert c is not None and c == flows.pack_entry_py(s, first, last, ifidx)
+    same_entries(BIG, step=5)
 
 
 def test_scan_finds_every_record_once() -> None:
