@@ -10,7 +10,7 @@ survivor's `age` ten seconds older and, unless it changed, its `expires in` ten 
 nearer: what moves every poll while the counters stay.  A poll starts from pfctl's bytes,
 as the daemon reads them: 1 MiB blocks cut before state lines and decoded one chunk at a
 time (pf.snapshot.record_chunks; `--whole`: the text decoded at once), Tracker.update,
-flow_pair and Exporter (NetFlow v5) for every expired state, flush.  Interleaved best of
+Exporter.export_entries (NetFlow v5) of the expired states, flush.  Interleaved best of
 three: floor(A), first poll (a new tracker sees A), then
 steady poll (the same tracker sees B), and floor(B).  The tracker's counts are checked
 against the workload (new, gone, changed, 0 parse errors) before any figure is printed.
@@ -54,7 +54,7 @@ import common  # bench/ is not a package: its own directory is on sys.path
 from pflowbsd import control, statefile, stats
 from pflowbsd.config import Config
 from pflowbsd.export.exporter import Exporter
-from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.flows import Clock
 from pflowbsd.pf import snapshot
 from pflowbsd.pipeline import PfSide, Pipeline
 from pflowbsd.shell import statewriter
@@ -116,9 +116,7 @@ def poll(tracker: Tracker, exporter: Exporter, data: bytes, up: float,
         blocks = (data[i:i + BLOCK] for i in range(0, len(data), BLOCK))
         u = tracker.update(snapshot.record_chunks(blocks), up, states_hint=entries)
     now = Clock(WALL + up, up)
-    sent = 0
-    for entry in u.expired:
-        sent += len(exporter.export_state(*flow_pair(entry), now))
+    sent = len(exporter.export_entries(u.expired, now))  # as the pipeline exports
     return u, sent + len(exporter.flush(now))
 
 

@@ -44,7 +44,7 @@ import common  # bench/ is not a package: its own directory is on sys.path
 
 from pflowbsd.collector.pcap import PCAP_HEADER, PCAP_RECORD, UDP
 from pflowbsd.export.exporter import Exporter
-from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.flows import Clock
 from pflowbsd.pf import snapshot
 from pflowbsd.pf.states import parse_states
 from pflowbsd.sim.model import Peer, Sim, SimState
@@ -230,9 +230,8 @@ def pflowbsd_poll(t0: bytes, t1: bytes, port: int) -> Callable[[], object]:
             blocks = (t1[i:i + BLOCK] for i in range(0, len(t1), BLOCK))
             u = tracker.update(snapshot.record_chunks(blocks), up, states_hint=entries)
         now = Clock(up + BOOT, up)
-        for entry in u.expired:
-            for d in exporter.export_state(*flow_pair(entry), now):
-                sock.send(d)
+        for d in exporter.export_entries(u.expired, now):  # as the pipeline exports
+            sock.send(d)
         for d in exporter.flush(now):
             sock.send(d)
         sock.close()

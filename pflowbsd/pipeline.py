@@ -3,7 +3,7 @@
 It joins the pure stages as pflow(4) joins them in the kernel: pf's side facts
 (timeouts, rules, `-si -v`) decide which states are selected and when their last packet
 was (PfSide); the tracker diffs each snapshot and hands out the states that are gone;
-flows.flow_pair() makes their two flows; the exporter buffers them into datagrams on
+the exporter makes their two flows (flows.flow_pair) and buffers them into datagrams on
 pflow's timers.  Every call returns an Output: the datagrams each flowdst must be sent
 now, and the next deadline, so the shell only sends, sleeps and calls again.  No
 socket, no clock, no pfctl here: the caller passes wall-clock seconds in, and the
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pflowbsd.config import Config, Endpoint
 from pflowbsd.export.exporter import Exporter
-from pflowbsd.flows import Clock, flow_pair
+from pflowbsd.flows import Clock
 from pflowbsd.pf import snapshot as pfsnapshot
 from pflowbsd.pf import timeouts
 from pflowbsd.pf.ifaces import IfconfigError, parse_ifconfig
@@ -181,10 +181,9 @@ class Pipeline:
         if not export:
             self.not_master += len(up.expired)
         else:
-            for entry in up.active:  # active-timeout spans of live states first
-                out += self.exporter.export_state(*flow_pair(entry), now)
-            for entry in up.expired:
-                out += self.exporter.export_state(*flow_pair(entry), now)
+            # active-timeout spans of live states first
+            out = self.exporter.export_entries(up.active, now)
+            out += self.exporter.export_entries(up.expired, now)
         return up, self._out(out)
 
     def flush(self, wall: float) -> Output:
@@ -229,10 +228,8 @@ class Pipeline:
         exported is kept in the tracker's side table, so at removal only the rest goes.
         The number of states exported, and the datagrams."""
         now = self.clock(wall)
-        out: list[bytes] = []
         spans = self.tracker.expire_all(int(now.up))
-        for span in spans:
-            out += self.exporter.export_state(*flow_pair(span), now)
+        out = self.exporter.export_entries(spans, now)
         n = len(spans)
         return n, self._out(out + self.exporter.flush(now))
 

@@ -16,7 +16,7 @@ from pflowbsd.export.pflow import PFLOW_ENGINE_TYPE as ENGINE_TYPE
 from pflowbsd.export.pflow import PFLOW_MAXBYTES as MAXBYTES
 from pflowbsd.export.pflow import PFLOW_MAXFLOWS, PFLOW_MINMTU, U32, UDPIP_HDRLEN
 from pflowbsd.export.pflow import PFLOW_PROTO_5 as VERSION
-from pflowbsd.flows import Clock, Flow
+from pflowbsd.flows import ENTRY, INET6, Clock, Entry, Flow
 
 # struct pflow_header, 24 bytes:
 #  0 version u16 | 2 count u16 | 4 uptime_ms u32 | 8 time_sec u32 | 12 time_nanosec u32
@@ -72,28 +72,44 @@ def flow_times(flow: Flow) -> tuple[int, int]:
 def pack_record(flow: Flow, octets: int | None = None) -> bytes:
     """One struct pflow_flow.  `octets` overrides flow.octets for the >4 GiB split."""
     start, finish = flow_times(flow)
-    return RECORD.pack(
-        flow.src,
-        flow.dst,
-        0,
-        flow.if_in & 0xFFFF,
-        flow.if_out & 0xFFFF,
-        flow.packets & U32,
-        (flow.octets if octets is None else octets) & U32,
-        start,
-        finish,
-        flow.src_port,
-        flow.dst_port,
-        0,
-        0,
-        flow.proto,
-        flow.tos,
-        0,
-        0,
-        0,
-        0,
-        0,
-    )
+    return _record(flow.src, flow.dst, flow.if_in & 0xFFFF, flow.if_out & 0xFFFF,
+                   flow.packets & U32, (flow.octets if octets is None else octets) & U32,
+                   start, finish, flow.src_port, flow.dst_port, flow.proto, flow.tos)
+
+
+def entry_records(entry: Entry) -> list[bytes] | None:
+    """pack_record() of both flows of a tracker entry (flows.flow_pair's) without making
+    them: the common case, IPv4 with each direction under PFLOW_MAXBYTES, so one
+    record per direction that has bytes.  None for the rest (IPv6, a split), which the
+    caller takes through flow_pair() and the full path."""
+    flags, proto, sport, dport, first, last, p0, p1, b0, b1, ifin, ifout = \
+        ENTRY.unpack_from(entry)
+    if flags & INET6 or b0 >= MAXBYTES or b1 >= MAXBYTES:
+        return None
+    start, end = first * 1000, last * 1000  # flow_times()' guards, on the entry's times
+    start = 0 if start < 0 or start > end else start & U32
+    end = 0 if end < 0 else end & U32
+    o = ENTRY.size
+    src, dst = entry[o:o + 4], entry[o + 4:o + 8]
+    out = []
+    if b0:
+        out.append(_record(src, dst, ifin, ifout, p0 & U32, b0, start, end, sport, dport,
+                           proto, 0))
+    if b1:
+        out.append(_record(dst, src, ifout, ifin, p1 & U32, b1, start, end, dport, sport,
+                           proto, 0))
+    return out
+
+
+def _record(src: bytes, dst: bytes, if_in: int, if_out: int, packets: int, octets: int,
+            start: int, finish: int, sport: int, dport: int, proto: int, tos: int) -> bytes:
+    """RECORD's fields in order; nexthop, tcp_flags, AS numbers and masks are 0 (pflow
+    fills none of them)."""
+    return _PACK(src, dst, 0, if_in, if_out, packets, octets, start, finish, sport, dport,
+                 0, 0, proto, tos, 0, 0, 0, 0, 0)
+
+
+_PACK = RECORD.pack
 
 
 def split_octets(bytes0: int, bytes1: int) -> Iterator[tuple[int, int]]:

@@ -119,3 +119,52 @@ def test_split_conserves_bytes_and_fits_32_bits(b0, b1):
     assert all(0 in p for p in parts[:-1])
     # a direction that had bytes still has them in the final pack (so it is emitted)
     assert (parts[-1][0] != 0) == (b0 != 0) and (parts[-1][1] != 0) == (b1 != 0)
+
+
+U64 = st.integers(0, (1 << 64) - 1)
+COUNT = st.one_of(st.integers(0, 3), st.integers(0, 1 << 33), U64)  # zero, split, huge
+
+
+@st.composite
+def entries(draw):
+    """A tracker entry as flows.ENTRY packs it: IPv4 or IPv6, NATted or not, any
+    counters (zero, past PFLOW_MAXBYTES) and times (before boot, ending before the start)."""
+    from pflowbsd.flows import ENTRY, INET6, NAT_PORTS, NATTED
+
+    n = 16 if draw(st.booleans()) else 4
+    natted = draw(st.booleans())
+    flags = (INET6 if n == 16 else 0) | (NATTED if natted else 0) | draw(st.sampled_from([0, 4]))
+    head = ENTRY.pack(flags, draw(st.sampled_from([6, 17, 1])), draw(st.integers(0, 65535)),
+                      draw(st.integers(0, 65535)), draw(st.integers(-10, 1 << 33)),
+                      draw(st.integers(-10, 1 << 33)), draw(U64), draw(U64), draw(COUNT),
+                      draw(COUNT), draw(st.integers(0, 65535)), draw(st.integers(0, 65535)))
+    body = draw(st.binary(min_size=2 * n, max_size=2 * n))
+    if natted:
+        body += NAT_PORTS.pack(1, 2) + draw(st.binary(min_size=2 * n, max_size=2 * n))
+    return head + body
+
+
+@given(st.lists(entries(), max_size=4), st.sampled_from([5, 10]))
+def test_export_entries_sends_what_export_state_of_the_flow_pair_sends(batch, proto):
+    """The pipeline's shortcut (v5.entry_records: no Flow made) is only a shortcut:
+    the same datagrams and the same statistics as the flows' own path."""
+    from pflowbsd.export.exporter import Exporter
+    from pflowbsd.flows import flow_pair
+
+    now = Clock(1.7e9, 500.0)
+    short, full = Exporter(proto=proto), Exporter(proto=proto)
+    got = short.export_entries(batch, now) + short.flush(now)
+    want = [d for e in batch for d in full.export_state(*flow_pair(e), now)] + full.flush(now)
+    assert got == want
+    assert short.stats == full.stats
+
+
+def test_entry_records_leaves_ipv6_and_splits_to_the_full_path():
+    from pflowbsd.flows import ENTRY, INET6
+
+    def entry(flags: int, b0: int) -> bytes:
+        return ENTRY.pack(flags, 6, 1, 2, 0, 1, 1, 1, b0, 5, 0, 0) + bytes(32)
+
+    assert v5.entry_records(entry(INET6, 5)) is None
+    assert v5.entry_records(entry(0, v5.MAXBYTES)) is None
+    assert len(v5.entry_records(entry(0, v5.MAXBYTES - 1)) or []) == 2
