@@ -91,6 +91,9 @@ _KEY_HEAD = struct.Struct("<BBHH")  # flags, proto, src_port, dst_port
 _fb = record._fastbuild
 _pack_c = (_fb.pack_entry if _fb is not None
            and (ENTRY.format, NATTED, INET6, OUTBOUND) == _fb.ENTRY_LAYOUT else None)
+# Its change(): with_update() of a known state from its record's counter fields, read
+# in C (sightings.py), under the same guard; None: the Python path alone.
+change_c = _fb.change if _pack_c is not None else None
 
 
 def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:

@@ -3,7 +3,9 @@
 Strategy.  Tracker.update (tracker.py) finds which tails are fresh; this is what
 happens to their records.  A changed state (a known key) is updated from its counter
 fields alone where it can be (pf.counters.read_change: counters, `expires in`, the
-state pair, checked to be the same connection by its pflow key); the rest are built as
+state pair, checked to be the same connection by its pflow key), in C where the C
+builder is (flows.change_c), which asks this Python path for Last once per poll and
+key of what decides Last (kept in `_lasts`); the rest are built as
 States in one batch (record.build_into) and selected and packed (flows.pack_entry,
 which checks every address), or, if the batch fails, read one by one through the strict
 grammar so that each bad record gets its own ParseError.  When more than BULK_SHARE of
@@ -65,6 +67,7 @@ class Sightings:
     active_timeout: int
     _due: list[tuple[int, str]]
     _overdue: set[str]
+    _lasts: dict[int, dict[tuple[object, ...], int]]
     stats: dict[str, int]
     touched: set[str]
 
@@ -94,7 +97,10 @@ class Sightings:
         """The records of new and changed tails: (tail, start, end) to find in the text,
         or (tail, FastRecord) from the bulk scanner.  A changed state is updated from its
         counters alone where it can be (read_change); the rest are built in one batch."""
-        entries = self.entries
+        entries, rules = self.entries, self.rules
+        change = flows.change_c
+        # Last by what decides it, for the C update (one table per poll and table size)
+        lasts = self._lasts.setdefault(nstates, {})
         build: list[tuple[str, FastRecord | None, int, int]] = []
         if not old and todo and len(todo[0]) == 2:  # the bulk scanner's, and all new
             build = [(t, rec, -1, -1) for t, rec in todo]  # type: ignore[misc]
@@ -114,10 +120,22 @@ class Sightings:
                 rec = snapshot.one_record(text, start, end)
             else:
                 rec, start, end = item[1], -1, -1
-            if prev is not None and rec is not None and self._counters(t, prev, rec, poll, nstates):
-                del old[key]
-                up.changed += 1
-                continue
+            if prev is not None and rec is not None:
+                known: tuple[object, ...] | None = None  # where to keep the Last found
+                if change is not None and (rec[28] or key not in rules):  # no kept rule
+                    new = change(rec, entries[prev], lasts)  # type: ignore[arg-type]
+                    if type(new) is bytes:
+                        del entries[prev], old[key]
+                        entries[t] = new
+                        self.touched.update((t, prev))
+                        self._moved(prev, t)
+                        up.changed += 1
+                        continue
+                    known = new  # type: ignore[assignment]
+                if self._counters(t, prev, rec, poll, nstates, known, lasts):
+                    del old[key]
+                    up.changed += 1
+                    continue
             build.append((t, rec, start, end))
         if not old:  # every record new: the first poll's loop, kept tight
             admit, added = self._admit, []
@@ -191,9 +209,13 @@ class Sightings:
                 Sightings._bad(text, t, start, e, up, line_of)
                 yield t, None, start
 
-    def _counters(self, t: str, prev: str, rec: FastRecord, poll: float, nstates: int) -> bool:
+    def _counters(self, t: str, prev: str, rec: FastRecord, poll: float, nstates: int,
+                  known: tuple[object, ...] | None = None,
+                  lasts: dict[tuple[object, ...], int] | None = None) -> bool:
         """A selected state's new counters, from its record's counter fields: False when
-        the record must be read in full (unusual text, counters gone down, another key)."""
+        the record must be read in full (unusual text, counters gone down, another key).
+        The reference for flows.change_c, which asks it to work Last out once per
+        `known` key (then kept in `lasts`)."""
         old = self.entries[prev]
         assert old is not None
         ch = read_change(rec)
@@ -206,6 +228,8 @@ class Sightings:
         if p0 < o0 or p1 < o1 or b0 < o2 or b1 < o3 or not flows.key_is(old, sa, sp, da, dp):
             return False  # another connection, maybe: _changed() decides
         last = self._last(t, st, poll, nstates)
+        if known is not None and lasts is not None:
+            lasts[known] = last
         try:
             entry = flows.with_update(old, last, (p0, p1, b0, b1))
         except struct.error:

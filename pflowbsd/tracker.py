@@ -81,6 +81,7 @@ class Tracker(Sightings):
         self.exported: dict[str, bytes] = {}  # key -> EXPORTED
         self._due: list[tuple[int, str]] = []  # (uptime due, tail), a heap (active only)
         self._overdue: set[str] = set()  # tails of states due with nothing gained yet
+        self._lasts: dict[int, dict[tuple[object, ...], int]] = {}  # this poll's (sightings)
         self.stats = dict(polls=0, partial=0, parse_errors=0, new=0, changed=0,
                           expired=0, exported=0, restarted=0, active_exports=0)
         # What changed since take_changes(): tails whose entry was set or removed, and
@@ -106,6 +107,7 @@ class Tracker(Sightings):
         is kept whole (for the bulk scanner), of the others only the fresh records."""
         chunks = (text,) if isinstance(text, str) else text
         up = Update()
+        self._lasts = {}  # Lasts worked out hold for one poll, one policy
         at_once = not self.entries and (isinstance(text, str) or states_hint is not None)
         waiting: list[tuple[str, str, int]] = []  # (tail, record text, its line)
         # chunks whose fresh records are read in place once every tail is in: the whole

@@ -19,6 +19,13 @@
  * State's slots are written through the offsets of its member descriptors, found once
  * by setup() (which refuses a State whose slots are not the 31 listed here, and then
  * the pure path runs); a Host is a tuple subclass, made by its type's tp_alloc.
+ *
+ * Two more of the tracker's per-state steps live here for the same reason: pack_entry()
+ * (flows.pack_entry's bytes for such a State) and change() (a known state's entry with
+ * its record's new counters, Sightings._counters' common case).  Last, which takes
+ * pf's timeout rules (Python's, pf/timeouts.py), is not worked out here: change() finds
+ * it in a dict the caller fills, under a key of everything Last depends on, so each
+ * poll works out one Last per (class words, `expires in`, rule), not one per state.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -629,6 +636,146 @@ static PyObject *fastbuild_pack_entry(PyObject *module, PyObject *args)
     return PyBytes_FromStringAndSize((const char *)buf, p - buf);
 }
 
+/* ---- a known state's counters: counters.read_change() and Sightings._counters() ----- */
+
+/* ASCII digits of a str as a uint64; 0 if not that or past 64 bits. */
+static int digits64(PyObject *s, uint64_t *out)
+{
+    if (!PyUnicode_Check(s) || !PyUnicode_IS_ASCII(s))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    const unsigned char *p = PyUnicode_1BYTE_DATA(s);
+    if (n == 0 || n > 20)
+        return 0;
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned d = p[i] - '0';
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+static inline uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; k--)
+        v = v << 8 | p[k];
+    return v;
+}
+
+/* Whether a host's text and port groups are the entry's packed address and port
+ * (flows.key_is()); -1: not ours to say (a routing domain, not ASCII, a bad port). */
+static int same_key_host(PyObject *a, PyObject *p4, PyObject *p6, int fam,
+                         const unsigned char *addr, long port)
+{
+    if (present(a) != 1 || !PyUnicode_IS_ASCII(a) || PyUnicode_READ_CHAR(a, 0) == '(')
+        return -1;
+    long pt = port_of(p4, p6);
+    if (pt < 0)
+        return -1;
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(a);
+    unsigned char packed[16];
+    if ((Py_ssize_t)strlen(text) != PyUnicode_GET_LENGTH(a) || inet_pton(fam, text, packed) != 1)
+        return -1;
+    return pt == port && memcmp(packed, addr, fam == AF_INET6 ? 16 : 4) == 0;
+}
+
+PyDoc_STRVAR(change_doc,
+"change(record, entry, lasts) -> bytes, tuple or None\n\n"
+"A known state's entry with its record's counters (Sightings._counters()' common case,\n"
+"record a grammar.FastRecord): the same bytes flows.with_update() makes, Last taken from\n"
+"the dict lasts under what decides it (the protocol and state words, `expires in`, the\n"
+"anchor and rule, the side the state pair is read from, what of the packet counts\n"
+"timeouts.timeout_class() asks: p0 <= 1, p0 + p1 <= 1, p1 > 0).  That\n"
+"key, a tuple, is returned when lasts does not hold it yet: the caller works Last out in\n"
+"Python and stores it there.  None where the Python path must decide: a routing domain,\n"
+"an hours field past 12 digits, a counter past 64 bits or gone down, another pflow key.");
+
+static PyObject *fastbuild_change(PyObject *module, PyObject *args)
+{
+    PyObject *rec, *entry, *lasts;
+    if (!PyArg_ParseTuple(args, "O!O!O!:change", &PyTuple_Type, &rec, &PyBytes_Type, &entry,
+                          &PyDict_Type, &lasts))
+        return NULL;
+    if (PyTuple_GET_SIZE(rec) != NGROUPS)
+        Py_RETURN_NONE;
+    PyObject **g = &PyTuple_GET_ITEM(rec, 0);
+    const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(entry);
+    Py_ssize_t elen = PyBytes_GET_SIZE(entry);
+    if (elen < ENTRY_SIZE)
+        Py_RETURN_NONE;
+    int fam = e[0] & INET6 ? AF_INET6 : AF_INET;
+    Py_ssize_t n = fam == AF_INET6 ? 16 : 4;
+    if (elen < ENTRY_SIZE + 2 * n)
+        Py_RETURN_NONE;
+    for (int k = 0; k < NGROUPS; k++)
+        if (present(g[k]) < 0)
+            Py_RETURN_NONE;
+    if (present(g[G_LA]) != 1 || present(g[G_RA]) != 1 || PyUnicode_READ_CHAR(g[G_LA], 0) == '('
+        || PyUnicode_READ_CHAR(g[G_RA], 0) == '(' || PyUnicode_GET_LENGTH(g[G_AGE_H]) > 12
+        || PyUnicode_GET_LENGTH(g[G_EXP_H]) > 12)
+        Py_RETURN_NONE;
+    /* an age read_change() reads (its words are known to it, as the rest are to lasts) */
+    if (hours == NULL || mmss == NULL || lookup(hours, g[G_AGE_H]) == NULL
+        || lookup(mmss, g[G_AGE_MS]) == NULL)
+        Py_RETURN_NONE;
+    /* the pflow key's hosts, as read_change() picks them, and the side of the state pair */
+    int arrow = present(g[G_ARROW]), lx = present(g[G_LXA]), rx = present(g[G_RXA]);
+    int sa, da, side;
+    if (arrow) {
+        sa = rx ? G_RXA : G_RA;
+        da = lx ? G_LXA : G_LA;
+        side = 1;
+    } else {
+        sa = lx ? G_LXA : G_LA;
+        da = rx ? G_RXA : G_RA;
+        side = lx && has_colon(g[G_LXA]) != has_colon(g[G_LA]) ? 2 : 0;  /* af-to */
+    }
+    long sport = (long)e[2] | (long)e[3] << 8, dport = (long)e[4] | (long)e[5] << 8;
+    if (same_key_host(g[sa], g[sa + 1], g[sa + 2], fam, e + ENTRY_SIZE, sport) != 1
+        || same_key_host(g[da], g[da + 1], g[da + 2], fam, e + ENTRY_SIZE + n, dport) != 1)
+        Py_RETURN_NONE;
+    uint64_t c[4];
+    for (int k = 0; k < 4; k++)
+        if (!digits64(g[G_P0 + k], &c[k]) || c[k] < get_le64(e + 22 + 8 * k))
+            Py_RETURN_NONE;
+    /* what of the packet counts a timeout class asks (timeouts.timeout_class()) */
+    int packets = (c[0] <= 1) | (c[0] <= 1 && c[1] <= 1 - c[0]) << 1 | (c[1] != 0) << 2;
+    PyObject *how = PyLong_FromLong(side * 8 + packets);
+    PyObject *key = how ? PyTuple_Pack(7, g[G_PROTO], g[G_STATE], g[G_EXP_H], g[G_EXP_MS],
+                                       g[G_ANCHOR], g[G_RULE], how) : NULL;
+    Py_XDECREF(how);
+    if (key == NULL)
+        return NULL;
+    PyObject *last_o = PyDict_GetItemWithError(lasts, key);
+    if (last_o == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        return key;
+    }
+    Py_DECREF(key);
+    if (!PyLong_Check(last_o))
+        Py_RETURN_NONE;
+    long long last = PyLong_AsLongLong(last_o);
+    if (last == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)e, elen);
+    if (out == NULL)
+        return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    le64(o + 14, (uint64_t)last);
+    for (int k = 0; k < 4; k++)
+        le64(o + 22 + 8 * k, c[k]);
+    return out;
+}
+
 PyDoc_STRVAR(setup_doc,
 "setup(State, Host, shared, protocols, hours, mmss, number, pflow) -> None\n\n"
 "The types and memo caches build() uses (record.py calls it once); TypeError if State's\n"
@@ -683,6 +830,7 @@ static PyMethodDef fastbuild_methods[] = {
     {"build", fastbuild_build, METH_VARARGS, build_doc},
     {"setup", fastbuild_setup, METH_VARARGS, setup_doc},
     {"pack_entry", fastbuild_pack_entry, METH_VARARGS, pack_entry_doc},
+    {"change", fastbuild_change, METH_VARARGS, change_doc},
     {NULL, NULL, 0, NULL}
 };
 

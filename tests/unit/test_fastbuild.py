@@ -8,7 +8,9 @@ one's in tests/system/test_big_table.py), and
 hypothesis's mutations of them field by field (routing domains, ports and counters at
 and past their limits, digits that are not ASCII, words no cache holds, absent groups as
 "" and as None, a route on the id line).  Without the extension the comparisons skip, or
-fail under PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).
+fail under PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).  The same for its two other
+functions: pack_entry() against flows.pack_entry_py(), change() against the update
+Sightings._counters() makes (and its keys: one Last for each).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from hypothesis import strategies as st
 from pflowbsd import flows
 from pflowbsd.pf import fastscan, record
 from pflowbsd.pf import grammar as g
+from pflowbsd.pf.counters import read_change
 from pflowbsd.pf.grammar import FastRecord
 from pflowbsd.pf.record import State
+from pflowbsd.pf.timeouts import DEFAULTS, Policy
 from tests.support import ROOT
 
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
@@ -154,8 +158,8 @@ VALUES = ["", None, "0", "7", "65535", "65536", "0065535", "18446744073709551615
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> list[FastRecord]:
-    recs = draw(st.lists(st.sampled_from(pool()), min_size=1, max_size=4))
+def mutated(draw: st.DrawFn, these: list[FastRecord] | None = None) -> list[FastRecord]:
+    recs = these or draw(st.lists(st.sampled_from(pool()), min_size=1, max_size=4))
     out = []
     for rec in recs:
         fields = list(rec)
@@ -298,3 +302,163 @@ def test_pack_entry_mutated(case):
     s, first, last, ifidx = case
     assert packed(flows.pack_entry, s, first, last, ifidx) == \
         packed(flows.pack_entry_py, s, first, last, ifidx)
+
+
+# ---- change(): the C update of a known state against the Python one ---------------------
+
+def changed(rec: FastRecord) -> object:
+    """read_change(rec), None also where a mutation past what the regex lets through
+    makes it raise (the full parse's to judge)."""
+    try:
+        return read_change(rec)
+    except (ValueError, TypeError, IndexError):
+        return None
+
+
+def last_of(rec: FastRecord) -> int | None:
+    """sightings' Last of a changed record (no kept rule), or None where read_change
+    hands the record to the full parse."""
+    ch = changed(rec)
+    if ch is None:
+        return None
+    return int(Policy(dict(DEFAULTS)).last_packet(ch[0], 1000.0, 5000)[0])
+
+
+def known_entry(rec: FastRecord) -> bytes | None:
+    """The entry a tracker would hold for rec's state first seen with no traffic."""
+    out: list[State] = []
+    try:
+        record.build_into([rec], 1, 3, out)  # (also learns rec's words)
+        if not out:
+            return None
+        out[0].packets, out[0].bytes = (0, 0), (0, 0)
+        return flows.pack_entry_py(out[0], 7, 8)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+
+
+def python_change(rec: FastRecord, entry: bytes, last: int) -> bytes | None:
+    """Sightings._counters' checks and update, with Last given: the reference."""
+    ch = changed(rec)
+    if ch is None:
+        return None
+    st_, sa, sp, da, dp = ch
+    c = (*st_.packets, *st_.bytes)
+    if any(a < b for a, b in zip(c, flows.entry_counters(entry), strict=True)) \
+            or not flows.key_is(entry, sa, sp, da, dp):
+        return None
+    try:
+        return flows.with_update(entry, last, c)  # type: ignore[arg-type]
+    except Exception:  # struct.error past 64 bits
+        return None
+
+
+SMALL_COUNTS = ["0", "1", "2", "9"]
+EXPIRY = ["00:00", "00:09", "00:25"]
+STATE_WORDS = ["ESTABLISHED:ESTABLISHED", "SYN_SENT:CLOSED", "FIN_WAIT_2:FIN_WAIT_2",
+               "SINGLE:NO_TRAFFIC", "MULTIPLE:MULTIPLE", "SINGLE:MULTIPLE", "0:0",
+               "NO_TRAFFIC:SINGLE", "TIME_WAIT:TIME_WAIT", "CLOSED:SYN_SENT"]
+
+
+@st.composite
+def near_records(draw: st.DrawFn) -> list[FastRecord]:
+    """Records that differ only where Last may, among few values each: counters near a
+    first packet, the state words, `expires in`, protocol, rule, the side the state
+    pair is read from (af-to)."""
+    out = []
+    for rec in draw(st.lists(st.sampled_from(pool()), min_size=2, max_size=30)):
+        f = list(rec)
+        for name in ("p0", "p1"):
+            f[F[name]] = draw(st.sampled_from(SMALL_COUNTS))
+        f[F["state"]] = draw(st.sampled_from(STATE_WORDS))
+        f[F["exp_h"]], f[F["exp_ms"]] = "00", draw(st.sampled_from(EXPIRY))
+        f[F["proto"]] = draw(st.sampled_from(("tcp", "udp", "icmp", f[F["proto"]])))
+        f[F["anchor"]], f[F["rule"]] = "", draw(st.sampled_from(("", "1", f[F["rule"]])))
+        if draw(st.booleans()) and ":" not in f[F["La"]]:  # af-to: inet out, inet6 in
+            f[F["LXa"]], f[F["LXp4"]], f[F["LXp6"]] = "64:ff9b::a00:1", "", f[F["Lp4"]]
+            f[F["RXa"]], f[F["RXp4"]], f[F["RXp6"]] = "64:ff9b::a00:2", "", f[F["Rp4"]]
+        out.append(tuple(f))
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(near_records())
+def test_change_keys_decide_last(recs):
+    """Two records under the key change() keeps a Last by have the same Last."""
+    builder()
+    seen: dict[tuple[object, ...], int] = {}
+    for rec in recs:
+        entry = known_entry(rec)
+        last = last_of(rec)
+        if entry is None or last is None:
+            continue
+        key = record._fastbuild.change(rec, entry, {})
+        if type(key) is tuple:
+            assert seen.setdefault(key, last) == last, (key, rec)
+
+
+def test_change_keys_part_what_timeouts_tell_apart():
+    """The cases a random draw seldom pairs: one UDP record, plain and af-to (the
+    state pair read the other way round), at and past a first packet: each key
+    change() keeps a Last by holds one Last."""
+    builder()
+    plain = next(r for r in pool() if ":" not in r[F["La"]] and not r[F["arrow"]])
+    lasts: dict[tuple[object, ...], int] = {}
+    for afto in (False, True):
+        for p0, p1 in (("1", "0"), ("2", "0"), ("1", "1"), ("0", "1")):
+            f = list(plain)
+            f[F["p0"]], f[F["p1"]], f[F["state"]] = p0, p1, "SINGLE:NO_TRAFFIC"
+            f[F["proto"]], f[F["anchor"]], f[F["rule"]] = "udp", "", "1"
+            f[F["exp_h"]], f[F["exp_ms"]] = "00", "00:09"
+            if afto:
+                f[F["LXa"]], f[F["LXp4"]], f[F["LXp6"]] = "64:ff9b::a00:1", "", f[F["Lp4"]]
+                f[F["RXa"]], f[F["RXp4"]], f[F["RXp6"]] = "64:ff9b::a00:2", "", f[F["Rp4"]]
+            rec = tuple(f)
+            entry, last = known_entry(rec), last_of(rec)
+            assert entry is not None and last is not None
+            key = record._fastbuild.change(rec, entry, {})
+            assert type(key) is tuple
+            assert lasts.setdefault(key, last) == last, (afto, p0, p1)
+    assert len(set(lasts.values())) == 2  # udp.first and udp.single
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.integers(-5, 1 << 40))
+def test_change_mutated(data, last):
+    """change() gives Python's bytes wherever Python's update takes the record, and
+    hands back the rest (None), on records mutated field by field against the entry of
+    the record before the mutation: the same connection, another one, or no record
+    pfctl prints.  Last is kept under change()'s key only for a record read_change()
+    reads, as the tracker keeps it; the words are learnt first, as the full parse would."""
+    builder()
+    before = data.draw(st.sampled_from(pool()))
+    [rec] = data.draw(mutated([before]))
+    entry = known_entry(before)
+    if entry is None:
+        return
+    known_entry(rec)  # learn its words
+    key = record._fastbuild.change(rec, entry, {})
+    want = python_change(rec, entry, last)
+    if key is None:
+        return  # the Python path's to decide
+    assert type(key) is tuple
+    if changed(rec) is None:  # no Last is ever kept under a key of its own
+        return
+    got = record._fastbuild.change(rec, entry, {key: last})
+    assert got == want or (got is None and want is not None and not rec[F["La"]].isascii())
+
+
+def test_change_refcounts_do_not_leak():
+    builder()
+    rec = next(r for r in pool() if known_entry(r) is not None and changed(r) is not None)
+    entry = known_entry(rec)
+    assert entry is not None
+    key = record._fastbuild.change(rec, entry, {})
+    assert type(key) is tuple
+    lasts = {key: 5}
+    probe = rec[F["state"]]
+    before = sys.getrefcount(probe), sys.getrefcount(entry)
+    for _ in range(100):
+        record._fastbuild.change(rec, entry, {})  # the key, made and dropped
+        assert type(record._fastbuild.change(rec, entry, lasts)) is bytes
+    assert (sys.getrefcount(probe), sys.getrefcount(entry)) == before

@@ -1,10 +1,11 @@
 """The tracker's fast paths give what its plain path gives.
 
-Three ways through Tracker.update: the record-by-record path with every changed state
-parsed in full (the reference), the bulk scanner for every poll, and the default (bulk
-when many records are fresh, counters-only updates for changed states).  Fed the same
-polls, they must hand out the same expired and active entries, count the same, and end
-holding the same entries.
+Four ways through Tracker.update: the record-by-record path with every changed state
+parsed in full (the reference), the bulk scanner for every poll, counters-only updates
+in Python alone (no flows.change_c), and the default (bulk when many records are fresh,
+counters-only updates for changed states, in C where _fastbuild.change takes them).
+Fed the same polls, they must hand out the same expired and active entries, count the
+same, and end holding the same entries.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pflowbsd import sightings
+from pflowbsd import flows, sightings
 from pflowbsd.pf import snapshot
 from pflowbsd.sim.simpf import SimPf
 from pflowbsd.tracker import Tracker, Update
@@ -30,6 +31,9 @@ def run(texts: list[tuple[str, float]], mode: str, monkeypatch: pytest.MonkeyPat
         if mode == "plain":
             m.setattr(sightings, "BULK_SHARE", 2.0)       # never the bulk scanner
             m.setattr(sightings, "read_change", lambda rec: None)  # always a full parse
+            m.setattr(flows, "change_c", None)
+        elif mode == "python":
+            m.setattr(flows, "change_c", None)  # counters-only updates, in Python
         elif mode == "bulk":
             m.setattr(sightings, "BULK_SHARE", -1.0)      # always the bulk scanner
         t = Tracker(select=lambda st: st.pflow or st.proto != 17, active_timeout=active)
@@ -58,15 +62,21 @@ def test_every_path_agrees_on_the_simulator(seed: int, active: int,
     texts = sim_polls(seed)
     ref, t0 = run(texts, "plain", monkeypatch, active)
     assert sum(s[3] for s in ref) > 50 and sum(len(s[0]) for s in ref) > 20  # changed, expired
-    for mode in ("bulk", "default"):
+    for mode in ("bulk", "python", "default"):
         got, t = run(texts, mode, monkeypatch, active)
         assert got == ref, mode
         assert t.entries == t0.entries and t.exported == t0.exported, mode
 
 
-def golden_polls() -> list[tuple[str, float]]:
+EXPIRES = re.compile(r"expires in \d+:\d\d:\d\d")
+
+
+def golden_polls(same_expiry: bool = False) -> list[tuple[str, float]]:
     """A golden table, then the same ten seconds on: a third of the states with more
-    traffic, a tenth gone, and one changed to another connection under the same id."""
+    traffic, a tenth gone, and one changed to another connection under the same id.
+    same_expiry: the states with more traffic show one of a few `expires in` values, as
+    on a busy firewall (where the C update's kept Lasts are found), and some show
+    counters gone down."""
     with gzip.open(GOLDEN / "openbsd-random-vv.txt.gz", "rt") as f:
         a = f.read()
     recs = re.findall(r"^\S.*\n(?:[ \t].*\n)*", a, re.M)
@@ -77,6 +87,11 @@ def golden_polls() -> list[tuple[str, float]]:
         if i % 3 == 0:
             r = COUNTERS.sub(lambda m: f"{int(m[1]) + 3}:{int(m[2]) + 2} pkts, "
                              f"{int(m[3]) + 180}:{int(m[4]) + 1460} bytes", r, count=1)
+            if same_expiry:
+                r = EXPIRES.sub(("expires in 23:59:58", "expires in 00:00:25",
+                                 "expires in 00:00:09")[i % 9 // 3], r, count=1)
+            if same_expiry and i % 51 == 0:
+                r = COUNTERS.sub(lambda m: f"{m[1]}:{m[2]} pkts, 0:{m[4]} bytes", r, count=1)
         if i == 6:
             r = COUNTERS.sub(lambda m: f"{int(m[1]) + 1}:{m[2]} pkts, {int(m[3]) + 1}:{m[4]} bytes",
                              r, count=1)
@@ -86,32 +101,49 @@ def golden_polls() -> list[tuple[str, float]]:
     return [(a, 1000.0), ("".join(b), 1010.0), ("".join(b[5:]), 1020.0)]
 
 
-def test_every_path_agrees_on_a_golden_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    texts = golden_polls()
+@pytest.mark.parametrize("same_expiry", [False, True])
+def test_every_path_agrees_on_a_golden_table(same_expiry: bool,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = golden_polls(same_expiry)
     ref, t0 = run(texts, "plain", monkeypatch)
     assert ref[1][3] > 100 and ref[1][4] > 10  # changed, gone
-    for mode in ("bulk", "default"):
+    for mode in ("bulk", "python", "default"):
         got, t = run(texts, mode, monkeypatch)
         assert got == ref, mode
         assert t.entries == t0.entries, mode
 
 
-def test_counters_only_update_is_taken_for_changed_states(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default path really uses the counters-only update (else the test above
-    would compare the plain path with itself)."""
-    calls = []
-    real = sightings.read_change
+@pytest.mark.parametrize("c", [False, True])
+def test_counters_only_update_is_taken_for_changed_states(
+        c: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default path really uses the counters-only update, in Python and in C where
+    a Last is kept (else the tests above would compare the plain path with itself)."""
+    calls: list[str] = []
+    real, real_c = sightings.read_change, flows.change_c
 
     def spy(rec):  # type: ignore[no-untyped-def]
         out = real(rec)
-        calls.append(out is not None)
+        calls.append("python" if out is not None else "none")
+        return out
+
+    def spy_c(rec, entry, lasts):  # type: ignore[no-untyped-def]
+        out = real_c(rec, entry, lasts)  # type: ignore[misc]
+        if type(out) is bytes:
+            calls.append("c")
         return out
     monkeypatch.setattr(sightings, "read_change", spy)
+    if c and real_c is None:
+        pytest.skip("pflowbsd.pf._fastbuild did not build")
+    monkeypatch.setattr(flows, "change_c", spy_c if c else None)
     t = Tracker(select=lambda st: True)
-    texts = golden_polls()
+    texts = golden_polls(same_expiry=True)
     t.update(*texts[0])
     u = t.update(*texts[1])
-    assert u.changed > 100 and sum(calls) >= 0.9 * u.changed
+    fast = calls.count("c") + calls.count("python")
+    assert u.changed > 100 and fast >= 0.9 * u.changed
+    # C takes each record whose Last is kept: of this table's random words and rules,
+    # a few dozen (on the simulator, about half of the changed states)
+    assert (calls.count("c") >= 25) is c
 
 
 def blocks(text: str, size: int) -> list[bytes]:
