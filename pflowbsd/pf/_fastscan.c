@@ -26,7 +26,9 @@
  * sight(), the same with each tail sorted (seen again, a repeat, or fresh, with where it
  * is) and layout()'s counts on the way, so the tracker's quiet poll is one pass and a
  * dict deletion per state, and layout(), fastscan.layout_regex's two counts in one
- * memchr pass.
+ * memchr pass.  pairs() is the bulk reader's check that findall()'s records are the
+ * sighted tails' (pf/snapshot.py fresh_records), one C loop instead of one Python
+ * round per record.
  *
  * One file past the usual ~400 lines: the matchers share the text accessors and the
  * per-kind specialisation, and an extension of one translation unit keeps setup.py's
@@ -889,11 +891,78 @@ static PyObject *fastscan_layout(PyObject *module, PyObject *text)
     return Py_BuildValue("(nn)", lines, heads);
 }
 
+PyDoc_STRVAR(pairs_doc,
+"pairs(tails, i, records, fresh) -> (pairs, lines) or None\n\n"
+"fastscan.pairs_py(tails, i, records, fresh), in C: each record (a FastRecord of\n"
+"findall()) paired with tails[i + j], checked to end with its id and creatorid;\n"
+"(tail, record) of those whose tail is in the set `fresh` (None: all), and the lines\n"
+"the records take.  None if a pair does not hold or the tails run out.");
+
+#define TRACK_KEY 36  /* grammar.TRACK_KEY: "<16 hex> creatorid: <8 hex>" ends a tail */
+
+static int nonempty(PyObject *o)
+{
+    return PyUnicode_Check(o) && PyUnicode_GET_LENGTH(o) > 0;
+}
+
+static PyObject *fastscan_pairs(PyObject *module, PyObject *args)
+{
+    PyObject *tails, *recs, *fresh, *out;
+    Py_ssize_t i, k, lines = 0;
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!nO!O:pairs", &PyList_Type, &tails, &i, &PyList_Type, &recs,
+                          &fresh))
+        return NULL;
+    if (fresh != Py_None && !PyAnySet_Check(fresh)) {
+        PyErr_SetString(PyExc_TypeError, "pairs: fresh must be a set or None");
+        return NULL;
+    }
+    k = PyList_GET_SIZE(recs);
+    if (i < 0 || i + k > PyList_GET_SIZE(tails))
+        Py_RETURN_NONE;
+    if ((out = PyList_New(0)) == NULL)
+        return NULL;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *t = PyList_GET_ITEM(tails, i + j), *r = PyList_GET_ITEM(recs, j);
+        if (!PyUnicode_Check(t) || !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != NGROUPS)
+            goto mismatch;
+        PyObject *id = PyTuple_GET_ITEM(r, G_ID), *cid = PyTuple_GET_ITEM(r, G_CREATORID);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+        /* t.endswith(creatorid) and t.startswith(id, len(t) - TRACK_KEY) */
+        if (n < TRACK_KEY || !nonempty(id) || !nonempty(cid)
+            || PyUnicode_Tailmatch(t, cid, 0, n, 1) != 1
+            || PyUnicode_Tailmatch(t, id, n - TRACK_KEY, n, -1) != 1)
+            goto mismatch;
+        lines += 3 + nonempty(PyTuple_GET_ITEM(r, G_SEQ)) + nonempty(PyTuple_GET_ITEM(r, G_ORIGIF));
+        int take = fresh == Py_None ? 1 : PySet_Contains(fresh, t);
+        if (take < 0)
+            goto fail;
+        if (take) {
+            PyObject *pair = PyTuple_Pack(2, t, r);
+            if (pair == NULL || PyList_Append(out, pair) < 0) {
+                Py_XDECREF(pair);
+                goto fail;
+            }
+            Py_DECREF(pair);
+        }
+    }
+    return Py_BuildValue("(Nn)", out, lines);
+mismatch:
+    PyErr_Clear();
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef fastscan_methods[] = {
     {"findall", fastscan_findall, METH_VARARGS, findall_doc},
     {"tails", fastscan_tails, METH_O, tails_doc},
     {"layout", fastscan_layout, METH_O, layout_doc},
     {"sight", fastscan_sight, METH_VARARGS, sight_doc},
+    {"pairs", fastscan_pairs, METH_VARARGS, pairs_doc},
     {NULL, NULL, 0, NULL}
 };
 

@@ -14,7 +14,8 @@ of bench/common.py (`python3 bench/parse.py`): findall 4.8 x with the regex, 1.9
 rest is making the tuples and the strings the regex makes too); tails 0.9 x and 0.3 x;
 layout 0.8 x and 0.1 x; the cold parse_states 10.4 x and 4.5 x (with record.py's C
 builder).  sight() is the tracker's pass over a chunk (tails, their sorting against the
-entries, layout) in one.  ACCELERATED says which one runs.
+entries, layout) in one, pairs() the bulk reader's check of its records against those
+tails.  ACCELERATED says which one runs.
 """
 
 from __future__ import annotations
@@ -119,6 +120,38 @@ def sight_c(text: str, known: dict[str, Any], unseen: dict[str, Any],
     return _fastscan.sight(text, known, unseen, seen)
 
 
+# What pairs() returns: (tail, record) of the fresh, and the lines the records take.
+Pairing = tuple[list[tuple[str, FastRecord]], int]
+
+
+def pairs_py(tails: list[str], i: int, records: list[FastRecord],
+             fresh: set[str] | None) -> Pairing | None:
+    """The bulk reader's pairing (pf/snapshot.py fresh_records) of a run of findall()'s
+    records with the tails sighted from tails[i]: each tail must end with its record's
+    id and creatorid.  (tail, record) of each tail in `fresh` (None: every one), and
+    the lines the records take (3 each, and their tcp and origif lines); None if a
+    pair does not hold or the tails run out."""
+    if i < 0 or i + len(records) > len(tails):
+        return None
+    out = []
+    lines = 0
+    for t, r in zip(tails[i:i + len(records)], records, strict=False):
+        if not (r[30] and r[31] and len(t) >= g.TRACK_KEY and t.endswith(r[31])
+                and t.startswith(r[30], len(t) - g.TRACK_KEY)):
+            return None
+        lines += 3 + bool(r[18]) + bool(r[33])  # FAST_FIELDS "seq", "origif"
+        if fresh is None or t in fresh:
+            out.append((t, r))
+    return out, lines
+
+
+def pairs_c(tails: list[str], i: int, records: list[FastRecord],
+            fresh: set[str] | None) -> Pairing | None:
+    """The same from _fastscan, in one C loop."""
+    return cast("Pairing | None", _fastscan.pairs(tails, i, records, fresh))
+
+
 tails = tails_c if ACCELERATED else tails_regex
 sight = sight_c if ACCELERATED else sight_regex
 layout = layout_c if ACCELERATED else layout_regex
+pairs = pairs_c if ACCELERATED else pairs_py

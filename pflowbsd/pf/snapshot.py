@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from operator import itemgetter
 from typing import Any
 
 from pflowbsd.pf import fastscan
-from pflowbsd.pf.fastscan import findall
+from pflowbsd.pf.fastscan import findall, pairs
 from pflowbsd.pf.grammar import TRACK_KEY, TRACK_TAIL, FastRecord
 
 __all__ = [
@@ -103,7 +102,6 @@ def partial_reason_counts(blank: bool, records: int, entries: int | None) -> str
 # Where a chunk of fresh_records() may end: before a state line.
 _RECORD_START = re.compile(r"\n(?! )")
 _CHUNK = 1 << 14
-_SEQ, _ORIGIF = itemgetter(18), itemgetter(33)  # grammar.FAST_FIELDS "seq", "origif"
 
 
 def fresh_records(text: str, tails: Sequence[str], fresh: Collection[str]
@@ -114,26 +112,19 @@ def fresh_records(text: str, tails: Sequence[str], fresh: Collection[str]
     fresh records instead, for the record-by-record path to read and judge."""
     pos, n, i = 0, len(text), 0
     count = text.count
+    order = tails if isinstance(tails, list) else list(tails)
+    # every tail fresh (a first poll): no set to ask
+    only: set[str] | None = None if len(fresh) >= len(order) else set(fresh)
     while pos < n:
         m = _RECORD_START.search(text, pos + _CHUNK)
         end = m.end() if m else n
         recs = findall("vv", text, pos, end)
-        k = len(recs)
-        lines = 3 * k + sum(map(bool, map(_SEQ, recs))) + sum(map(bool, map(_ORIGIF, recs)))
-        out: list[tuple[str, FastRecord]] = []
-        if lines == count("\n", pos, end) and i + k <= len(tails):
-            for t, r in zip(tails[i:i + k], recs, strict=True):
-                if t in fresh:
-                    # the pairing, checked where it matters: id and creatorid
-                    if not (t.endswith(r[31] or "\0")
-                            and t.startswith(r[30] or "\0", len(t) - TRACK_KEY)):
-                        break
-                    out.append((t, r))
-            else:
-                yield out
-                i += k
-                pos = end
-                continue
+        paired = pairs(order, i, recs, only)  # the records are the tails', in order
+        if paired is not None and paired[1] == count("\n", pos, end):
+            yield paired[0]
+            i += len(recs)
+            pos = end
+            continue
         yield spans(text, [t for t in tails[i:] if t in fresh], pos)
         return
 

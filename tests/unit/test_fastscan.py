@@ -288,6 +288,15 @@ def test_refcounts_do_not_leak():
         tails, want = c.tails(text), fastscan.tails_regex(text)
         assert len(tails) == 50 and sys.getrefcount(tails[1]) == sys.getrefcount(want[1])
         del tails, want
+        tails = c.tails(text)
+        t0, r0 = tails[0], ref[0]
+        held = sys.getrefcount(t0), sys.getrefcount(r0)
+        paired = c.pairs(tails, 0, ref, None)
+        assert paired[1] == text.count("\n") and (sys.getrefcount(t0), sys.getrefcount(r0)) == (held[0] + 1, held[1] + 1)
+        assert c.pairs(tails, 1, ref, None) is None and c.pairs(tails[:-1], 0, ref, {t0}) is None
+        del paired
+        assert (sys.getrefcount(t0), sys.getrefcount(r0)) == held
+        del tails, t0, r0
     assert (sys.getrefcount(text), sys.getrefcount("")) == before
     if hasattr(sys, "gettotalrefcount"):  # a debug build counts every reference
         total = sys.gettotalrefcount()
@@ -469,6 +478,79 @@ def test_mutated_records(case):
     same(text)
 
 
+# ---- pairs(): the bulk reader's check of records against tails ----------------------------
+
+def same_pairs(tails: list[str], i: int, recs: list, fresh: set[str] | None):
+    """Assert C == pure for pairs(); what they return."""
+    got, want = scanner().pairs(tails, i, recs, fresh), fastscan.pairs_py(tails, i, recs, fresh)
+    assert got == want, (i, len(recs), None if fresh is None else len(fresh))
+    if got is not None:
+        assert all(a is b for x, y in zip(got[0], want[0]) for a, b in zip(x, y))
+    return want
+
+
+@pytest.mark.parametrize("name", [t for t in TABLES if "-vv" in t and t != BIG])
+def test_pairs_golden(name):
+    """A table's records are its tails', in order: every one paired, the lines they
+    take the table's; off by one, past the end or with an id changed, no pairing."""
+    text = golden(name)
+    tails, recs = fastscan.tails_regex(text), g.FAST_RECORD["vv"].findall(text)
+    assert len(tails) == len(recs) > 0
+    whole = same_pairs(tails, 0, recs, None)
+    assert whole is not None and whole[1] == text.count("\n")
+    assert [t for t, _ in whole[0]] == tails and [r for _, r in whole[0]] == recs
+    some = set(tails[::3])
+    part = same_pairs(tails, 0, recs, some)
+    assert part is not None and [t for t, _ in part[0]] == tails[::3] and part[1] == whole[1]
+    assert same_pairs(tails, 0, recs, set())[0] == []  # type: ignore[index]
+    half = len(recs) // 2
+    assert same_pairs(tails, half, recs[half:], None) is not None
+    assert same_pairs(tails, 0, [], None) == ([], 0)
+    if len(recs) > 1:  # a record off its tail, and the tails running out
+        assert same_pairs(tails, 1, recs[:-1], None) is None
+        assert same_pairs(tails[1:], 0, recs[:-1], None) is None
+    assert same_pairs(tails[:-1], 0, recs, None) is None
+    assert same_pairs(tails, -1, recs, None) is None
+    for at, field in ((len(recs) - 1, 30), (len(recs) // 2, 31), (0, 31)):
+        bad = list(recs)
+        r = list(bad[at])
+        r[field] = r[field][:-1] + ("0" if r[field][-1] != "0" else "1")
+        bad[at] = tuple(r)
+        assert same_pairs(tails, 0, bad, None) is None
+        r[field] = ""  # no id at all: no pairing, not a match of the empty string
+        bad[at] = tuple(r)
+        assert same_pairs(tails, 0, bad, set(tails)) is None
+
+
+def test_pairs_counts_the_optional_lines():
+    """A record's lines are 3, one more with tcp sequence windows and one with origif."""
+    text = REC.replace("rule 0", "rule 9")
+    recs = g.FAST_RECORD["vv"].findall(text)
+    tails = fastscan.tails_regex(text)
+    base = same_pairs(tails, 0, recs, None)
+    assert base is not None and base[1] == text.count("\n")
+    r = list(recs[0])
+    for seq, origif, lines in (("", "", 3), ("x", "", 4), ("", "em0", 4), ("x", "em0", 5)):
+        r[18], r[33] = seq, origif
+        assert same_pairs(tails, 0, [tuple(r)], None) == ([(tails[0], tuple(r))], lines)
+
+
+def test_pairs_bad_arguments():
+    c = scanner()
+    with pytest.raises(TypeError):
+        c.pairs(("a",), 0, [], None)
+    with pytest.raises(TypeError):
+        c.pairs([], 0, [], ["not a set"])
+    with pytest.raises(TypeError):
+        c.pairs([], 0, [], {}, 1)
+    assert c.pairs(["x" * 40], 0, [("x",)], None) is None  # not a findall() record
+    assert c.pairs([1], 0, [tuple([""] * len(g.FAST_FIELDS))], None) is None
+    short = [""] * len(g.FAST_FIELDS)  # a tail too short to end with an id and creatorid
+    short[30], short[31] = "00", "ab"
+    assert same_pairs(["00ab"], 0, [tuple(short)], None) is None
+    assert same_pairs(["00" + "x" * 32 + "ab"], 0, [tuple(short)], None) is not None
+
+
 # ---- fastscan's choice -------------------------------------------------------------------
 
 def accelerated(env: dict[str, str]) -> str:
@@ -491,6 +573,7 @@ def test_both_entry_points_agree():
     assert fastscan.tails is (fastscan.tails_c if fastscan.ACCELERATED else fastscan.tails_regex)
     assert fastscan.layout is (fastscan.layout_c if fastscan.ACCELERATED else fastscan.layout_regex)
     assert fastscan.sight is (fastscan.sight_c if fastscan.ACCELERATED else fastscan.sight_regex)
+    assert fastscan.pairs is (fastscan.pairs_c if fastscan.ACCELERATED else fastscan.pairs_py)
     scanner()
     if not fastscan.ACCELERATED:
         assert os.environ.get("PFLOWBSD_PURE") == "1"
