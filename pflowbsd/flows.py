@@ -89,11 +89,11 @@ _KEY_HEAD = struct.Struct("<BBHH")  # flags, proto, src_port, dst_port
 # pf/_fastbuild.c's pack_entry(), when the C builder imported (record.py) and packs the
 # layout above: with ENTRY or a flag changed here and not there, every entry is Python's.
 _fb = record._fastbuild
-_pack_c = (_fb.pack_entry if _fb is not None
+pack_c = (_fb.pack_entry if _fb is not None
            and (ENTRY.format, NATTED, INET6, OUTBOUND) == _fb.ENTRY_LAYOUT else None)
 # Its change(): with_update() of a known state from its record's counter fields, read
 # in C (sightings.py), under the same guard; None: the Python path alone.
-change_c = _fb.change if _pack_c is not None else None
+change_c = _fb.change if pack_c is not None else None
 
 
 def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:
@@ -109,8 +109,8 @@ def pack_entry(st: State, first: int, last: int, ifidx: tuple[int, int] = (0, 0)
     of the state is checked here, so the tracker need not check them twice.  The C
     builder packs the common case (the same bytes); the rest, and every refusal, is
     pack_entry_py()'s."""
-    if _pack_c is not None:
-        out = _pack_c(st, first, last, ifidx[0], ifidx[1])
+    if pack_c is not None:
+        out = pack_c(st, first, last, ifidx[0], ifidx[1])
         if out is not None:
             return out
     return pack_entry_py(st, first, last, ifidx)

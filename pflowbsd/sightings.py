@@ -138,16 +138,7 @@ class Sightings:
                     continue
             build.append((t, rec, start, end))
         if not old:  # every record new: the first poll's loop, kept tight
-            admit, added = self._admit, []
-            for t, st, start in self._built(text, build, up, line_of):
-                if st is None:
-                    continue
-                try:
-                    entries[t] = admit(t, st, poll, nstates)
-                except ValueError as e:
-                    self._bad(text, t, start, e, up, line_of)
-                    continue
-                added.append(t)
+            added = self._admit_all(text, build, poll, nstates, up, line_of)
             up.new += len(added)
             self.touched.update(added)
             return
@@ -312,6 +303,38 @@ class Sightings:
             return
         self.entries[t] = entry
         self._moved(prev, t)
+
+    def _admit_all(self, text: str, build: list[tuple[str, FastRecord | None, int, int]],
+                   poll: float, nstates: int, up: Update, line_of: Callable[[int], int]
+                   ) -> list[str]:
+        """_admit() of every record of `build`, all new (a first poll): its steps for a
+        state the common case makes (no rule of its own timeouts, no interface table,
+        the C packer), inlined; any other goes through _admit itself.  The tails
+        admitted."""
+        entries, select, policy, admit = self.entries, self.select, self.policy, self._admit
+        rule_of, last_packet, pack = policy.rule_of, policy.last_packet, flows.pack_c
+        plain = not self.ifaces and not self.active_timeout and pack is not None
+        added: list[str] = []
+        now = int(poll)
+        for t, st, start in self._built(text, build, up, line_of):
+            if st is None:
+                continue
+            try:
+                if plain and rule_of is None:
+                    if select(st):
+                        entry = pack(st, now - (st.age_s or 0),  # type: ignore[misc]
+                                     int(last_packet(st, poll, nstates)[0]), 0, 0)
+                        entries[t] = entry if entry is not None else admit(t, st, poll, nstates)
+                    else:
+                        check_addresses(st)
+                        entries[t] = None
+                else:
+                    entries[t] = admit(t, st, poll, nstates)
+            except ValueError as e:
+                self._bad(text, t, start, e, up, line_of)
+                continue
+            added.append(t)
+        return added
 
     def _admit(self, t: str, st: State, poll: float, nstates: int) -> Entry | None:
         """A new state's entry (None: not selected); ValueError, and nothing kept, if

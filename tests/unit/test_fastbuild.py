@@ -255,7 +255,7 @@ def test_pack_entry_is_taken_only_for_the_layout_it_packs():
     builder()
     want = (flows.ENTRY.format, flows.NATTED, flows.INET6, flows.OUTBOUND)
     assert want == record._fastbuild.ENTRY_LAYOUT
-    assert flows._pack_c is record._fastbuild.pack_entry
+    assert flows.pack_c is record._fastbuild.pack_entry
 
 
 STATE_VALUES = {

@@ -204,3 +204,18 @@ def test_a_reload_takes_the_rule_number_not_the_rules_timeouts():
     (f1, _), = pairs(t.update("", 210.0))
     assert f1.end == (200 - 30) * 1000  # 300 - 270; the global 60 s would say 140
     assert t.rules == {}
+
+
+def test_a_bad_address_is_an_error_selected_or_not():
+    """An address pf would not print is the record's error, not an entry, in a first
+    poll (every record new: the tight admit loop) and later, whether the state is
+    selected for export or not."""
+    bad = TCP_OUT.replace("93.184.216.34", "93.184.216.340")
+    for select in (lambda st: True, lambda st: False):
+        t = Tracker(Policy(dict(DEFAULTS)), select=select)
+        good = record(UDP, id=sid(2))
+        up = t.update(record(bad, id=sid(1)) + good, 100.0)
+        assert (up.new, len(up.errors), up.errors[0].line) == (1, 1, 1), up.errors
+        assert "bad address" in up.errors[0].reason and len(t) == 1
+        up = t.update(good + record(bad, id=sid(3)), 110.0)
+        assert (up.new, len(up.errors), up.errors[0].line) == (0, 1, 4) and len(t) == 1

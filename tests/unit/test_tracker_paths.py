@@ -1,9 +1,10 @@
 """The tracker's fast paths give what its plain path gives.
 
 Four ways through Tracker.update: the record-by-record path with every changed state
-parsed in full (the reference), the bulk scanner for every poll, counters-only updates
-in Python alone (no flows.change_c), and the default (bulk when many records are fresh,
-counters-only updates for changed states, in C where _fastbuild.change takes them).
+parsed in full and every entry packed in Python (the reference), the bulk scanner for
+every poll, counters-only updates in Python alone (no flows.change_c), and the default
+(bulk when many records are fresh, counters-only updates for changed states, in C where
+_fastbuild.change takes them, a first poll's entries packed in C).
 Fed the same polls, they must hand out the same expired and active entries, count the
 same, and end holding the same entries.
 """
@@ -32,6 +33,7 @@ def run(texts: list[tuple[str, float]], mode: str, monkeypatch: pytest.MonkeyPat
             m.setattr(sightings, "BULK_SHARE", 2.0)       # never the bulk scanner
             m.setattr(sightings, "read_change", lambda rec: None)  # always a full parse
             m.setattr(flows, "change_c", None)
+            m.setattr(flows, "pack_c", None)  # entries packed in Python, one _admit each
         elif mode == "python":
             m.setattr(flows, "change_c", None)  # counters-only updates, in Python
         elif mode == "bulk":
