@@ -94,6 +94,9 @@ pack_c = (_fb.pack_entry if _fb is not None
 # Its change(): with_update() of a known state from its record's counter fields, read
 # in C (sightings.py), under the same guard; None: the Python path alone.
 change_c = _fb.change if pack_c is not None else None
+# Its admit(): pack_entry() of a new state with its First and Last (sightings.py's first
+# poll), under the same guard.
+admit_c = _fb.admit if pack_c is not None else None
 
 
 def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:

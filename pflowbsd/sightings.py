@@ -24,6 +24,7 @@ import heapq
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from pflowbsd import flows
 from pflowbsd.flows import Entry
@@ -187,10 +188,15 @@ class Sightings:
                 build_into(fast, 0, 3, states)
             except (ValueError, KeyError):
                 states = []
-        if len(states) == len(todo):
-            for (t, _r, start, _e), st in zip(todo, states, strict=True):
-                yield t, st, start
-            return
+        if len(states) == len(todo):  # an iterator in C, not a generator's rounds
+            return zip(map(_TAIL, todo), states, map(_START, todo))
+        return Sightings._one_by_one(text, todo, up, line_of)
+
+    @staticmethod
+    def _one_by_one(text: str, todo: list[tuple[str, FastRecord | None, int, int]],
+                    up: Update, line_of: Callable[[int], int]
+                    ) -> Iterator[tuple[str, State | None, int]]:
+        """_built()'s records one by one, the parser's own error for each that fails."""
         for t, _r, start, end in todo:
             if start < 0:
                 start, end = snapshot.span_of(text, t)
@@ -309,22 +315,26 @@ class Sightings:
                    ) -> list[str]:
         """_admit() of every record of `build`, all new (a first poll): its steps for a
         state the common case makes (no rule of its own timeouts, no interface table,
-        the C packer), inlined; any other goes through _admit itself.  The tails
-        admitted."""
+        no active timeout: First, Last and the entry in C, flows.admit_c), inlined; any
+        other goes through _admit itself.  The tails admitted."""
         entries, select, policy, admit = self.entries, self.select, self.policy, self._admit
-        rule_of, last_packet, pack = policy.rule_of, policy.last_packet, flows.pack_c
-        plain = not self.ifaces and not self.active_timeout and pack is not None
+        fast = flows.admit_c
+        if fast is None or self.ifaces or self.active_timeout or policy.rule_of is not None:
+            fast = None
+        known = policy.known_classes(nstates)
         added: list[str] = []
         now = int(poll)
         for t, st, start in self._built(text, build, up, line_of):
             if st is None:
                 continue
             try:
-                if plain and rule_of is None:
+                if fast is not None:
                     if select(st):
-                        entry = pack(st, now - (st.age_s or 0),  # type: ignore[misc]
-                                     int(last_packet(st, poll, nstates)[0]), 0, 0)
-                        entries[t] = entry if entry is not None else admit(t, st, poll, nstates)
+                        entry = fast(st, now, poll, known)
+                        if type(entry) is tuple:  # a class not met yet this poll
+                            policy.learn(st, nstates)
+                            entry = fast(st, now, poll, known)
+                        entries[t] = entry if type(entry) is bytes else admit(t, st, poll, nstates)
                     else:
                         check_addresses(st)
                         entries[t] = None
@@ -364,6 +374,9 @@ def _line_numbers(text: str, line: int, lines: tuple[list[int], list[int]] | Non
         return lambda at: line + text.count("\n", 0, at)
     starts, numbers = lines
     return lambda at: numbers[max(0, bisect.bisect_right(starts, at) - 1)]
+
+
+_TAIL, _START = itemgetter(0), itemgetter(2)  # of _built()'s (tail, record, start, end)
 
 
 class _Skipped(Exception):

@@ -20,12 +20,14 @@
  * by setup() (which refuses a State whose slots are not the 31 listed here, and then
  * the pure path runs); a Host is a tuple subclass, made by its type's tp_alloc.
  *
- * Two more of the tracker's per-state steps live here for the same reason: pack_entry()
- * (flows.pack_entry's bytes for such a State) and change() (a known state's entry with
+ * Three more of the tracker's per-state steps live here for the same reason: pack_entry()
+ * (flows.pack_entry's bytes for such a State), admit() (the same with its First and
+ * Last, as a first poll packs its new states) and change() (a known state's entry with
  * its record's new counters, Sightings._counters' common case).  Last, which takes
  * pf's timeout rules (Python's, pf/timeouts.py), is not worked out here: change() finds
  * it in a dict the caller fills, under a key of everything Last depends on, so each
- * poll works out one Last per (class words, `expires in`, rule), not one per state.
+ * poll works out one Last per (class words, `expires in`, rule), not one per state;
+ * admit() finds a class's timeouts so, under timeouts.class_key().
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -554,6 +556,9 @@ PyDoc_STRVAR(pack_entry_doc,
 "flows.pack_entry()'s bytes for a State build() could have made; None where that one\n"
 "must decide (an address inet_pton() refuses, a value out of its field's range).");
 
+static PyObject *pack(PyObject *st, long long first, long long last, unsigned long long ifin,
+                      unsigned long long ifout);
+
 static PyObject *fastbuild_pack_entry(PyObject *module, PyObject *args)
 {
     PyObject *st, *first_o, *last_o, *ifin_o, *ifout_o;
@@ -569,6 +574,13 @@ static PyObject *fastbuild_pack_entry(PyObject *module, PyObject *args)
         PyErr_Clear();
         Py_RETURN_NONE;
     }
+    return pack(st, first, last, ifin, ifout);
+}
+
+/* pack_entry() of a State, its numbers read; None where the Python packer must decide. */
+static PyObject *pack(PyObject *st, long long first, long long last, unsigned long long ifin,
+                      unsigned long long ifout)
+{
     for (int k = 0; k < NSLOTS; k++)
         if (slot(st, k) == NULL)
             Py_RETURN_NONE;
@@ -634,6 +646,93 @@ static PyObject *fastbuild_pack_entry(PyObject *module, PyObject *args)
             Py_RETURN_NONE;
     }
     return PyBytes_FromStringAndSize((const char *)buf, p - buf);
+}
+
+PyDoc_STRVAR(admit_doc,
+"admit(state, now, poll, known) -> bytes, tuple or None\n\n"
+"A new state's entry as Sightings._admit() packs it with no rule of its own timeouts and\n"
+"no interface table: pack_entry(state, now - age, Last, 0, 0), Last as Policy.last_packet()\n"
+"works it out, from `known` (Policy.known_classes(): timeouts.class_key(state) -> (its\n"
+"class's timeout, the longer alternative's) or None).  The key, when `known` lacks it\n"
+"(the caller learns it and asks again); None where the Python path must decide.");
+
+static PyObject *fastbuild_admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "admit() takes 4 arguments");
+        return NULL;
+    }
+    PyObject *st = args[0], *now_o = args[1], *poll_o = args[2], *known = args[3];
+    if (state_type == NULL || !Py_IS_TYPE(st, state_type) || !PyLong_CheckExact(now_o)
+        || !(PyFloat_CheckExact(poll_o) || PyLong_CheckExact(poll_o)) || !PyDict_CheckExact(known))
+        Py_RETURN_NONE;
+    for (int k = 0; k < NSLOTS; k++)
+        if (slot(st, k) == NULL)
+            Py_RETURN_NONE;
+    double poll = PyFloat_CheckExact(poll_o) ? PyFloat_AS_DOUBLE(poll_o) : PyLong_AsDouble(poll_o);
+    long long now = PyLong_AsLongLong(now_o), age = 0;
+    PyObject *age_o = slot(st, S_AGE_S), *exp_o = slot(st, S_EXPIRES_IN_S);
+    if (age_o != Py_None && !PyLong_CheckExact(age_o))
+        Py_RETURN_NONE;
+    if (age_o != Py_None)
+        age = PyLong_AsLongLong(age_o);
+    /* int(poll) below, and the numbers to 2^53 that a double holds exactly */
+    if (PyErr_Occurred() || !(poll > -9e15 && poll < 9e15) || now > (1LL << 53)
+        || now < -(1LL << 53) || age > (1LL << 53) || age < -(1LL << 53)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    long long last = (long long)poll;  /* int(poll): Last unknown */
+    if (exp_o != Py_None) {
+        uint64_t p0, p1;
+        if (!PyLong_CheckExact(exp_o) || !pair(slot(st, S_PACKETS), &p0, &p1)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        long long remaining = PyLong_AsLongLong(exp_o);
+        if ((remaining == -1 && PyErr_Occurred()) || remaining > (1LL << 53)
+            || remaining < -(1LL << 53)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        /* timeouts.class_key(): what the class functions read */
+        PyObject *key = PyTuple_Pack(7, slot(st, S_PROTO), slot(st, S_STATE_TEXT),
+                                     slot(st, S_SRC_STATE), slot(st, S_DST_STATE),
+                                     p0 <= 1 ? Py_True : Py_False,
+                                     p0 <= 1 && p1 <= 1 - p0 ? Py_True : Py_False,
+                                     p1 > 0 ? Py_True : Py_False);
+        if (key == NULL)
+            return NULL;
+        PyObject *ts = PyDict_GetItemWithError(known, key);
+        if (ts == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(key);
+                return NULL;
+            }
+            return key;
+        }
+        Py_DECREF(key);
+        if (ts != Py_None) {
+            if (!PyTuple_CheckExact(ts) || PyTuple_GET_SIZE(ts) != 2
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(ts, 0))
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(ts, 1)))
+                Py_RETURN_NONE;
+            long long t = PyLong_AsLongLong(PyTuple_GET_ITEM(ts, 0));
+            long long alt = PyLong_AsLongLong(PyTuple_GET_ITEM(ts, 1));
+            if (PyErr_Occurred() || t > (1LL << 53) || t < 0 || alt > (1LL << 53) || alt < 0) {
+                PyErr_Clear();
+                Py_RETURN_NONE;
+            }
+            if (remaining > t) {  /* the longer alternative; past even that: read as 0 */
+                t = alt;
+                if (remaining > t)
+                    remaining = 0;
+            }
+            last = (long long)(poll - (double)(t - remaining));
+        }
+    }
+    return pack(st, now - age, last, 0, 0);
 }
 
 /* ---- a known state's counters: counters.read_change() and Sightings._counters() ----- */
@@ -831,6 +930,7 @@ static PyMethodDef fastbuild_methods[] = {
     {"setup", fastbuild_setup, METH_VARARGS, setup_doc},
     {"pack_entry", fastbuild_pack_entry, METH_VARARGS, pack_entry_doc},
     {"change", fastbuild_change, METH_VARARGS, change_doc},
+    {"admit", (PyCFunction)(void (*)(void))fastbuild_admit, METH_FASTCALL, admit_doc},
     {NULL, NULL, 0, NULL}
 };
 

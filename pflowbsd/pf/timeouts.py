@@ -161,6 +161,13 @@ def timeout_class(st: State) -> str | None:
     return CLASS_BY_PROTO.get(st.proto, _other_or_sctp)(st)
 
 
+def class_key(st: State) -> tuple[object, ...]:
+    """All that timeout_class() reads of a state, as a dict key: states with one key
+    run on one class (a class function that reads more must add it here)."""
+    p0, p1 = st.packets
+    return (st.proto, st.state_text, st.src_state, st.dst_state, p0 <= 1, p0 + p1 <= 1, p1 > 0)
+
+
 def effective(timeout: int, states: int, start: int, end: int) -> int:
     """pf_state_expires(): adaptive scaling once the table grows past adaptive.start."""
     if start and end and start < end and states > start:
@@ -179,6 +186,10 @@ class Policy:
     # `states_cur`, where it has them.
     rule_of: Callable[[State], object] | None = None
     _scaled: dict[int, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
+    # known_classes(): class_key -> (its class's timeout, its longer alternative's) or
+    # None, at one table size
+    _known: dict[int, dict[tuple[object, ...], tuple[int, int] | None]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def _scale(self, nstates: int) -> dict[str, int]:
         """Every class's effective timeout at this table size, kept for the next
@@ -205,6 +216,25 @@ class Policy:
             base = own.get(name, self.timeouts.get(name, DEFAULTS.get(name, 0)))
             return effective(base, count, start, end)
         return t_eff
+
+    def known_classes(self, nstates: int) -> dict[tuple[object, ...], tuple[int, int] | None]:
+        """What _fastbuild.admit() reads Last from, for states with no rule of their own
+        timeouts: class_key() -> (its class's timeout, its longer alternative's) or None
+        (no class), at this table size; learn() fills it, one class per key, not one
+        per state."""
+        known = self._known.get(nstates)
+        if known is None:
+            self._known.clear()
+            known = self._known[nstates] = {}
+        return known
+
+    def learn(self, st: State, nstates: int) -> None:
+        """known_classes(nstates)[class_key(st)], worked out as last_packet() would."""
+        assert self.rule_of is None
+        table = self._scaled.get(nstates) or self._scale(nstates)
+        klass = timeout_class(st)
+        self.known_classes(nstates)[class_key(st)] = None if klass is None else (
+            table[klass], table[LONGER_ALTERNATIVE.get(klass, klass)])
 
     def last_packet(self, st: State, poll: float, nstates: int,
                     rule: object = None) -> tuple[float, bool]:

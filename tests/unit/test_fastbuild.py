@@ -8,9 +8,10 @@ one's in tests/system/test_big_table.py), and
 hypothesis's mutations of them field by field (routing domains, ports and counters at
 and past their limits, digits that are not ASCII, words no cache holds, absent groups as
 "" and as None, a route on the id line).  Without the extension the comparisons skip, or
-fail under PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).  The same for its two other
+fail under PFLOWBSD_REQUIRE_PEERS=1 (CI builds it).  The same for two of its other
 functions: pack_entry() against flows.pack_entry_py(), change() against the update
-Sightings._counters() makes (and its keys: one Last for each).
+Sightings._counters() makes (and its keys: one Last for each); admit() has
+test_fastbuild_admit.py.
 """
 
 from __future__ import annotations
@@ -381,7 +382,7 @@ def near_records(draw: st.DrawFn) -> list[FastRecord]:
     return out
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(near_records())
 def test_change_keys_decide_last(recs):
     """Two records under the key change() keeps a Last by have the same Last."""

@@ -34,6 +34,7 @@ def run(texts: list[tuple[str, float]], mode: str, monkeypatch: pytest.MonkeyPat
             m.setattr(sightings, "read_change", lambda rec: None)  # always a full parse
             m.setattr(flows, "change_c", None)
             m.setattr(flows, "pack_c", None)  # entries packed in Python, one _admit each
+            m.setattr(flows, "admit_c", None)
         elif mode == "python":
             m.setattr(flows, "change_c", None)  # counters-only updates, in Python
         elif mode == "bulk":
@@ -146,6 +147,27 @@ def test_counters_only_update_is_taken_for_changed_states(
     # C takes each record whose Last is kept: of this table's random words and rules,
     # a few dozen (on the simulator, about half of the changed states)
     assert (calls.count("c") >= 25) is c
+
+
+def test_a_first_poll_packs_its_states_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first poll admits every state through _fastbuild.admit, each class learnt
+    once (else the first-poll comparisons above would compare Python with itself)."""
+    real = flows.admit_c
+    if real is None:
+        pytest.skip("pflowbsd.pf._fastbuild did not build")
+    calls: list[str] = []
+
+    def spy(st, now, poll, known):  # type: ignore[no-untyped-def]
+        out = real(st, now, poll, known)
+        calls.append(type(out).__name__)
+        return out
+    monkeypatch.setattr(flows, "admit_c", spy)
+    monkeypatch.setattr(sightings.Sightings, "_admit", lambda *a: pytest.fail("not in C"))
+    t = Tracker(select=lambda st: True)
+    text, poll = golden_polls()[0]
+    u = t.update(text, poll)
+    assert u.new == len(t.entries) > 100 and not u.errors
+    assert calls.count("bytes") == u.new and 0 < calls.count("tuple") < u.new // 4
 
 
 def blocks(text: str, size: int) -> list[bytes]:
