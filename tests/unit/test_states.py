@@ -184,7 +184,7 @@ def states(draw):
     }
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(states(), min_size=1, max_size=5))
 def test_printed_states_parse_back(specs):
     text = "".join(print_state(s) for s in specs)

@@ -3,7 +3,7 @@
 import socket
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pflowbsd.export import v5
@@ -144,6 +144,7 @@ def entries(draw):
     return head + body
 
 
+@settings(max_examples=60, deadline=None)
 @given(st.lists(entries(), max_size=4), st.sampled_from([5, 10]))
 def test_export_entries_sends_what_export_state_of_the_flow_pair_sends(batch, proto):
     """The pipeline's shortcut (v5.entry_records: no Flow made) is only a shortcut:
