@@ -62,9 +62,11 @@ EXPORTED = struct.Struct("<qQQQQ")
 class Tracker(Sightings):
     """Pure: feed it `pfctl -ss -vv` text and the uptime of the poll.
 
-    `entries` maps each known state's tail (pf.snapshot.TRACK_TAIL's text) to its packed entry (None when the
-    state is tracked but not selected), so a poll that changes nothing is one scan for
-    the tails and one dict deletion per state, all in C.
+    `entries` maps each known state's tail (pf.snapshot.TRACK_TAIL's text) to its packed
+    entry (None when the state is tracked but not selected), so a poll that changes
+    nothing is one scan for the tails and one dict deletion per state, all in C; each
+    tail is the str the last poll kept where it is the one expected next (`_order`,
+    sight()'s hint), so the dict finds it by identity with its hash known.
     """
 
     def __init__(self, policy: Policy | None = None,
@@ -82,6 +84,9 @@ class Tracker(Sightings):
         self._due: list[tuple[int, str]] = []  # (uptime due, tail), a heap (active only)
         self._overdue: set[str] = set()  # tails of states due with nothing gained yet
         self._lasts: dict[int, dict[tuple[object, ...], int]] = {}  # this poll's (sightings)
+        # The last poll's tails in text order, the entries' own str: the next poll's
+        # sight() takes each tail equal to the one expected for that str (a hint only)
+        self._order: list[str] = []
         self.stats = dict(polls=0, partial=0, parse_errors=0, new=0, changed=0,
                           expired=0, exported=0, restarted=0, active_exports=0)
         # What changed since take_changes(): tails whose entry was set or removed, and
@@ -115,6 +120,8 @@ class Tracker(Sightings):
         kept: list[tuple[str, list[str], list[str], list[int] | None, int]] = []
         # the states not yet seen this poll: what is left at the end has gone
         unseen = dict(self.entries)
+        hint = [self._order, 0] if self._order else None
+        order: list[str] = []  # this poll's tails: the next one's hint
         sighted: set[str] = set()  # the fresh tails seen so far (at_once: in this chunk)
         line = 1  # of the chunk's first line
         seen = 0  # tails
@@ -128,7 +135,8 @@ class Tracker(Sightings):
                 sighted = set()
             # the tails, and those not known, in order, with where they are
             tails, fresh, found, fresh_lines, repeats, nlines, heads = snapshot.sight(
-                chunk, self.entries, unseen, sighted)
+                chunk, self.entries, unseen, sighted, hint)
+            order += tails
             offsets: list[int] | None = found
             seen += len(tails)
             if not repeats and len(tails) == heads and chunk.endswith("\n"):
@@ -150,6 +158,7 @@ class Tracker(Sightings):
                 waiting += _records(chunk, fresh, offsets, fresh_lines, line)
             line += nlines
         up.blank = blank
+        self._order = order
         ok = complete(up) if callable(complete) else complete
         if not ok or (last and not last.endswith("\n")):
             up.partial = True
@@ -221,6 +230,7 @@ class Tracker(Sightings):
         """A restart: the states known before it.  The active timeout's schedule is made
         again from them; rules with timeouts of their own are looked up again."""
         self.entries, self.exported, self.rules = dict(entries), dict(exported), {}
+        self._order = []
         if self.touched is not _NOWHERE:
             self.touched, self.touched_exported = set(), set()
         self.set_active_timeout(self.active_timeout)

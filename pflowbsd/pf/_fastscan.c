@@ -688,7 +688,52 @@ static int append_ssize(PyObject *list, Py_ssize_t n)
 typedef struct {
     PyObject *tails, *fresh, *offsets, *lines;
     Py_ssize_t repeats, nlines, indented;
+    PyObject *prev;  /* the last poll's tails in order (a list), or NULL */
+    Py_ssize_t at;   /* where in prev the next tail is looked for */
 } sight_t;
+
+#define RESYNC 64  /* how far on in prev a known tail out of its place is looked for */
+
+/* text[a:b] == s, for a str s: its kind, its length, its characters. */
+SCAN_INLINE int same_text(const text_t *t, Py_ssize_t a, Py_ssize_t b, PyObject *s)
+{
+    return PyUnicode_Check(s) && PyUnicode_KIND(s) == t->kind && PyUnicode_GET_LENGTH(s) == b - a
+           && memcmp(PyUnicode_DATA(s), (const char *)t->data + a * t->kind,
+                     (size_t)((b - a) * t->kind)) == 0;
+}
+
+/* The tail text[a:b] as the last poll's str, if it is the one expected next in o->prev
+ * (or the one after: the expected one changed or went), with o->at moved past it; else
+ * NULL.  The same str is the tracker's key: its hash is known, and the dict finds it by
+ * identity, with no new str to make, hash and compare (most of a quiet poll's cost). */
+SCAN_INLINE PyObject *expected(const text_t *t, Py_ssize_t a, Py_ssize_t b, sight_t *o)
+{
+    Py_ssize_t n = o->prev ? PyList_GET_SIZE(o->prev) : 0;
+    for (Py_ssize_t j = o->at; j < n && j < o->at + 2; j++) {
+        PyObject *s = PyList_GET_ITEM(o->prev, j);
+        if (same_text(t, a, b, s)) {
+            o->at = j + 1;
+            Py_INCREF(s);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* A known tail s found out of its place (states gone, or printed in another order):
+ * where it is in o->prev, within RESYNC on, is where the next one is looked for. */
+static void resync(PyObject *s, sight_t *o)
+{
+    Py_ssize_t n = o->prev ? PyList_GET_SIZE(o->prev) : 0;
+    for (Py_ssize_t j = o->at; j < n && j < o->at + RESYNC; j++) {
+        PyObject *p = PyList_GET_ITEM(o->prev, j);
+        if (p == s || (PyUnicode_Check(p) && PyUnicode_GET_LENGTH(p) == PyUnicode_GET_LENGTH(s)
+                       && PyUnicode_Compare(p, s) == 0)) {
+            o->at = j + 1;
+            return;
+        }
+    }
+}
 
 /* TRACK_TAIL.findall(text) into o->tails: 0, or -1 with an exception set.  Every match
  * holds the "k" of "pkts" two characters in, and nothing else in a table does but an odd
@@ -711,7 +756,9 @@ SCAN_INLINE int sight_into(const text_t *t, PyObject *text, PyObject *known,
             p = k - 1;
             continue;
         }
-        if ((s = PyUnicode_Substring(text, k + 5, e)) == NULL || PyList_Append(o->tails, s) < 0)
+        PyObject *reused = unseen != NULL ? expected(t, k + 5, e, o) : NULL;
+        if ((s = reused ? reused : PyUnicode_Substring(text, k + 5, e)) == NULL
+            || PyList_Append(o->tails, s) < 0)
             goto fail;
         if (unseen == NULL) {
             Py_DECREF(s);
@@ -724,6 +771,8 @@ SCAN_INLINE int sight_into(const text_t *t, PyObject *text, PyObject *known,
                 if (PyDict_DelItem(unseen, s) < 0)
                     goto fail;
                 in = 1;
+                if (!reused)
+                    resync(s, o);
             } else if (PyErr_Occurred())
                 goto fail;
         }
@@ -805,7 +854,7 @@ static int scan(PyObject *text, PyObject *known, PyObject *unseen, PyObject *see
 
 static PyObject *fastscan_tails(PyObject *module, PyObject *text)
 {
-    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0};
+    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0, NULL, 0};
 
     (void)module;
     if (ready_str(text, "tails") < 0 || (o.tails = PyList_New(0)) == NULL)
@@ -828,35 +877,58 @@ static Py_ssize_t heads_of(int kind, const void *data, Py_ssize_t end, Py_ssize_
 }
 
 PyDoc_STRVAR(sight_doc,
-"sight(text, known, unseen, seen) -> (tails, fresh, offsets, lines, repeats, nlines, heads)\n\n"
-"fastscan.sight_regex(text, known, unseen, seen), in one pass: the tails, each taken out\n"
-"of the dict `unseen` or else counted a repeat (in the set `seen` or the dict `known`)\n"
-"or else fresh (added to `seen`; its offset, and the newlines before it), and layout().");
+"sight(text, known, unseen, seen, hint=None) -> (tails, fresh, offsets, lines, repeats,\n"
+"nlines, heads)\n\n"
+"fastscan.sight_regex(text, known, unseen, seen, hint), in one pass: the tails, each taken\n"
+"out of the dict `unseen` or else counted a repeat (in the set `seen` or the dict `known`)\n"
+"or else fresh (added to `seen`; its offset, and the newlines before it), and layout().\n"
+"hint: [the last poll's tails in order, where in them to look next] (updated), whose\n"
+"str is taken for a tail equal to it.");
 
 static PyObject *fastscan_sight(PyObject *module, PyObject *args)
 {
-    PyObject *text, *known, *unseen, *seen, *out = NULL;
-    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0};
+    PyObject *text, *known, *unseen, *seen, *hint = Py_None, *out = NULL;
+    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0, NULL, 0};
     int kind;
     const void *data;
     Py_ssize_t end;
 
     (void)module;
-    if (!PyArg_ParseTuple(args, "OO!O!O!:sight", &text, &PyDict_Type, &known, &PyDict_Type,
-                          &unseen, &PySet_Type, &seen))
+    if (!PyArg_ParseTuple(args, "OO!O!O!|O:sight", &text, &PyDict_Type, &known, &PyDict_Type,
+                          &unseen, &PySet_Type, &seen, &hint))
         return NULL;
     if (ready_str(text, "sight") < 0)
         return NULL;
+    if (hint != Py_None) {  /* [the last poll's tails, where the next one is looked for] */
+        if (!PyList_CheckExact(hint) || PyList_GET_SIZE(hint) != 2
+            || !PyList_CheckExact(PyList_GET_ITEM(hint, 0))
+            || !PyLong_CheckExact(PyList_GET_ITEM(hint, 1))) {
+            PyErr_SetString(PyExc_TypeError, "sight: hint must be [list, int] or None");
+            return NULL;
+        }
+        o.at = PyLong_AsSsize_t(PyList_GET_ITEM(hint, 1));
+        if (o.at == -1 && PyErr_Occurred())
+            return NULL;
+        if (o.at < 0)
+            o.at = 0;
+        o.prev = PyList_GET_ITEM(hint, 0);
+        Py_INCREF(o.prev);  /* held while it is read, whatever becomes of hint */
+    }
     kind = PyUnicode_KIND(text);
     data = PyUnicode_DATA(text);
     end = PyUnicode_GET_LENGTH(text);
     if ((o.tails = PyList_New(0)) == NULL || (o.fresh = PyList_New(0)) == NULL
         || (o.offsets = PyList_New(0)) == NULL || (o.lines = PyList_New(0)) == NULL)
         goto done;
-    if (!scan(text, known, unseen, seen, &o))
+    if (!scan(text, known, unseen, seen, &o)) {
+        PyObject *at = o.prev ? PyLong_FromSsize_t(o.at) : NULL;
+        if (o.prev && (at == NULL || PyList_SetItem(hint, 1, at) < 0))  /* steals at */
+            goto done;
         out = Py_BuildValue("(OOOOnnn)", o.tails, o.fresh, o.offsets, o.lines, o.repeats,
                             o.nlines, heads_of(kind, data, end, o.nlines, o.indented));
+    }
 done:
+    Py_XDECREF(o.prev);
     Py_XDECREF(o.tails);
     Py_XDECREF(o.fresh);
     Py_XDECREF(o.offsets);

@@ -84,23 +84,45 @@ def layout_c(text: str) -> tuple[int, int]:
 Sighting = tuple[list[str], list[str], list[int], list[int], int, int, int]
 
 
+# How far on in a hint's tails a known tail found out of its place is looked for.
+RESYNC = 64
+# sight()'s hint: [the last poll's tails in text order, where in them to look next].
+Hint = list[Any]
+
+
 def sight_regex(text: str, known: dict[str, Any], unseen: dict[str, Any],
-                seen: set[str]) -> Sighting:
+                seen: set[str], hint: Hint | None = None) -> Sighting:
     """The tracker's look at one chunk.  Each tail (TRACK_TAIL.findall(text), in order)
     is taken out of `unseen` (the states not yet seen this poll) if it is there; else it
     is a repeat (counted) if it is in `seen` or a key of `known`; else it is fresh: added
     to `seen`, with where it starts in text and how many newlines come before that.
-    Then layout(text)'s counts."""
+    Then layout(text)'s counts.
+
+    With a hint, a tail equal to the one expected next in the last poll's (or the one
+    after it: that one changed or went) is that str, the tracker's key: in C the dict
+    then finds it by identity, its hash known, with no new str to make (most of a quiet
+    poll's cost).  A known tail out of its place moves the expectation to where it is,
+    within RESYNC on.  The hint changes which equal str a tail is, nothing else."""
     tails: list[str] = []
     fresh: list[str] = []
     offsets: list[int] = []
     lines: list[int] = []
     repeats = counted = nl = 0
+    prev: list[str] = hint[0] if hint is not None else []
+    cur = max(0, hint[1]) if hint is not None else 0  # where in prev to look next
     for m in g.TRACK_TAIL.finditer(text):
         t = m[1]
+        reused = False
+        for j in range(cur, min(cur + 2, len(prev))):
+            if prev[j] == t:
+                t, cur, reused = prev[j], j + 1, True
+                break
         tails.append(t)
         if unseen and t in unseen:
             del unseen[t]
+            if not reused:  # out of its place
+                cur = next((j + 1 for j in range(cur, min(cur + RESYNC, len(prev)))
+                            if prev[j] == t), cur)
         elif t in seen or t in known:
             repeats += 1
         else:
@@ -111,13 +133,15 @@ def sight_regex(text: str, known: dict[str, Any], unseen: dict[str, Any],
             fresh.append(t)
             offsets.append(at)
             lines.append(nl)
+    if hint is not None:
+        hint[1] = cur
     return (tails, fresh, offsets, lines, repeats, *layout_regex(text))
 
 
 def sight_c(text: str, known: dict[str, Any], unseen: dict[str, Any],
-            seen: set[str]) -> Sighting:
+            seen: set[str], hint: Hint | None = None) -> Sighting:
     """The same from _fastscan, in one pass."""
-    return _fastscan.sight(text, known, unseen, seen)
+    return _fastscan.sight(text, known, unseen, seen, hint)
 
 
 # What pairs() returns: (tail, record) of the fresh, and the lines the records take.

@@ -47,10 +47,11 @@ def layout(text: str) -> tuple[int, int]:
 
 
 def sight(text: str, known: dict[str, Any], unseen: dict[str, Any],
-          seen: set[str]) -> fastscan.Sighting:
+          seen: set[str], hint: fastscan.Hint | None = None) -> fastscan.Sighting:
     """A chunk's tails, each taken out of `unseen` or counted a repeat or fresh (with its
-    offset and the newlines before it), and layout(): fastscan.sight_regex's."""
-    return fastscan.sight(text, known, unseen, seen)
+    offset and the newlines before it), and layout(): fastscan.sight_regex's (`hint`:
+    the last poll's tails, whose str a tail equal to one is)."""
+    return fastscan.sight(text, known, unseen, seen, hint)
 
 
 def state_lines(text: str) -> int:

@@ -359,6 +359,135 @@ def test_sight_counts_repeats_and_takes_the_seen_out_of_unseen():
         assert [text.splitlines()[n].startswith("   age ") for n in got[3]] == [True] * len(got[3])
 
 
+# ---- sight()'s hint: the last poll's tails, their str taken again --------------------------
+
+def same_hinted(texts: list[str], prev: list[str], known: dict[str, object]) -> list[str]:
+    """Assert C == pure for sight() over chunks with one hint ([prev, 0]) carried along:
+    the same results, the same tails taken as prev's own str, the same place in prev
+    afterwards; the tails."""
+    c = scanner()
+    ids = {id(t) for t in prev}
+    hint_c, hint_py = [prev, 0], [prev, 0]
+    u_c, u_py, s_c, s_py = dict(known), dict(known), set(), set()
+    out: list[str] = []
+    for text in texts:
+        got = c.sight(text, known, u_c, s_c, hint_c)
+        want = fastscan.sight_regex(text, known, u_py, s_py, hint_py)
+        assert got == want and hint_c[1] == hint_py[1]
+        assert [id(t) in ids for t in got[0]] == [id(t) in ids for t in want[0]]
+        out += want[0]
+    assert u_c == u_py and s_c == s_py and hint_c[0] is prev
+    return out
+
+
+def table_records() -> list[str]:
+    return RECORD.findall(golden("openbsd-random-vv.txt.gz"))
+
+
+def moved(rec: str, k: int) -> str:
+    """The record with other byte counters: its tail changed (the tail starts there)."""
+    return re.sub(r"(\d+):(\d+) bytes", lambda m: f"{int(m[1]) + k}:{m[2]} bytes", rec, count=1)
+
+
+def renamed(rec: str) -> str:
+    """The record of another state: its id's first digit changed."""
+    return re.sub(r"id: ([0-9a-f])", lambda m: "id: " + ("1" if m[1] == "0" else "0"), rec, count=1)
+
+
+def test_sight_hint_quiet_poll_takes_every_tail_again():
+    """Nothing changed: every tail is the last poll's str, and the hint ends past them."""
+    recs = table_records()
+    prev = fastscan.tails_regex("".join(recs))
+    known = {t: None for t in prev}
+    hint = [prev, 0]
+    got = scanner().sight("".join(recs), known, dict(known), set(), hint)
+    assert all(a is b for a, b in zip(got[0], prev, strict=True)) and hint[1] == len(prev)
+    assert same_hinted(["".join(recs)], prev, known) == prev
+
+
+@pytest.mark.parametrize("edit", ["gone1", "gone2", "gone_run", "changed", "new", "moved_block",
+                                  "reversed", "all_new", "prev_longer"])
+def test_sight_hint_follows_a_changing_table(edit: str):
+    """States gone (one, two in a row, a run past what is looked ahead), changed, new
+    among the rest, a block printed elsewhere, every state reordered: the same results
+    in C and in Python, the hint only choosing which equal str a tail is."""
+    recs = table_records()
+    prev = fastscan.tails_regex("".join(recs))
+    known = {t: None for t in prev}
+    b = list(recs)
+    if edit == "gone1":
+        del b[5], b[20], b[40]
+    elif edit == "gone2":
+        del b[5:7], b[30:32]
+    elif edit == "gone_run":
+        del b[10:10 + 100]
+    elif edit == "changed":
+        b = [moved(r, 1) if i % 3 == 0 else r for i, r in enumerate(b)]
+    elif edit == "new":
+        for i in range(0, len(b), 7):
+            b.insert(i, renamed(b[i]))
+    elif edit == "moved_block":
+        b = b[200:300] + b[:200] + b[300:]
+    elif edit == "reversed":
+        b.reverse()
+    elif edit == "all_new":
+        b = [moved(r, 7) for r in b]
+    else:
+        b = b[: len(b) // 2]
+    text = "".join(b)
+    tails = same_hinted([text], prev, known)
+    # in chunks, the hint carried from one to the next
+    cut = [m.start() for m in re.finditer(r"^\S", text, re.M)][::37] + [len(text)]
+    chunks = [text[a:z] for a, z in zip([0] + cut[1:-1], cut[1:])]
+    assert "".join(chunks) == text
+    assert same_hinted(chunks, prev, known) == tails
+
+
+def test_sight_hint_takes_most_tails_again_where_states_keep_their_order():
+    """A poll like the benches' (a few gone, changed, new): nearly all tails are taken
+    as the last poll's str, so the tracker's dict finds them by identity."""
+    recs = table_records()
+    prev = fastscan.tails_regex("".join(recs))
+    known = {t: None for t in prev}
+    b = [moved(r, 1) if i % 50 == 0 else r for i, r in enumerate(recs) if i % 45 != 1]
+    hint = [prev, 0]
+    got = scanner().sight("".join(b), known, dict(known), set(), hint)[0]
+    ids = {id(t) for t in prev}
+    same = sum(1 for t in got if id(t) in ids)
+    unchanged = sum(1 for i, _ in enumerate(recs) if i % 45 != 1 and i % 50 != 0)
+    # all but those just after a changed state followed by a gone one (found again, by
+    # their value, and the hint moved on to them)
+    assert unchanged - 10 <= same <= unchanged and hint[1] >= len(prev) - 2
+
+
+def test_sight_hint_takes_only_an_equal_str():
+    """A last-poll str that differs only in its last character, or of another kind whose
+    bytes begin as the tail's do, is not the tail."""
+    # records whose tails are of even length: each a whole number of UCS-2 characters
+    recs = [r for r in table_records() if len(fastscan.tails_regex(r)[0]) % 2 == 0][:50]
+    text = "".join(recs)
+    tails = fastscan.tails_regex(text)
+    last = [t[:-1] + ("0" if t[-1] != "0" else "1") for t in tails]
+    wide = ["".join(chr(ord(t[i]) | ord(t[i + 1]) << 8) for i in range(0, len(t) - 1, 2))
+            .ljust(len(t), "x") for t in tails]  # UCS-2: the tail's bytes, in half the characters
+    assert all(len(w) == len(t) and w != t for w, t in zip(wide, tails))
+    for prev in (last, wide):
+        known = {t: None for t in tails}
+        got = same_hinted([text], prev, known)
+        assert got == tails and not {id(t) for t in got} & {id(p) for p in prev}
+
+
+def test_sight_hint_bad_arguments():
+    c = scanner()
+    for bad in ((), [[]], [[], 0, 1], ([], 0), [(), 0], [[], "0"], [[], 1.0]):
+        with pytest.raises(TypeError):
+            c.sight(REC, {}, {}, set(), bad)
+    for junk in ([1, b"x", None], [REC] * 3):  # not tails: no harm
+        hint = [junk, -5]
+        assert c.sight(REC, {}, {}, set(), hint) == fastscan.sight_regex(REC, {}, {}, set())
+        assert hint[1] >= 0
+
+
 def test_tails_and_layout_bad_arguments():
     c = scanner()
     for f in (c.tails, c.layout):

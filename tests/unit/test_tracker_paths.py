@@ -170,6 +170,22 @@ def test_a_first_poll_packs_its_states_in_c(monkeypatch: pytest.MonkeyPatch) -> 
     assert calls.count("bytes") == u.new and 0 < calls.count("tuple") < u.new // 4
 
 
+def test_a_poll_takes_the_last_polls_tails_again() -> None:
+    """A quiet poll's tails are the last poll's str (sight()'s hint), in chunks too, and
+    the tracker's keys stay those; a restore starts without a hint."""
+    text, poll = golden_polls()[0]
+    t = Tracker(select=lambda st: True)
+    t.update(text, poll)
+    first = t._order
+    keys = {id(k) for k in t.entries}
+    assert len(first) == len(t.entries) and all(id(k) in keys for k in first)
+    t.update(snapshot.record_chunks(blocks(text, 4096)), poll + 10, states_hint=len(first))
+    assert len(t._order) == len(first) and all(a is b for a, b in zip(t._order, first))
+    assert {id(k) for k in t.entries} == keys
+    t.restore(dict(t.entries), {})
+    assert t._order == []
+
+
 def blocks(text: str, size: int) -> list[bytes]:
     data = text.encode()
     return [data[i:i + size] for i in range(0, len(data), size)]
