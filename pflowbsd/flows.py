@@ -97,6 +97,8 @@ change_c = _fb.change if pack_c is not None else None
 # Its admit(): pack_entry() of a new state with its First and Last (sightings.py's first
 # poll), under the same guard.
 admit_c = _fb.admit if pack_c is not None else None
+# Its changes(): change() over a poll's (tail, record) pairs in one C loop (sightings.py).
+changes_c = _fb.changes if pack_c is not None else None
 
 
 def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:

@@ -106,6 +106,13 @@ class Sightings:
         if not old and todo and len(todo[0]) == 2:  # the bulk scanner's, and all new
             build = [(t, rec, -1, -1) for t, rec in todo]  # type: ignore[misc]
             todo = ()
+        elif (change is not None and flows.changes_c is not None and not self._overdue
+              and todo and len(todo[0]) == 2 and isinstance(todo, list)):
+            # the bulk scanner's: the changed states change() updates, in one C loop;
+            # the rest (new, not selected, Last not known yet) as below
+            touched = self.touched if type(self.touched) is set else None
+            todo, n = flows.changes_c(todo, old, entries, rules, lasts, touched)
+            up.changed += n
         for item in todo:
             t = item[0]
             key = t[-KEY:]
@@ -317,41 +324,53 @@ class Sightings:
         state the common case makes (no rule of its own timeouts, no interface table,
         no active timeout: First, Last and the entry in C, flows.admit_c), inlined; any
         other goes through _admit itself.  The tails admitted."""
-        entries, select, policy, admit = self.entries, self.select, self.policy, self._admit
-        fast = flows.admit_c
-        if fast is None or self.ifaces or self.active_timeout or policy.rule_of is not None:
-            fast = None
-        known = policy.known_classes(nstates)
+        entries, select, admit = self.entries, self.select, self._admit
+        fast = self._fast_admit()
+        known = self.policy.known_classes(nstates)
         added: list[str] = []
         now = int(poll)
         for t, st, start in self._built(text, build, up, line_of):
             if st is None:
                 continue
             try:
-                if fast is not None:
-                    if select(st):
-                        entry = fast(st, now, poll, known)
-                        if type(entry) is tuple:  # a class not met yet this poll
-                            policy.learn(st, nstates)
-                            entry = fast(st, now, poll, known)
-                        entries[t] = entry if type(entry) is bytes else admit(t, st, poll, nstates)
-                    else:
-                        check_addresses(st)
-                        entries[t] = None
-                else:
+                if fast is None:
                     entries[t] = admit(t, st, poll, nstates)
+                elif select(st):
+                    entry = fast(st, now, poll, known)
+                    # a class not met yet this poll, or one C leaves to Python
+                    entries[t] = entry if type(entry) is bytes else admit(t, st, poll, nstates)
+                else:
+                    check_addresses(st)
+                    entries[t] = None
             except ValueError as e:
                 self._bad(text, t, start, e, up, line_of)
                 continue
             added.append(t)
         return added
 
+    def _fast_admit(self) -> _AdmitC | None:
+        """flows.admit_c where it packs what _admit() would: no rule of its own
+        timeouts, no interface table, no active timeout to schedule."""
+        if self.ifaces or self.active_timeout or self.policy.rule_of is not None:
+            return None
+        return flows.admit_c
+
     def _admit(self, t: str, st: State, poll: float, nstates: int) -> Entry | None:
         """A new state's entry (None: not selected); ValueError, and nothing kept, if
-        one of its addresses is not one pf prints."""
+        one of its addresses is not one pf prints.  In C where _fast_admit() says (its
+        class's timeouts learnt here when they are new to this poll)."""
         if not self.select(st):
             check_addresses(st)
             return None
+        fast = self._fast_admit()
+        if fast is not None:
+            known = self.policy.known_classes(nstates)
+            entry = fast(st, int(poll), poll, known)
+            if type(entry) is tuple:
+                self.policy.learn(st, nstates)
+                entry = fast(st, int(poll), poll, known)
+            if type(entry) is bytes:
+                return entry
         rule = self.policy.rule_of(st) if self.policy.rule_of else None
         first = int(poll) - (st.age_s or 0)
         last, _known = self.policy.last_packet(st, poll, nstates, rule)
@@ -376,6 +395,9 @@ def _line_numbers(text: str, line: int, lines: tuple[list[int], list[int]] | Non
     return lambda at: numbers[max(0, bisect.bisect_right(starts, at) - 1)]
 
 
+# _fastbuild.admit(state, now, poll, known): see flows.admit_c
+_AdmitC = Callable[[State, int, float, dict[tuple[object, ...], tuple[int, int] | None]],
+                   "bytes | tuple[object, ...] | None"]
 _TAIL, _START = itemgetter(0), itemgetter(2)  # of _built()'s (tail, record, start, end)
 
 

@@ -793,13 +793,21 @@ PyDoc_STRVAR(change_doc,
 "Python and stores it there.  None where the Python path must decide: a routing domain,\n"
 "an hours field past 12 digits, a counter past 64 bits or gone down, another pflow key.");
 
+static PyObject *change_one(PyObject *rec, PyObject *entry, PyObject *lasts);
+
 static PyObject *fastbuild_change(PyObject *module, PyObject *args)
 {
     PyObject *rec, *entry, *lasts;
     if (!PyArg_ParseTuple(args, "O!O!O!:change", &PyTuple_Type, &rec, &PyBytes_Type, &entry,
                           &PyDict_Type, &lasts))
         return NULL;
-    if (PyTuple_GET_SIZE(rec) != NGROUPS)
+    return change_one(rec, entry, lasts);
+}
+
+/* change() of a tuple and a dict; None for an entry that is not bytes (not selected). */
+static PyObject *change_one(PyObject *rec, PyObject *entry, PyObject *lasts)
+{
+    if (!PyBytes_CheckExact(entry) || PyTuple_GET_SIZE(rec) != NGROUPS)
         Py_RETURN_NONE;
     PyObject **g = &PyTuple_GET_ITEM(rec, 0);
     const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(entry);
@@ -875,6 +883,97 @@ static PyObject *fastbuild_change(PyObject *module, PyObject *args)
     return out;
 }
 
+PyDoc_STRVAR(changes_doc,
+"changes(todo, old, entries, rules, lasts, touched) -> (rest, changed)\n\n"
+"Sightings._read()'s loop over the bulk scanner's (tail, record) pairs, for the changed\n"
+"states change() updates: each whose key (tail[-36:]) is in `old` (key -> the tail it\n"
+"had), its entry bytes, with a rule number or no kept rule (not in `rules`), and whose\n"
+"change() is an entry: the old tail's entry and `old`'s key deleted, the new entry set\n"
+"under the new tail, both tails added to the set `touched` (None: none kept).  The\n"
+"pairs it leaves (new, not selected, a Last not known yet, anything change() leaves to\n"
+"Python), in order, and how many it updated.");
+
+#define KEY_LEN 36  /* tracker.KEY, snapshot.TRACK_KEY: a tail's state key, its last 36 */
+
+static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "changes() takes 6 arguments");
+        return NULL;
+    }
+    PyObject *todo = args[0], *old = args[1], *entries = args[2], *rules = args[3];
+    PyObject *lasts = args[4], *touched = args[5];
+    if (!PyList_CheckExact(todo) || !PyDict_CheckExact(old) || !PyDict_CheckExact(entries)
+        || !PyDict_CheckExact(rules) || !PyDict_CheckExact(lasts)
+        || (touched != Py_None && !PySet_CheckExact(touched))) {
+        PyErr_SetString(PyExc_TypeError, "changes(list, dict, dict, dict, dict, set or None)");
+        return NULL;
+    }
+    PyObject *rest = PyList_New(0);
+    Py_ssize_t changed = 0;
+    if (rest == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(todo); i++) {
+        PyObject *item = PyList_GET_ITEM(todo, i), *key = NULL, *prev, *e, *new = NULL;
+        PyObject *t, *rec;
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+            || !PyUnicode_CheckExact(t = PyTuple_GET_ITEM(item, 0))
+            || !PyTuple_CheckExact(rec = PyTuple_GET_ITEM(item, 1))
+            || PyTuple_GET_SIZE(rec) != NGROUPS)
+            goto keep;
+        Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+        if ((key = PyUnicode_Substring(t, n > KEY_LEN ? n - KEY_LEN : 0, n)) == NULL)
+            goto fail;
+        if ((prev = PyDict_GetItemWithError(old, key)) == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            goto keep;  /* new */
+        }
+        if ((e = PyDict_GetItemWithError(entries, prev)) == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            goto keep;
+        }
+        if (present(PyTuple_GET_ITEM(rec, G_RULE)) != 1) {  /* a kept rule decides Last */
+            int kept = PyDict_Contains(rules, key);
+            if (kept < 0)
+                goto fail;
+            if (kept)
+                goto keep;
+        }
+        if ((new = change_one(rec, e, lasts)) == NULL)
+            goto fail;
+        if (!PyBytes_CheckExact(new))
+            goto keep;  /* a Last not known yet, or Python's to decide: asked again there */
+        Py_INCREF(prev);  /* held past its deletion from old */
+        int bad = PyDict_DelItem(entries, prev) < 0 || PyDict_DelItem(old, key) < 0
+                  || PyDict_SetItem(entries, t, new) < 0
+                  || (touched != Py_None && (PySet_Add(touched, t) < 0 || PySet_Add(touched, prev) < 0));
+        Py_DECREF(prev);
+        if (bad)
+            goto fail;
+        changed++;
+        Py_DECREF(key);
+        Py_DECREF(new);
+        continue;
+keep:
+        Py_XDECREF(key);
+        Py_XDECREF(new);
+        if (PyList_Append(rest, item) < 0) {
+            Py_DECREF(rest);
+            return NULL;
+        }
+        continue;
+fail:
+        Py_XDECREF(key);
+        Py_XDECREF(new);
+        Py_DECREF(rest);
+        return NULL;
+    }
+    return Py_BuildValue("(Nn)", rest, changed);
+}
+
 PyDoc_STRVAR(setup_doc,
 "setup(State, Host, shared, protocols, hours, mmss, number, pflow) -> None\n\n"
 "The types and memo caches build() uses (record.py calls it once); TypeError if State's\n"
@@ -931,6 +1030,7 @@ static PyMethodDef fastbuild_methods[] = {
     {"pack_entry", fastbuild_pack_entry, METH_VARARGS, pack_entry_doc},
     {"change", fastbuild_change, METH_VARARGS, change_doc},
     {"admit", (PyCFunction)(void (*)(void))fastbuild_admit, METH_FASTCALL, admit_doc},
+    {"changes", (PyCFunction)(void (*)(void))fastbuild_changes, METH_FASTCALL, changes_doc},
     {NULL, NULL, 0, NULL}
 };
 

@@ -6,7 +6,8 @@ every poll, counters-only updates in Python alone (no flows.change_c), and the d
 (bulk when many records are fresh, counters-only updates for changed states, in C where
 _fastbuild.change takes them, a first poll's entries packed in C).
 Fed the same polls, they must hand out the same expired and active entries, count the
-same, and end holding the same entries.
+same, touch the same tails (what a state file delta writes), and end holding the same
+entries.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def run(texts: list[tuple[str, float]], mode: str, monkeypatch: pytest.MonkeyPat
         elif mode == "bulk":
             m.setattr(sightings, "BULK_SHARE", -1.0)      # always the bulk scanner
         t = Tracker(select=lambda st: st.pflow or st.proto != 17, active_timeout=active)
-        out = [summary(t.update(text, up)) for text, up in texts]
+        t.take_changes()  # from here on the tracker keeps what each poll touched
+        out = [(*summary(t.update(text, up)), sorted(t.take_changes()[0])) for text, up in texts]
     return out, t
 
 
@@ -134,10 +136,17 @@ def test_counters_only_update_is_taken_for_changed_states(
         if type(out) is bytes:
             calls.append("c")
         return out
+    real_all = flows.changes_c
+
+    def spy_all(todo, *rest):  # type: ignore[no-untyped-def]
+        left, n = real_all(todo, *rest)  # type: ignore[misc]
+        calls.extend(["c"] * n)
+        return left, n
     monkeypatch.setattr(sightings, "read_change", spy)
     if c and real_c is None:
         pytest.skip("pflowbsd.pf._fastbuild did not build")
     monkeypatch.setattr(flows, "change_c", spy_c if c else None)
+    monkeypatch.setattr(flows, "changes_c", spy_all if c else None)
     t = Tracker(select=lambda st: True)
     texts = golden_polls(same_expiry=True)
     t.update(*texts[0])
@@ -149,9 +158,9 @@ def test_counters_only_update_is_taken_for_changed_states(
     assert (calls.count("c") >= 25) is c
 
 
-def test_a_first_poll_packs_its_states_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A first poll admits every state through _fastbuild.admit, each class learnt
-    once (else the first-poll comparisons above would compare Python with itself)."""
+def test_new_states_are_packed_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll admits every new state through _fastbuild.admit, each class learnt once
+    (else the comparisons above would compare Python with itself)."""
     real = flows.admit_c
     if real is None:
         pytest.skip("pflowbsd.pf._fastbuild did not build")
@@ -162,12 +171,18 @@ def test_a_first_poll_packs_its_states_in_c(monkeypatch: pytest.MonkeyPatch) -> 
         calls.append(type(out).__name__)
         return out
     monkeypatch.setattr(flows, "admit_c", spy)
-    monkeypatch.setattr(sightings.Sightings, "_admit", lambda *a: pytest.fail("not in C"))
+    monkeypatch.setattr(flows, "pack_entry_py", lambda *a: pytest.fail("not in C"))
     t = Tracker(select=lambda st: True)
-    text, poll = golden_polls()[0]
-    u = t.update(text, poll)
+    polls = golden_polls()
+    u = t.update(polls[2][0], 1000.0)  # of the table, 9 of 10 states, a third changed
     assert u.new == len(t.entries) > 100 and not u.errors
-    assert calls.count("bytes") == u.new and 0 < calls.count("tuple") < u.new // 4
+    # each state packed once; a class new to the poll asked for twice (the first poll's
+    # loop, then _admit(), which learns it)
+    assert calls.count("bytes") == u.new and 0 < calls.count("tuple") < u.new // 2
+    calls.clear()
+    u = t.update(polls[0][0], 1010.0)  # the whole table: later polls' new states too
+    # (and the changed ones whose counters went down: read again as new)
+    assert u.new > 10 and calls.count("bytes") >= u.new
 
 
 def test_a_poll_takes_the_last_polls_tails_again() -> None:
@@ -207,11 +222,12 @@ def test_chunks_as_they_arrive_give_what_the_whole_text_gives(
     texts = golden_polls() + sim_polls(4, n=12)
     ref, t0 = run(texts, "default", monkeypatch, 30)
     t = Tracker(select=lambda st: st.pflow or st.proto != 17, active_timeout=30)
+    t.take_changes()
     got = []
     for text, up in texts:
         states = text.count("   id: ") if hint else None
         u = t.update(snapshot.record_chunks(blocks(text, size)), up, states_hint=states)
-        got.append(summary(u))
+        got.append((*summary(u), sorted(t.take_changes()[0])))
     assert got == ref
     assert t.entries == t0.entries and t.exported == t0.exported
 
