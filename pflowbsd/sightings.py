@@ -2,17 +2,15 @@
 
 Strategy.  Tracker.update (tracker.py) finds which tails are fresh; this is what
 happens to their records.  A changed state (a known key) is updated from its counter
-fields alone where it can be (pf.counters.read_change: counters, `expires in`, the
-state pair, checked to be the same connection by its pflow key), in C where the C
-builder is (flows.change_c), which asks this Python path for Last once per poll and
-key of what decides Last (kept in `_lasts`); the rest are built as
-States in one batch (record.build_into) and selected and packed (flows.pack_entry,
-which checks every address), or, if the batch fails, read one by one through the strict
+fields alone where it can be (pf.counters.read_change, checked to be the same
+connection by its pflow key); in C where the C builder is (flows.changes_c over a
+chunk's pairs, flows.change_c one by one), Last from `_lasts`, which this Python path
+fills once per poll and key of what decides it.  The rest are built as States in one
+batch (record.build_into), selected and packed (flows.admit_c, else flows.pack_entry:
+both check every address), or, if the batch fails, read one by one through the strict
 grammar so that each bad record gets its own ParseError.  When more than BULK_SHARE of
-a chunk is fresh, pf.snapshot.fresh_records scans the whole chunk instead of finding
-each record.  A record that cannot be read is counted and taken as present: it
-neither expires nor blocks other expiries.
-
+a chunk is fresh, pf.snapshot.fresh_records scans it whole.  A record that cannot be
+read is counted and taken as present: it neither expires nor blocks other expiries.
 Sightings is the Tracker's reading half, a mixin: it reads and writes the Tracker's
 tables (entries, rules, the active timeout's heap) and nothing else.
 """
@@ -200,9 +198,8 @@ class Sightings:
         return Sightings._one_by_one(text, todo, up, line_of)
 
     @staticmethod
-    def _one_by_one(text: str, todo: list[tuple[str, FastRecord | None, int, int]],
-                    up: Update, line_of: Callable[[int], int]
-                    ) -> Iterator[tuple[str, State | None, int]]:
+    def _one_by_one(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update,
+                    line_of: Callable[[int], int]) -> Iterator[tuple[str, State | None, int]]:
         """_built()'s records one by one, the parser's own error for each that fails."""
         for t, _r, start, end in todo:
             if start < 0:
@@ -351,9 +348,8 @@ class Sightings:
     def _fast_admit(self) -> _AdmitC | None:
         """flows.admit_c where it packs what _admit() would: no rule of its own
         timeouts, no interface table, no active timeout to schedule."""
-        if self.ifaces or self.active_timeout or self.policy.rule_of is not None:
-            return None
-        return flows.admit_c
+        plain = not self.ifaces and not self.active_timeout and self.policy.rule_of is None
+        return flows.admit_c if plain else None
 
     def _admit(self, t: str, st: State, poll: float, nstates: int) -> Entry | None:
         """A new state's entry (None: not selected); ValueError, and nothing kept, if
@@ -362,11 +358,9 @@ class Sightings:
         if not self.select(st):
             check_addresses(st)
             return None
-        fast = self._fast_admit()
-        if fast is not None:
+        if (fast := self._fast_admit()) is not None:
             known = self.policy.known_classes(nstates)
-            entry = fast(st, int(poll), poll, known)
-            if type(entry) is tuple:
+            if type(entry := fast(st, int(poll), poll, known)) is tuple:
                 self.policy.learn(st, nstates)
                 entry = fast(st, int(poll), poll, known)
             if type(entry) is bytes:

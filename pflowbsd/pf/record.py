@@ -8,7 +8,7 @@ tcp and flags dicts on first read, repeated words shared through the memo
 dicts of pf/tokens.py (a word not there yet is learnt and the record built
 again). build_strict() maps a grammar.RECORD match (old formats,
 FreeBSD/pfSense extra lines, oddities) onto the same tuple, so both paths
-build alike. (Some 430 lines: State, its typed attributes and the builders that
+build alike. (Some 460 lines: State, its typed attributes and the builders that
 fill them in one pass are one concern; the hot loop is inlined on purpose.)
 """
 
