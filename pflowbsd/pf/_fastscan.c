@@ -690,7 +690,13 @@ typedef struct {
     Py_ssize_t repeats, nlines, indented;
     PyObject *prev;  /* the last poll's tails in order (a list), or NULL */
     Py_ssize_t at;   /* where in prev the next tail is looked for */
+    Py_ssize_t hits, misses;  /* tails found where expected; known ones resync missed */
 } sight_t;
+
+/* Whether the hint still pays in this chunk: not once resync has missed more than
+ * RESYNC times and more often than tails were found where expected (a table printed
+ * in another order: each miss costs RESYNC comparisons, and saves nothing). */
+#define HINTING(o) ((o)->prev != NULL && ((o)->misses <= RESYNC || (o)->misses <= (o)->hits))
 
 #define RESYNC 64  /* how far on in prev a known tail out of its place is looked for */
 
@@ -708,11 +714,12 @@ SCAN_INLINE int same_text(const text_t *t, Py_ssize_t a, Py_ssize_t b, PyObject 
  * identity, with no new str to make, hash and compare (most of a quiet poll's cost). */
 SCAN_INLINE PyObject *expected(const text_t *t, Py_ssize_t a, Py_ssize_t b, sight_t *o)
 {
-    Py_ssize_t n = o->prev ? PyList_GET_SIZE(o->prev) : 0;
+    Py_ssize_t n = HINTING(o) ? PyList_GET_SIZE(o->prev) : 0;
     for (Py_ssize_t j = o->at; j < n && j < o->at + 2; j++) {
         PyObject *s = PyList_GET_ITEM(o->prev, j);
         if (same_text(t, a, b, s)) {
             o->at = j + 1;
+            o->hits++;
             Py_INCREF(s);
             return s;
         }
@@ -724,7 +731,9 @@ SCAN_INLINE PyObject *expected(const text_t *t, Py_ssize_t a, Py_ssize_t b, sigh
  * where it is in o->prev, within RESYNC on, is where the next one is looked for. */
 static void resync(PyObject *s, sight_t *o)
 {
-    Py_ssize_t n = o->prev ? PyList_GET_SIZE(o->prev) : 0;
+    if (!HINTING(o))
+        return;
+    Py_ssize_t n = PyList_GET_SIZE(o->prev);
     for (Py_ssize_t j = o->at; j < n && j < o->at + RESYNC; j++) {
         PyObject *p = PyList_GET_ITEM(o->prev, j);
         if (p == s || (PyUnicode_Check(p) && PyUnicode_GET_LENGTH(p) == PyUnicode_GET_LENGTH(s)
@@ -733,6 +742,7 @@ static void resync(PyObject *s, sight_t *o)
             return;
         }
     }
+    o->misses++;
 }
 
 /* TRACK_TAIL.findall(text) into o->tails: 0, or -1 with an exception set.  Every match
@@ -854,7 +864,7 @@ static int scan(PyObject *text, PyObject *known, PyObject *unseen, PyObject *see
 
 static PyObject *fastscan_tails(PyObject *module, PyObject *text)
 {
-    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0, NULL, 0};
+    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0, NULL, 0, 0, 0};
 
     (void)module;
     if (ready_str(text, "tails") < 0 || (o.tails = PyList_New(0)) == NULL)
@@ -888,7 +898,7 @@ PyDoc_STRVAR(sight_doc,
 static PyObject *fastscan_sight(PyObject *module, PyObject *args)
 {
     PyObject *text, *known, *unseen, *seen, *hint = Py_None, *out = NULL;
-    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0, NULL, 0};
+    sight_t o = {NULL, NULL, NULL, NULL, 0, 0, 0, NULL, 0, 0, 0};
     int kind;
     const void *data;
     Py_ssize_t end;

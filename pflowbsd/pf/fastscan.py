@@ -102,7 +102,9 @@ def sight_regex(text: str, known: dict[str, Any], unseen: dict[str, Any],
     after it: that one changed or went) is that str, the tracker's key: in C the dict
     then finds it by identity, its hash known, with no new str to make (most of a quiet
     poll's cost).  A known tail out of its place moves the expectation to where it is,
-    within RESYNC on.  The hint changes which equal str a tail is, nothing else."""
+    within RESYNC on; once that misses more than RESYNC times and more often than tails
+    are where expected (a table printed in another order), the chunk's rest goes
+    without.  The hint changes which equal str a tail is, nothing else."""
     tails: list[str] = []
     fresh: list[str] = []
     offsets: list[int] = []
@@ -110,19 +112,24 @@ def sight_regex(text: str, known: dict[str, Any], unseen: dict[str, Any],
     repeats = counted = nl = 0
     prev: list[str] = hint[0] if hint is not None else []
     cur = max(0, hint[1]) if hint is not None else 0  # where in prev to look next
+    hits = misses = 0
     for m in g.TRACK_TAIL.finditer(text):
         t = m[1]
         reused = False
-        for j in range(cur, min(cur + 2, len(prev))):
+        # the hint pays while resync misses at most RESYNC times or no more than it hits
+        hinting = misses <= RESYNC or misses <= hits
+        for j in range(cur, min(cur + 2, len(prev)) if hinting else cur):
             if prev[j] == t:
                 t, cur, reused = prev[j], j + 1, True
+                hits += 1
                 break
         tails.append(t)
         if unseen and t in unseen:
             del unseen[t]
-            if not reused:  # out of its place
-                cur = next((j + 1 for j in range(cur, min(cur + RESYNC, len(prev)))
-                            if prev[j] == t), cur)
+            if not reused and hinting:  # out of its place
+                found = next((j + 1 for j in range(cur, min(cur + RESYNC, len(prev)))
+                              if prev[j] == t), None)
+                cur, misses = (found, misses) if found is not None else (cur, misses + 1)
         elif t in seen or t in known:
             repeats += 1
         else:

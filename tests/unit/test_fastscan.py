@@ -406,7 +406,7 @@ def test_sight_hint_quiet_poll_takes_every_tail_again():
 
 
 @pytest.mark.parametrize("edit", ["gone1", "gone2", "gone_run", "changed", "new", "moved_block",
-                                  "reversed", "all_new", "prev_longer"])
+                                  "reversed", "all_new", "prev_longer", "some_out_of_order"])
 def test_sight_hint_follows_a_changing_table(edit: str):
     """States gone (one, two in a row, a run past what is looked ahead), changed, new
     among the rest, a block printed elsewhere, every state reordered: the same results
@@ -430,6 +430,8 @@ def test_sight_hint_follows_a_changing_table(edit: str):
         b = b[200:300] + b[:200] + b[300:]
     elif edit == "reversed":
         b.reverse()
+    elif edit == "some_out_of_order":  # 100 misses among many more where expected
+        b = b[:800] + b[-100:][::-1] + b[800:-100]
     elif edit == "all_new":
         b = [moved(r, 7) for r in b]
     else:
@@ -441,6 +443,26 @@ def test_sight_hint_follows_a_changing_table(edit: str):
     chunks = [text[a:z] for a, z in zip([0] + cut[1:-1], cut[1:])]
     assert "".join(chunks) == text
     assert same_hinted(chunks, prev, known) == tails
+
+
+def test_sight_hint_gives_up_on_a_table_in_another_order():
+    """Shuffled: past RESYNC misses, more than the hits, the chunk goes on without the
+    hint (no more RESYNC comparisons a tail); in order again, the next chunk takes it."""
+    recs = table_records()
+    prev = fastscan.tails_regex("".join(recs))
+    known = {t: None for t in prev}
+    shuffled = list(recs)
+    random.Random(7).shuffle(shuffled)
+    ids = {id(t) for t in prev}
+    hint = [prev, 0]
+    got = scanner().sight("".join(shuffled), known, dict(known), set(), hint)[0]
+    assert sum(id(t) in ids for t in got) < 40
+    assert same_hinted(["".join(shuffled), "".join(recs)], prev, known)
+    hint = [prev, 0]
+    scanner().sight("".join(shuffled), known, dict(known), set(), hint)
+    hint[1] = 0
+    got = scanner().sight("".join(recs), known, dict(known), set(), hint)[0]
+    assert all(id(t) in ids for t in got)
 
 
 def test_sight_hint_takes_most_tails_again_where_states_keep_their_order():
