@@ -99,6 +99,9 @@ change_c = _fb.change if pack_c is not None else None
 admit_c = _fb.admit if pack_c is not None else None
 # Its changes(): change() over a poll's (tail, record) pairs in one C loop (sightings.py).
 changes_c = _fb.changes if pack_c is not None else None
+# Its gone(): the tracker's loop over the states a poll saw gone (Tracker._final's
+# clamping of Last), in C.
+gone_c = _fb.gone if pack_c is not None else None
 
 
 def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:

@@ -176,6 +176,17 @@ class Tracker(Sightings):
         self.stats["parse_errors"] += len(up.errors)
         if up.partial:
             self.stats["partial"] += 1
+        elif flows.gone_c is not None and type(poll) is float:  # the same loop, in C
+            up.gone += len(old)
+            touched = self.touched if type(self.touched) is set else None
+            out, left = flows.gone_c(list(old.values()), self.entries, self.rules,
+                                     self.exported, self._overdue, touched, poll)
+            if left:  # (key, entry): an active-timeout span was sent, _rest() decides
+                out = [self._rest(x[0], x[1], poll) if type(x) is tuple else x for x in out]
+                out = [x for x in out if x is not None]
+            up.expired += out
+            if self.active_timeout:
+                self._active_exports(poll, up, self.entries.keys())
         else:
             for t in old.values():
                 up.gone += 1

@@ -20,10 +20,11 @@
  * by setup() (which refuses a State whose slots are not the 31 listed here, and then
  * the pure path runs); a Host is a tuple subclass, made by its type's tp_alloc.
  *
- * Three more of the tracker's per-state steps live here for the same reason: pack_entry()
+ * More of the tracker's per-state steps live here for the same reason: pack_entry()
  * (flows.pack_entry's bytes for such a State), admit() (the same with its First and
- * Last, as a first poll packs its new states) and change() (a known state's entry with
- * its record's new counters, Sightings._counters' common case).  Last, which takes
+ * Last, as a first poll packs its new states), change() (a known state's entry with
+ * its record's new counters, Sightings._counters' common case; changes() over a chunk)
+ * and gone() (the tracker's loop over the states a poll saw gone).  Last, which takes
  * pf's timeout rules (Python's, pf/timeouts.py), is not worked out here: change() finds
  * it in a dict the caller fills, under a key of everything Last depends on, so each
  * poll works out one Last per (class words, `expires in`, rule), not one per state;
@@ -974,6 +975,107 @@ fail:
     return Py_BuildValue("(Nn)", rest, changed);
 }
 
+PyDoc_STRVAR(gone_doc,
+"gone(tails, entries, rules, exported, overdue, touched, seen_gone) -> (list, left)\n\n"
+"The tracker's loop over the states a poll saw gone (tracker.py): each tail's entry\n"
+"popped from `entries`, the tail added to `touched` (a set, or None), its key\n"
+"(tail[-36:]) popped from `rules` and the tail discarded from `overdue`; of each\n"
+"selected one, in order, what it exports: its entry with Last clamped into [First,\n"
+"int(seen_gone)] (Tracker._final), or (key, entry) where `exported` holds its key (an\n"
+"active-timeout span was sent, or an entry not of the tracker's making: Tracker._rest's to\n"
+"work out), and how many of those (key, entry) pairs it holds.");
+
+static PyObject *fastbuild_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "gone() takes 7 arguments");
+        return NULL;
+    }
+    PyObject *tails = args[0], *entries = args[1], *rules = args[2], *exported = args[3];
+    PyObject *overdue = args[4], *touched = args[5];
+    if (!PyList_CheckExact(tails) || !PyDict_CheckExact(entries) || !PyDict_CheckExact(rules)
+        || !PyDict_CheckExact(exported) || !PyAnySet_CheckExact(overdue)
+        || (touched != Py_None && !PySet_CheckExact(touched)) || !PyFloat_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "gone(list, dict, dict, dict, set, set or None, float)");
+        return NULL;
+    }
+    double seen = PyFloat_AS_DOUBLE(args[6]);
+    if (!(seen > -9e18 && seen < 9e18)) {
+        PyErr_SetString(PyExc_ValueError, "gone: seen_gone out of range");
+        return NULL;
+    }
+    long long at = (long long)seen;  /* int(seen_gone) */
+    PyObject *out = PyList_New(0);
+    Py_ssize_t left = 0;
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tails); i++) {
+        PyObject *t = PyList_GET_ITEM(tails, i), *key = NULL, *entry, *item = NULL;
+        Py_INCREF(t);  /* held past its deletion from entries */
+        if ((entry = PyDict_GetItemWithError(entries, t)) == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, t);
+            goto fail;
+        }
+        Py_INCREF(entry);
+        if (PyDict_DelItem(entries, t) < 0 || (touched != Py_None && PySet_Add(touched, t) < 0))
+            goto fail;
+        if (!PyUnicode_Check(t)) {
+            PyErr_SetString(PyExc_TypeError, "gone: a tail is not a str");
+            goto fail;
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+        if ((key = PyUnicode_Substring(t, n > KEY_LEN ? n - KEY_LEN : 0, n)) == NULL)
+            goto fail;
+        if (PyDict_GET_SIZE(rules)) {
+            int r = PyDict_Contains(rules, key);
+            if (r < 0 || (r && PyDict_DelItem(rules, key) < 0))
+                goto fail;
+        }
+        if (entry == Py_None)
+            goto next;  /* tracked, not selected */
+        if (PySet_GET_SIZE(overdue) && PySet_Discard(overdue, t) < 0)
+            goto fail;
+        int span = PyDict_GET_SIZE(exported) ? PyDict_Contains(exported, key) : 0;
+        if (span < 0)
+            goto fail;
+        if (span || !PyBytes_CheckExact(entry) || PyBytes_GET_SIZE(entry) < ENTRY_SIZE) {
+            item = PyTuple_Pack(2, key, entry);  /* Python's to work out (or refuse) */
+            left++;
+        } else {
+            const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(entry);
+            long long first = (long long)get_le64(e + 6), last = (long long)get_le64(e + 14);
+            long long clamped = last < first ? first : last;
+            if (clamped > at)
+                clamped = at;
+            if (clamped == last) {
+                item = entry;
+                Py_INCREF(item);
+            } else if ((item = PyBytes_FromStringAndSize((const char *)e, PyBytes_GET_SIZE(entry)))
+                       != NULL) {
+                le64((unsigned char *)PyBytes_AS_STRING(item) + 14, (uint64_t)clamped);
+            }
+        }
+        if (item == NULL || PyList_Append(out, item) < 0)
+            goto fail;
+next:
+        Py_XDECREF(item);
+        Py_DECREF(key);
+        Py_DECREF(entry);
+        Py_DECREF(t);
+        continue;
+fail:
+        Py_XDECREF(item);
+        Py_XDECREF(key);
+        Py_XDECREF(entry);
+        Py_DECREF(t);
+        Py_DECREF(out);
+        return NULL;
+    }
+    return Py_BuildValue("(Nn)", out, left);
+}
+
 PyDoc_STRVAR(setup_doc,
 "setup(State, Host, shared, protocols, hours, mmss, number, pflow) -> None\n\n"
 "The types and memo caches build() uses (record.py calls it once); TypeError if State's\n"
@@ -1031,6 +1133,7 @@ static PyMethodDef fastbuild_methods[] = {
     {"change", fastbuild_change, METH_VARARGS, change_doc},
     {"admit", (PyCFunction)(void (*)(void))fastbuild_admit, METH_FASTCALL, admit_doc},
     {"changes", (PyCFunction)(void (*)(void))fastbuild_changes, METH_FASTCALL, changes_doc},
+    {"gone", (PyCFunction)(void (*)(void))fastbuild_gone, METH_FASTCALL, gone_doc},
     {NULL, NULL, 0, NULL}
 };
 

@@ -1,4 +1,4 @@
-"""_fastbuild.changes(): Sightings._read()'s loop over changed states, in C.
+"""_fastbuild.changes() and gone(): the tracker's loops over changed and gone states, in C.
 
 The reference is that loop written out in Python over _fastbuild.change() (whose own
 tests are test_fastbuild.py's): for each (tail, record) pair, a known key whose entry is
@@ -6,7 +6,9 @@ bytes, with a rule number or no kept rule, and whose change() is an entry, is up
 place (old tail out, new tail in, both touched); every other pair is left, in order.
 The pairs: a golden table's records a poll later (a third with new counters, a tenth
 gone), among new states, states not selected, kept rules and records with no rule
-number, with the Lasts known or not.
+number, with the Lasts known or not.  gone() against Tracker.update's loop over the
+states a poll saw gone (Last clamped into [First, the poll]), with kept rules,
+active-timeout spans and overdue states among them.
 """
 
 from __future__ import annotations
@@ -129,3 +131,84 @@ def test_changes_is_taken_only_with_the_packer() -> None:
 def test_keys_are_the_tails_last_36() -> None:
     assert KEY == 36 and re.search(r"#define KEY_LEN 36\b",
                                    open(record.__file__.replace("record.py", "_fastbuild.c")).read())
+
+
+# ---- gone(): the tracker's loop over the states a poll saw gone ---------------------------
+
+def gone_reference(tails: list[str], entries: dict[str, Any], rules: dict[str, object],
+                   exported: dict[str, bytes], overdue: set[str], touched: set[str] | None,
+                   seen_gone: float) -> tuple[list[Any], int]:
+    """Tracker.update's Python loop, _rest() left as (key, entry) where `exported`
+    holds the key."""
+    out: list[Any] = []
+    left = 0
+    for t in tails:
+        entry = entries.pop(t)
+        if touched is not None:
+            touched.add(t)
+        rules.pop(t[-KEY:], None)
+        if entry is None:
+            continue
+        overdue.discard(t)
+        if t[-KEY:] in exported:
+            out.append((t[-KEY:], entry))
+            left += 1
+            continue
+        first, last = flows.entry_times(entry)
+        out.append(flows.with_times(entry, first, min(max(last, first), int(seen_gone))))
+    return out, left
+
+
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("seen_gone", [0.0, 1000.5, 1e6, 4e9])
+def test_gone_golden(keep: bool, seen_gone: float) -> None:
+    """A golden table's entries, a third gone, some not selected, some with kept rules,
+    an active-timeout span or overdue: C == the loop, Last clamped to the poll."""
+    builder()
+    _todo, _old, entries = setting()
+    for i, k in enumerate(list(entries)[::7]):
+        entries[k] = None if i % 2 else entries[k]
+    tails = list(entries)[::3]
+    rules = {t[-KEY:]: object() for t in tails[::4]} | {"x" * KEY: object()}
+    exported = {t[-KEY:]: b"span" for t in tails[1::9]} | {"y" * KEY: b"span"}
+    overdue = set(tails[2::5]) | {"z"}
+    got_sides = dict(entries), dict(rules), set(overdue), set() if keep else None
+    want_sides = dict(entries), dict(rules), set(overdue), set() if keep else None
+    got = record._fastbuild.gone(list(tails), got_sides[0], got_sides[1], exported,
+                                 got_sides[2], got_sides[3], seen_gone)
+    want = gone_reference(list(tails), want_sides[0], want_sides[1], exported,
+                          want_sides[2], want_sides[3], seen_gone)
+    assert got == want and got_sides == want_sides
+    assert got[1] > 0 and len(got[0]) > 100
+    # Last moved where the poll is earlier than it, or it before First
+    assert seen_gone > 1e5 or any(a != entries[t] for a, t in zip(got[0], tails) if type(a) is bytes)
+
+
+def test_gone_clamps_last_both_ways() -> None:
+    builder()
+    _todo, _old, entries = setting()
+    t, e = next((t, e) for t, e in entries.items() if e is not None)
+    first, _last = flows.entry_times(e)
+    for last, seen in ((first - 5, first + 100.0), (first + 50, first + 10.9),
+                       (first + 5, first + 10.0), (first + 5, first - 3.5)):
+        want = min(max(last, first), int(seen))  # int(): toward 0, as Tracker._final
+        entry = flows.with_times(e, first, last)
+        (out,), left = record._fastbuild.gone([t], {t: entry}, {}, {}, set(), None, seen)
+        assert left == 0 and flows.entry_times(out) == (first, want)
+        assert (out is entry) == (want == last)  # unchanged: the same bytes, not a copy
+
+
+def test_gone_bad_arguments() -> None:
+    builder()
+    g = record._fastbuild.gone
+    for bad in (((), {}, {}, {}, set(), None, 1.0), ([], {}, {}, {}, [], None, 1.0),
+                ([], {}, {}, {}, set(), [], 1.0), ([], {}, {}, {}, set(), None, 1)):
+        with pytest.raises(TypeError):
+            g(*bad)
+    with pytest.raises(ValueError):
+        g([], {}, {}, {}, set(), None, float("nan"))
+    with pytest.raises(KeyError):
+        g(["not tracked"], {}, {}, {}, set(), None, 1.0)
+    entries: dict[str, Any] = {"t" * 40: b"short"}  # not the tracker's: _rest() decides
+    assert g(["t" * 40], entries, {}, {}, set(), None, 1.0) == ([("t" * KEY, b"short")], 1)
+    assert entries == {}

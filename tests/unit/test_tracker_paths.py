@@ -36,6 +36,7 @@ def run(texts: list[tuple[str, float]], mode: str, monkeypatch: pytest.MonkeyPat
             m.setattr(flows, "change_c", None)
             m.setattr(flows, "pack_c", None)  # entries packed in Python, one _admit each
             m.setattr(flows, "admit_c", None)
+            m.setattr(flows, "gone_c", None)  # the gone states' loop in Python
         elif mode == "python":
             m.setattr(flows, "change_c", None)  # counters-only updates, in Python
         elif mode == "bulk":
