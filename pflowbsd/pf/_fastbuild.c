@@ -29,6 +29,11 @@
  * it in a dict the caller fills, under a key of everything Last depends on, so each
  * poll works out one Last per (class words, `expires in`, rule), not one per state;
  * admit() finds a class's timeouts so, under timeouts.class_key().
+ *
+ * One file past the usual ~400 lines (some 1,150): the builder and the tracker's steps
+ * share State's slot offsets, the memo caches setup() hands over and the one C copy of
+ * flows.ENTRY's layout; one translation unit keeps those defined once and setup.py's
+ * optional build one extension.  Each function has its Python reference and its tests.
  */
 
 #define PY_SSIZE_T_CLEAN
