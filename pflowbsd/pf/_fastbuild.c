@@ -654,6 +654,35 @@ static PyObject *pack(PyObject *st, long long first, long long last, unsigned lo
     return PyBytes_FromStringAndSize((const char *)buf, p - buf);
 }
 
+/* d[key] (borrowed) for a key just made (NULL: an error), the key dropped; NULL if d
+ * lacks it, with *missing the key (a new reference, the caller's to return), or with
+ * *missing NULL and an exception set. */
+static PyObject *memo_get(PyObject *d, PyObject *key, PyObject **missing)
+{
+    *missing = NULL;
+    if (key == NULL)
+        return NULL;
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL) {
+        if (PyErr_Occurred())
+            Py_DECREF(key);
+        else
+            *missing = key;
+        return NULL;
+    }
+    Py_DECREF(key);
+    return v;
+}
+
+/* A METH_FASTCALL function's argument count: 1, or 0 with TypeError set. */
+static int nargs_are(const char *name, Py_ssize_t nargs, Py_ssize_t want)
+{
+    if (nargs == want)
+        return 1;
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
+    return 0;
+}
+
 PyDoc_STRVAR(admit_doc,
 "admit(state, now, poll, known) -> bytes, tuple or None\n\n"
 "A new state's entry as Sightings._admit() packs it with no rule of its own timeouts and\n"
@@ -665,10 +694,8 @@ PyDoc_STRVAR(admit_doc,
 static PyObject *fastbuild_admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "admit() takes 4 arguments");
+    if (!nargs_are("admit", nargs, 4))
         return NULL;
-    }
     PyObject *st = args[0], *now_o = args[1], *poll_o = args[2], *known = args[3];
     if (state_type == NULL || !Py_IS_TYPE(st, state_type) || !PyLong_CheckExact(now_o)
         || !(PyFloat_CheckExact(poll_o) || PyLong_CheckExact(poll_o)) || !PyDict_CheckExact(known))
@@ -708,17 +735,9 @@ static PyObject *fastbuild_admit(PyObject *module, PyObject *const *args, Py_ssi
                                      p0 <= 1 ? Py_True : Py_False,
                                      p0 <= 1 && p1 <= 1 - p0 ? Py_True : Py_False,
                                      p1 > 0 ? Py_True : Py_False);
-        if (key == NULL)
-            return NULL;
-        PyObject *ts = PyDict_GetItemWithError(known, key);
-        if (ts == NULL) {
-            if (PyErr_Occurred()) {
-                Py_DECREF(key);
-                return NULL;
-            }
-            return key;
-        }
-        Py_DECREF(key);
+        PyObject *missing, *ts = memo_get(known, key, &missing);
+        if (ts == NULL)
+            return missing;  /* the key to learn, or NULL: an error */
         if (ts != Py_None) {
             if (!PyTuple_CheckExact(ts) || PyTuple_GET_SIZE(ts) != 2
                 || !PyLong_CheckExact(PyTuple_GET_ITEM(ts, 0))
@@ -861,17 +880,9 @@ static PyObject *change_one(PyObject *rec, PyObject *entry, PyObject *lasts)
     PyObject *key = how ? PyTuple_Pack(7, g[G_PROTO], g[G_STATE], g[G_EXP_H], g[G_EXP_MS],
                                        g[G_ANCHOR], g[G_RULE], how) : NULL;
     Py_XDECREF(how);
-    if (key == NULL)
-        return NULL;
-    PyObject *last_o = PyDict_GetItemWithError(lasts, key);
-    if (last_o == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return NULL;
-        }
-        return key;
-    }
-    Py_DECREF(key);
+    PyObject *missing, *last_o = memo_get(lasts, key, &missing);
+    if (last_o == NULL)
+        return missing;  /* the key whose Last the caller works out, or NULL: an error */
     if (!PyLong_Check(last_o))
         Py_RETURN_NONE;
     long long last = PyLong_AsLongLong(last_o);
@@ -904,10 +915,8 @@ PyDoc_STRVAR(changes_doc,
 static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "changes() takes 6 arguments");
+    if (!nargs_are("changes", nargs, 6))
         return NULL;
-    }
     PyObject *todo = args[0], *old = args[1], *entries = args[2], *rules = args[3];
     PyObject *lasts = args[4], *touched = args[5];
     if (!PyList_CheckExact(todo) || !PyDict_CheckExact(old) || !PyDict_CheckExact(entries)
@@ -993,10 +1002,8 @@ PyDoc_STRVAR(gone_doc,
 static PyObject *fastbuild_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "gone() takes 7 arguments");
+    if (!nargs_are("gone", nargs, 7))
         return NULL;
-    }
     PyObject *tails = args[0], *entries = args[1], *rules = args[2], *exported = args[3];
     PyObject *overdue = args[4], *touched = args[5];
     if (!PyList_CheckExact(tails) || !PyDict_CheckExact(entries) || !PyDict_CheckExact(rules)
