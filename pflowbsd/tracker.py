@@ -176,29 +176,8 @@ class Tracker(Sightings):
         self.stats["parse_errors"] += len(up.errors)
         if up.partial:
             self.stats["partial"] += 1
-        elif flows.gone_c is not None and type(poll) is float:  # the same loop, in C
-            up.gone += len(old)
-            touched = self.touched if type(self.touched) is set else None
-            out, left = flows.gone_c(list(old.values()), self.entries, self.rules,
-                                     self.exported, self._overdue, touched, poll)
-            if left:  # (key, entry): an active-timeout span was sent, _rest() decides
-                out = [self._rest(x[0], x[1], poll) if type(x) is tuple else x for x in out]
-                out = [x for x in out if x is not None]
-            up.expired += out
-            if self.active_timeout:
-                self._active_exports(poll, up, self.entries.keys())
         else:
-            for t in old.values():
-                up.gone += 1
-                entry = self.entries.pop(t)
-                self.touched.add(t)
-                self.rules.pop(t[-KEY:], None)
-                if entry is not None:
-                    if self._overdue:
-                        self._overdue.discard(t)
-                    rest = self._rest(t[-KEY:], entry, poll)
-                    if rest is not None:
-                        up.expired.append(rest)
+            self._gone(old, poll, up)
             if self.active_timeout:
                 self._active_exports(poll, up, self.entries.keys())
         self.stats["new"] += up.new
@@ -206,6 +185,30 @@ class Tracker(Sightings):
         self.stats["expired"] += up.gone
         self.stats["exported"] += len(up.expired)
         return up
+
+    def _gone(self, old: dict[str, str], poll: float, up: Update) -> None:
+        """The states not seen in a whole snapshot: out of the tables, and what each
+        still has to export into up.expired (in C where the builder is: the same loop)."""
+        up.gone += len(old)
+        if flows.gone_c is not None and abs(poll) < 2.0 ** 53:
+            touched = self.touched if type(self.touched) is set else None
+            out, left = flows.gone_c(list(old.values()), self.entries, self.rules,
+                                     self.exported, self._overdue, touched, float(poll))
+            if left:  # (key, entry): an active-timeout span was sent, _rest() decides
+                out = [self._rest(x[0], x[1], poll) if type(x) is tuple else x for x in out]
+                out = [x for x in out if x is not None]
+            up.expired += out
+            return
+        for t in old.values():
+            entry = self.entries.pop(t)
+            self.touched.add(t)
+            self.rules.pop(t[-KEY:], None)
+            if entry is not None:
+                if self._overdue:
+                    self._overdue.discard(t)
+                rest = self._rest(t[-KEY:], entry, poll)
+                if rest is not None:
+                    up.expired.append(rest)
 
     def set_active_timeout(self, secs: int) -> None:
         """Turn the active timeout on, off or to another value (SIGHUP): the states
