@@ -1007,7 +1007,7 @@ static PyObject *fastbuild_gone(PyObject *module, PyObject *const *args, Py_ssiz
     PyObject *tails = args[0], *entries = args[1], *rules = args[2], *exported = args[3];
     PyObject *overdue = args[4], *touched = args[5];
     if (!PyList_CheckExact(tails) || !PyDict_CheckExact(entries) || !PyDict_CheckExact(rules)
-        || !PyDict_CheckExact(exported) || !PyAnySet_CheckExact(overdue)
+        || !PyDict_CheckExact(exported) || !PySet_CheckExact(overdue)
         || (touched != Py_None && !PySet_CheckExact(touched)) || !PyFloat_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError, "gone(list, dict, dict, dict, set, set or None, float)");
         return NULL;

@@ -202,7 +202,8 @@ def test_gone_bad_arguments() -> None:
     builder()
     g = record._fastbuild.gone
     for bad in (((), {}, {}, {}, set(), None, 1.0), ([], {}, {}, {}, [], None, 1.0),
-                ([], {}, {}, {}, set(), [], 1.0), ([], {}, {}, {}, set(), None, 1)):
+                ([], {}, {}, {}, set(), [], 1.0), ([], {}, {}, {}, set(), None, 1),
+                ([], {}, {}, {}, frozenset(), None, 1.0)):
         with pytest.raises(TypeError):
             g(*bad)
     with pytest.raises(ValueError):
