@@ -37,7 +37,7 @@ from pflowbsd.export.pflow import (
     PFLOW_TIMEOUT,
     PFLOW_TMPL_TIMEOUT,
 )
-from pflowbsd.flows import Clock, Entry, Flow, flow_pair
+from pflowbsd.flows import INET6, Clock, Entry, Flow, entry_counters, flow_pair
 
 SPLIT_CAP = PFLOW_MAXBYTES * 65536  # at most 65536 v5 records a direction
 
@@ -91,27 +91,32 @@ class _V5:
         if flow1.af != socket.AF_INET:
             stats["skipped_v6"] += 1
             return []
-        b0, b1 = flow1.octets, flow2.octets
-        if b0 < PFLOW_MAXBYTES and b1 < PFLOW_MAXBYTES:  # export_pflow_if: one pflow_pack_flow
-            pairs = [(b0, b1)]
-        else:
-            if max(b0, b1) > SPLIT_CAP:
-                # Past ~281 TB the kernel would still loop; a counter like 2^64-1 is a
-                # corrupt line, and 2^32 records of it would stall the daemon.
-                stats["split_clamped"] += 1
-                b0, b1 = min(b0, SPLIT_CAP), min(b1, SPLIT_CAP)
-            pairs = list(v5.split_octets(b0, b1))
-            stats["split_records"] += len(pairs) - 1
         out = []
-        for bytes0, bytes1 in pairs:  # pflow_pack_flow: a direction without bytes is no record
-            if bytes0:
+        for bytes0, bytes1 in self._packs(flow1.octets, flow2.octets, stats):
+            if bytes0:  # pflow_pack_flow: a direction without bytes is no record
                 out.append((0, v5.pack_record(flow1, bytes0)))
             if bytes1:
                 out.append((0, v5.pack_record(flow2, bytes1)))
         return out
 
+    @staticmethod
+    def _packs(b0: int, b1: int, stats: dict[str, int]) -> list[tuple[int, int]]:
+        """export_pflow_if's (bytes[0], bytes[1]) per pflow_pack_flow, counted."""
+        if b0 < PFLOW_MAXBYTES and b1 < PFLOW_MAXBYTES:  # one pflow_pack_flow
+            return [(b0, b1)]
+        if max(b0, b1) > SPLIT_CAP:
+            # Past ~281 TB the kernel would still loop; a counter like 2^64-1 is a
+            # corrupt line, and 2^32 records of it would stall the daemon.
+            stats["split_clamped"] += 1
+            b0, b1 = min(b0, SPLIT_CAP), min(b1, SPLIT_CAP)
+        packs = list(v5.split_octets(b0, b1))
+        stats["split_records"] += len(packs) - 1
+        return packs
+
     def entry_records(self, entry: Entry, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
         fast = v5.entry_records(entry)  # no Flow made: the common case of a busy poll
+        if fast is None and not entry[0] & INET6:  # a split, still from the entry
+            fast = v5.entry_records(entry, self._packs(*entry_counters(entry)[2:], stats))
         if fast is None:
             return self.records(*flow_pair(entry), now, stats)
         return [(0, r) for r in fast]

@@ -77,27 +77,35 @@ def pack_record(flow: Flow, octets: int | None = None) -> bytes:
                    start, finish, flow.src_port, flow.dst_port, flow.proto, flow.tos)
 
 
-def entry_records(entry: Entry) -> list[bytes] | None:
+def entry_records(entry: Entry, packs: list[tuple[int, int]] | None = None
+                  ) -> list[bytes] | None:
     """pack_record() of both flows of a tracker entry (flows.flow_pair's) without making
-    them: the common case, IPv4 with each direction under PFLOW_MAXBYTES, so one
-    record per direction that has bytes.  None for the rest (IPv6, a split), which the
-    caller takes through flow_pair() and the full path."""
+    them, for an IPv4 entry: with each direction under PFLOW_MAXBYTES one record per
+    direction that has bytes; past it, given the (bytes[0], bytes[1]) of each
+    pflow_pack_flow (the exporter's split, counted there), those records.  None for the
+    rest (IPv6, a split not given), which the caller takes through flow_pair()."""
     flags, proto, sport, dport, first, last, p0, p1, b0, b1, ifin, ifout = \
         ENTRY.unpack_from(entry)
-    if flags & INET6 or b0 >= MAXBYTES or b1 >= MAXBYTES:
+    if flags & INET6:
         return None
+    if packs is None:
+        if b0 >= MAXBYTES or b1 >= MAXBYTES:
+            return None
+        packs = [(b0, b1)]
     start, end = first * 1000, last * 1000  # flow_times()' guards, on the entry's times
     start = 0 if start < 0 or start > end else start & U32
     end = 0 if end < 0 else end & U32
     o = ENTRY.size
     src, dst = entry[o:o + 4], entry[o + 4:o + 8]
     out = []
-    if b0:
-        out.append(_record(src, dst, ifin, ifout, p0 & U32, b0, start, end, sport, dport,
-                           proto, 0))
-    if b1:
-        out.append(_record(dst, src, ifout, ifin, p1 & U32, b1, start, end, dport, sport,
-                           proto, 0))
+    p0, p1 = p0 & U32, p1 & U32  # packets are not split: each record has them all
+    for bytes0, bytes1 in packs:
+        if bytes0:
+            out.append(_record(src, dst, ifin, ifout, p0, bytes0, start, end, sport, dport,
+                               proto, 0))
+        if bytes1:
+            out.append(_record(dst, src, ifout, ifin, p1, bytes1, start, end, dport, sport,
+                               proto, 0))
     return out
 
 
