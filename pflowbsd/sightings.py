@@ -101,6 +101,7 @@ class Sightings:
         # Last by what decides it, for the C update (one table per poll and table size)
         lasts = self._lasts.setdefault(nstates, {})
         build: list[tuple[str, FastRecord | None, int, int]] = []
+        rebuilt = False  # a known state among them, to be read in full
         if not old and todo and len(todo[0]) == 2:  # the bulk scanner's, and all new
             build = [(t, rec, -1, -1) for t, rec in todo]  # type: ignore[misc]
             todo = ()
@@ -142,8 +143,9 @@ class Sightings:
                     del old[key]
                     up.changed += 1
                     continue
+            rebuilt = rebuilt or prev is not None
             build.append((t, rec, start, end))
-        if not old:  # every record new: the first poll's loop, kept tight
+        if not rebuilt:  # every record to build new (a first poll's all): a tight loop
             added = self._admit_all(text, build, poll, nstates, up, line_of)
             up.new += len(added)
             self.touched.update(added)
@@ -317,10 +319,8 @@ class Sightings:
     def _admit_all(self, text: str, build: list[tuple[str, FastRecord | None, int, int]],
                    poll: float, nstates: int, up: Update, line_of: Callable[[int], int]
                    ) -> list[str]:
-        """_admit() of every record of `build`, all new (a first poll): its steps for a
-        state the common case makes (no rule of its own timeouts, no interface table,
-        no active timeout: First, Last and the entry in C, flows.admit_c), inlined; any
-        other goes through _admit itself.  The tails admitted."""
+        """_admit() of every record of `build`, all new, inlined where _fast_admit() says
+        (First, Last and the entry in C); any other through _admit.  The tails admitted."""
         entries, select, admit = self.entries, self.select, self._admit
         fast = self._fast_admit()
         known = self.policy.known_classes(nstates)
