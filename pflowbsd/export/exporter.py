@@ -63,6 +63,12 @@ class Encoding(Protocol):
         where the protocol has one."""
         ...
 
+    def entry_run(self, entries: list[Entry], now: Clock, stats: dict[str, int]
+                  ) -> tuple[int, list[bytes]] | None:
+        """entry_records() of every entry, in order, when they all go to one buffer: its
+        key and the records.  None where the protocol has more buffers."""
+        ...
+
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
         """Buffer `key` as it leaves at `now`.  gcounter: records added before its first
         one (sc_gcounter at allocation); sequence: data records sent before it
@@ -121,6 +127,14 @@ class _V5:
             return self.records(*flow_pair(entry), now, stats)
         return [(0, r) for r in fast]
 
+    def entry_run(self, entries: list[Entry], now: Clock, stats: dict[str, int]
+                  ) -> tuple[int, list[bytes]]:
+        out: list[bytes] = []
+        for entry in entries:  # entry_records(), with no (key, record) pairs to make
+            fast = v5.entry_records(entry)
+            out += fast if fast is not None else [r for _k, r in self.entry_records(entry, now, stats)]
+        return 0, out
+
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
         return v5.pack_header(len(records), now, gcounter, self.sampling) + b"".join(records)
 
@@ -176,6 +190,9 @@ class _IPFIX:
 
     def entry_records(self, entry: Entry, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
         return self.records(*flow_pair(entry), now, stats)
+
+    def entry_run(self, entries: list[Entry], now: Clock, stats: dict[str, int]) -> None:
+        return None  # a buffer per template
 
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
         return ipfix.message(ipfix.data_set(key, records), now, sequence, self.domain)
@@ -253,10 +270,31 @@ class Exporter:
     def export_entries(self, entries: list[Entry], now: Clock) -> list[bytes]:
         """export_state() of each tracker entry's flow pair (flows.flow_pair), in order:
         what a poll's removed states send."""
+        run = self._encoding.entry_run(entries, now, self.stats)
+        if run is not None:  # one buffer: its records added a datagram at a time
+            return self._add_run(*run, now)
         records, stats = self._encoding.entry_records, self.stats
         out: list[bytes] = []
         for entry in entries:
             out += self._add(records(entry, now, stats), now)
+        return out
+
+    def _add_run(self, key: int, records: list[bytes], now: Clock) -> list[bytes]:
+        """_add() of records all of one buffer, as many at a time as the buffer has room
+        for (at least one: a buffer of maxcount 0 leaves with each)."""
+        out: list[bytes] = []
+        buffers, cap, i = self._buffers, self._encoding.maxcount[key], 0
+        while i < len(records):
+            buf = buffers.get(key)
+            if buf is None:
+                buf = buffers[key] = _Buffer(now.up + PFLOW_TIMEOUT, self._gcounter)
+            take = records[i:i + max(1, cap - len(buf.records))]
+            buf.records += take
+            self._gcounter += len(take)
+            i += len(take)
+            if len(buf.records) >= cap:
+                out.append(self._sendout(key, now))
+        self.stats["flows"] += len(records)
         return out
 
     def _add(self, records: list[tuple[int, bytes]], now: Clock) -> list[bytes]:
