@@ -553,6 +553,9 @@ static int same_host(PyObject *a, PyObject *b)
  * (ENTRY.format, NATTED, INET6, OUTBOUND) equals the module's ENTRY_LAYOUT. */
 #define ENTRY_FORMAT "<BBHHqqQQQQHH"
 #define ENTRY_SIZE 58
+#define E_FIRST 6      /* first, then last: uptime seconds, int64 */
+#define E_LAST 14
+#define E_COUNTERS 22  /* packets[0], packets[1], bytes[0], bytes[1]: uint64 */
 #define NATTED 0x01
 #define INET6 0x02
 #define OUTBOUND 0x04
@@ -628,12 +631,12 @@ static PyObject *pack(PyObject *st, long long first, long long last, unsigned lo
     p[1] = (unsigned char)pr;
     le16(p + 2, (uint64_t)sp);
     le16(p + 4, (uint64_t)dp);
-    le64(p + 6, (uint64_t)first);
-    le64(p + 14, (uint64_t)last);
-    le64(p + 22, p0);
-    le64(p + 30, p1);
-    le64(p + 38, b0);
-    le64(p + 46, b1);
+    le64(p + E_FIRST, (uint64_t)first);
+    le64(p + E_LAST, (uint64_t)last);
+    le64(p + E_COUNTERS, p0);
+    le64(p + E_COUNTERS + 8, p1);
+    le64(p + E_COUNTERS + 16, b0);
+    le64(p + E_COUNTERS + 24, b1);
     le16(p + 54, (uint64_t)(ifin & 0xFFFF));
     le16(p + 56, (uint64_t)(ifout & 0xFFFF));
     p += ENTRY_SIZE;
@@ -872,7 +875,7 @@ static PyObject *change_one(PyObject *rec, PyObject *entry, PyObject *lasts)
         Py_RETURN_NONE;
     uint64_t c[4];
     for (int k = 0; k < 4; k++)
-        if (!digits64(g[G_P0 + k], &c[k]) || c[k] < get_le64(e + 22 + 8 * k))
+        if (!digits64(g[G_P0 + k], &c[k]) || c[k] < get_le64(e + E_COUNTERS + 8 * k))
             Py_RETURN_NONE;
     /* what of the packet counts a timeout class asks (timeouts.timeout_class()) */
     int packets = (c[0] <= 1) | (c[0] <= 1 && c[1] <= 1 - c[0]) << 1 | (c[1] != 0) << 2;
@@ -894,23 +897,30 @@ static PyObject *change_one(PyObject *rec, PyObject *entry, PyObject *lasts)
     if (out == NULL)
         return NULL;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    le64(o + 14, (uint64_t)last);
+    le64(o + E_LAST, (uint64_t)last);
     for (int k = 0; k < 4; k++)
-        le64(o + 22 + 8 * k, c[k]);
+        le64(o + E_COUNTERS + 8 * k, c[k]);
     return out;
 }
 
 PyDoc_STRVAR(changes_doc,
 "changes(todo, old, entries, rules, lasts, touched) -> (rest, changed)\n\n"
 "Sightings._read()'s loop over the bulk scanner's (tail, record) pairs, for the changed\n"
-"states change() updates: each whose key (tail[-36:]) is in `old` (key -> the tail it\n"
-"had), its entry bytes, with a rule number or no kept rule (not in `rules`), and whose\n"
+"states change() updates: each whose key (tail[-TRACK_KEY:]) is in `old` (key -> the tail\n"
+"it had), its entry bytes, with a rule number or no kept rule (not in `rules`), and whose\n"
 "change() is an entry: the old tail's entry and `old`'s key deleted, the new entry set\n"
 "under the new tail, both tails added to the set `touched` (None: none kept).  The\n"
 "pairs it leaves (new, not selected, a Last not known yet, anything change() leaves to\n"
 "Python), in order, and how many it updated.");
 
-#define KEY_LEN 36  /* tracker.KEY, snapshot.TRACK_KEY: a tail's state key, its last 36 */
+#define TRACK_KEY 36  /* grammar.TRACK_KEY (the module's TRACK_KEY): a tail's state key */
+
+/* tail[-TRACK_KEY:], the tracker's key of a state (a new reference, or NULL). */
+static PyObject *key_of(PyObject *tail)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(tail);
+    return PyUnicode_Substring(tail, n > TRACK_KEY ? n - TRACK_KEY : 0, n);
+}
 
 static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -937,8 +947,7 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
             || !PyTuple_CheckExact(rec = PyTuple_GET_ITEM(item, 1))
             || PyTuple_GET_SIZE(rec) != NGROUPS)
             goto keep;
-        Py_ssize_t n = PyUnicode_GET_LENGTH(t);
-        if ((key = PyUnicode_Substring(t, n > KEY_LEN ? n - KEY_LEN : 0, n)) == NULL)
+        if ((key = key_of(t)) == NULL)
             goto fail;
         if ((prev = PyDict_GetItemWithError(old, key)) == NULL) {
             if (PyErr_Occurred())
@@ -993,7 +1002,7 @@ PyDoc_STRVAR(gone_doc,
 "gone(tails, entries, rules, exported, overdue, touched, seen_gone) -> (list, left)\n\n"
 "The tracker's loop over the states a poll saw gone (tracker.py): each tail's entry\n"
 "popped from `entries`, the tail added to `touched` (a set, or None), its key\n"
-"(tail[-36:]) popped from `rules` and the tail discarded from `overdue`; of each\n"
+"(tail[-TRACK_KEY:]) popped from `rules` and the tail discarded from `overdue`; of each\n"
 "selected one, in order, what it exports: its entry with Last clamped into [First,\n"
 "int(seen_gone)] (Tracker._final), or (key, entry) where `exported` holds its key (an\n"
 "active-timeout span was sent, or an entry not of the tracker's making: Tracker._rest's to\n"
@@ -1037,8 +1046,7 @@ static PyObject *fastbuild_gone(PyObject *module, PyObject *const *args, Py_ssiz
             PyErr_SetString(PyExc_TypeError, "gone: a tail is not a str");
             goto fail;
         }
-        Py_ssize_t n = PyUnicode_GET_LENGTH(t);
-        if ((key = PyUnicode_Substring(t, n > KEY_LEN ? n - KEY_LEN : 0, n)) == NULL)
+        if ((key = key_of(t)) == NULL)
             goto fail;
         if (PyDict_GET_SIZE(rules)) {
             int r = PyDict_Contains(rules, key);
@@ -1057,7 +1065,7 @@ static PyObject *fastbuild_gone(PyObject *module, PyObject *const *args, Py_ssiz
             left++;
         } else {
             const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(entry);
-            long long first = (long long)get_le64(e + 6), last = (long long)get_le64(e + 14);
+            long long first = (long long)get_le64(e + E_FIRST), last = (long long)get_le64(e + E_LAST);
             long long clamped = last < first ? first : last;
             if (clamped > at)
                 clamped = at;
@@ -1066,7 +1074,7 @@ static PyObject *fastbuild_gone(PyObject *module, PyObject *const *args, Py_ssiz
                 Py_INCREF(item);
             } else if ((item = PyBytes_FromStringAndSize((const char *)e, PyBytes_GET_SIZE(entry)))
                        != NULL) {
-                le64((unsigned char *)PyBytes_AS_STRING(item) + 14, (uint64_t)clamped);
+                le64((unsigned char *)PyBytes_AS_STRING(item) + E_LAST, (uint64_t)clamped);
             }
         }
         if (item == NULL || PyList_Append(out, item) < 0)
@@ -1173,6 +1181,10 @@ PyMODINIT_FUNC PyInit__fastbuild(void)
     if (m == NULL || layout == NULL || PyModule_AddObject(m, "ENTRY_LAYOUT", layout) < 0) {
         Py_XDECREF(layout);  /* AddObject takes it only when it succeeds */
         Py_XDECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "TRACK_KEY", TRACK_KEY) < 0) {
+        Py_DECREF(m);
         return NULL;
     }
     return m;

@@ -14,3 +14,4 @@ def changes(todo: list[Any], old: dict[str, str], entries: dict[str, Any], rules
 def gone(tails: list[str], entries: dict[str, Any], rules: dict[str, object], exported: dict[str, bytes],
          overdue: set[str], touched: set[str] | None, seen_gone: float, /) -> tuple[list[Any], int]: ...
 ENTRY_LAYOUT: tuple[str, int, int, int]
+TRACK_KEY: int

@@ -1059,5 +1059,10 @@ PyMODINIT_FUNC PyInit__fastscan(void)
 {
     if (empty == NULL && (empty = PyUnicode_FromStringAndSize("", 0)) == NULL)
         return NULL;
-    return PyModule_Create(&fastscan_module);
+    PyObject *m = PyModule_Create(&fastscan_module);
+    /* what the Python side must agree on (tests/unit/test_fastscan.py asks) */
+    if (m != NULL && (PyModule_AddIntConstant(m, "TRACK_KEY", TRACK_KEY) < 0
+                      || PyModule_AddIntConstant(m, "RESYNC", RESYNC) < 0))
+        Py_CLEAR(m);
+    return m;
 }

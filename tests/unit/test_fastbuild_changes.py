@@ -13,7 +13,6 @@ active-timeout spans and overdue states among them.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -128,9 +127,12 @@ def test_changes_is_taken_only_with_the_packer() -> None:
     assert flows.changes_c is record._fastbuild.changes
 
 
-def test_keys_are_the_tails_last_36() -> None:
-    assert KEY == 36 and re.search(r"#define KEY_LEN 36\b",
-                                   open(record.__file__.replace("record.py", "_fastbuild.c")).read())
+def test_keys_are_the_tails_track_key() -> None:
+    """Both extensions cut a state's key as grammar.TRACK_KEY says."""
+    builder()
+    assert record._fastbuild.TRACK_KEY == KEY
+    if fastscan.ACCELERATED:
+        assert fastscan._fastscan.TRACK_KEY == KEY and fastscan._fastscan.RESYNC == fastscan.RESYNC
 
 
 # ---- gone(): the tracker's loop over the states a poll saw gone ---------------------------
