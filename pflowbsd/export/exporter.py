@@ -22,6 +22,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from pflowbsd.export import ipfix, v5
@@ -37,7 +38,7 @@ from pflowbsd.export.pflow import (
     PFLOW_TIMEOUT,
     PFLOW_TMPL_TIMEOUT,
 )
-from pflowbsd.flows import INET6, Clock, Entry, Flow, entry_counters, flow_pair
+from pflowbsd.flows import Clock, Entry, Flow, flow_pair
 
 SPLIT_CAP = PFLOW_MAXBYTES * 65536  # at most 65536 v5 records a direction
 
@@ -58,15 +59,11 @@ class Encoding(Protocol):
         the key of the buffer it goes to.  Adds to `stats` what it drops or splits."""
         ...
 
-    def entry_records(self, entry: Entry, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
-        """records() of a tracker entry's flows (flows.flow_pair), by a shorter way
-        where the protocol has one."""
-        ...
-
     def entry_run(self, entries: list[Entry], now: Clock, stats: dict[str, int]
                   ) -> tuple[int, list[bytes]] | None:
-        """entry_records() of every entry, in order, when they all go to one buffer: its
-        key and the records.  None where the protocol has more buffers."""
+        """records() of every tracker entry's flows (flows.flow_pair), in order, by a
+        shorter way, when they all go to one buffer: its key and the records.  None
+        where the protocol has none (then each entry goes through records())."""
         ...
 
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
@@ -119,20 +116,13 @@ class _V5:
         stats["split_records"] += len(packs) - 1
         return packs
 
-    def entry_records(self, entry: Entry, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
-        fast = v5.entry_records(entry)  # no Flow made: the common case of a busy poll
-        if fast is None and not entry[0] & INET6:  # a split, still from the entry
-            fast = v5.entry_records(entry, self._packs(*entry_counters(entry)[2:], stats))
-        if fast is None:
-            return self.records(*flow_pair(entry), now, stats)
-        return [(0, r) for r in fast]
-
     def entry_run(self, entries: list[Entry], now: Clock, stats: dict[str, int]
                   ) -> tuple[int, list[bytes]]:
+        split = partial(self._packs, stats=stats)  # past PFLOW_MAXBYTES, counted here
         out: list[bytes] = []
-        for entry in entries:  # entry_records(), with no (key, record) pairs to make
-            fast = v5.entry_records(entry)
-            out += fast if fast is not None else [r for _k, r in self.entry_records(entry, now, stats)]
+        for entry in entries:  # no Flow made, but for IPv6 (skipped, and counted)
+            fast = v5.entry_records(entry, split)
+            out += fast if fast is not None else [r for _k, r in self.records(*flow_pair(entry), now, stats)]
         return 0, out
 
     def datagram(self, key: int, records: list[bytes], now: Clock, gcounter: int, sequence: int) -> bytes:
@@ -187,9 +177,6 @@ class _IPFIX:
                 half = len(both) // 2
                 out += [(ipfix.NAT44_EVENTS.id, both[:half]), (ipfix.NAT44_EVENTS.id, both[half:])]
         return out
-
-    def entry_records(self, entry: Entry, now: Clock, stats: dict[str, int]) -> list[tuple[int, bytes]]:
-        return self.records(*flow_pair(entry), now, stats)
 
     def entry_run(self, entries: list[Entry], now: Clock, stats: dict[str, int]) -> None:
         return None  # a buffer per template
@@ -273,10 +260,9 @@ class Exporter:
         run = self._encoding.entry_run(entries, now, self.stats)
         if run is not None:  # one buffer: its records added a datagram at a time
             return self._add_run(*run, now)
-        records, stats = self._encoding.entry_records, self.stats
         out: list[bytes] = []
         for entry in entries:
-            out += self._add(records(entry, now, stats), now)
+            out += self.export_state(*flow_pair(entry), now)
         return out
 
     def _add_run(self, key: int, records: list[bytes], now: Clock) -> list[bytes]:

@@ -9,7 +9,7 @@ pure: time comes in as a Clock.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pflowbsd.export.pflow import PFLOW_ENGINE_ID as ENGINE_ID
 from pflowbsd.export.pflow import PFLOW_ENGINE_TYPE as ENGINE_TYPE
@@ -77,21 +77,24 @@ def pack_record(flow: Flow, octets: int | None = None) -> bytes:
                    start, finish, flow.src_port, flow.dst_port, flow.proto, flow.tos)
 
 
-def entry_records(entry: Entry, packs: list[tuple[int, int]] | None = None
+def entry_records(entry: Entry,
+                  split: Callable[[int, int], list[tuple[int, int]]] | None = None
                   ) -> list[bytes] | None:
     """pack_record() of both flows of a tracker entry (flows.flow_pair's) without making
     them, for an IPv4 entry: with each direction under PFLOW_MAXBYTES one record per
-    direction that has bytes; past it, given the (bytes[0], bytes[1]) of each
-    pflow_pack_flow (the exporter's split, counted there), those records.  None for the
-    rest (IPv6, a split not given), which the caller takes through flow_pair()."""
+    direction that has bytes; past it, those of each (bytes[0], bytes[1]) that `split`
+    gives (the exporter's: split_octets, clamped and counted there).  None for the rest
+    (IPv6, or a split with no `split`), which the caller takes through flow_pair()."""
     flags, proto, sport, dport, first, last, p0, p1, b0, b1, ifin, ifout = \
         ENTRY.unpack_from(entry)
     if flags & INET6:
         return None
-    if packs is None:
-        if b0 >= MAXBYTES or b1 >= MAXBYTES:
-            return None
+    if b0 < MAXBYTES and b1 < MAXBYTES:
         packs = [(b0, b1)]
+    elif split is None:
+        return None
+    else:
+        packs = split(b0, b1)
     start, end = first * 1000, last * 1000  # flow_times()' guards, on the entry's times
     start = 0 if start < 0 or start > end else start & U32
     end = 0 if end < 0 else end & U32
