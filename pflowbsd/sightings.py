@@ -96,8 +96,7 @@ class Sightings:
         """The records of new and changed tails: (tail, start, end) to find in the text,
         or (tail, FastRecord) from the bulk scanner.  A changed state is updated from its
         counters alone where it can be (read_change); the rest are built in one batch."""
-        entries, rules = self.entries, self.rules
-        change = flows.change_c
+        entries, rules, change = self.entries, self.rules, flows.change_c
         # Last by what decides it, for the C update (one table per poll and table size)
         lasts = self._lasts.setdefault(nstates, {})
         build: list[tuple[str, FastRecord | None, int, int]] = []
@@ -107,10 +106,8 @@ class Sightings:
             todo = ()
         elif (change is not None and flows.changes_c is not None and not self._overdue
               and todo and len(todo[0]) == 2 and isinstance(todo, list)):
-            # the bulk scanner's: the changed states change() updates, in one C loop;
-            # the rest (new, not selected, Last not known yet) as below
-            touched = self.touched if type(self.touched) is set else None
-            todo, n = flows.changes_c(todo, old, entries, rules, lasts, touched)
+            # the bulk scanner's: what change() updates, in one C loop; the rest below
+            todo, n = flows.changes_c(todo, old, entries, rules, lasts, self._touched_set())
             up.changed += n
         for item in todo:
             t = item[0]
@@ -170,6 +167,10 @@ class Sightings:
                 old.pop(key, None)   # skipped, counted, and treated as present:
             except _Skipped:         # it neither expires nor blocks other expiries
                 old.pop(key, None)
+
+    def _touched_set(self) -> set[str] | None:
+        """`touched` for the C loops to add to; None while nobody takes the changes."""
+        return self.touched if type(self.touched) is set else None
 
     @staticmethod
     def _bad(text: str, t: str, start: int, e: ValueError, up: Update,
@@ -389,9 +390,8 @@ def _line_numbers(text: str, line: int, lines: tuple[list[int], list[int]] | Non
     return lambda at: numbers[max(0, bisect.bisect_right(starts, at) - 1)]
 
 
-# _fastbuild.admit(state, now, poll, known): see flows.admit_c
 _AdmitC = Callable[[State, int, float, dict[tuple[object, ...], tuple[int, int] | None]],
-                   "bytes | tuple[object, ...] | None"]
+                   "bytes | tuple[object, ...] | None"]  # flows.admit_c: _fastbuild.admit
 _TAIL, _START = itemgetter(0), itemgetter(2)  # of _built()'s (tail, record, start, end)
 
 

@@ -191,9 +191,8 @@ class Tracker(Sightings):
         still has to export into up.expired (in C where the builder is: the same loop)."""
         up.gone += len(old)
         if flows.gone_c is not None and abs(poll) < 2.0 ** 53:
-            touched = self.touched if type(self.touched) is set else None
-            out, left = flows.gone_c(list(old.values()), self.entries, self.rules,
-                                     self.exported, self._overdue, touched, float(poll))
+            out, left = flows.gone_c(list(old.values()), self.entries, self.rules, self.exported,
+                                     self._overdue, self._touched_set(), float(poll))
             if left:  # (key, entry): an active-timeout span was sent, _rest() decides
                 out = [self._rest(x[0], x[1], poll) if type(x) is tuple else x for x in out]
                 out = [x for x in out if x is not None]

@@ -201,6 +201,11 @@ class Policy:
         self._scaled[nstates] = table
         return table
 
+    def _table(self, nstates: int) -> dict[str, int]:
+        """Every class's effective timeout at this table size (_scale()'s, kept)."""
+        table = self._scaled.get(nstates)
+        return table if table is not None else self._scale(nstates)
+
     def _own_timeouts(self, own: dict[str, int], rule: object, nstates: int
                       ) -> Callable[[str], int]:
         """A class's effective timeout under a rule with timeouts of its own (its own
@@ -231,7 +236,7 @@ class Policy:
     def learn(self, st: State, nstates: int) -> None:
         """known_classes(nstates)[class_key(st)], worked out as last_packet() would."""
         assert self.rule_of is None
-        table = self._scaled.get(nstates) or self._scale(nstates)
+        table = self._table(nstates)
         klass = timeout_class(st)
         self.known_classes(nstates)[class_key(st)] = None if klass is None else (
             table[klass], table[LONGER_ALTERNATIVE.get(klass, klass)])
@@ -252,8 +257,7 @@ class Policy:
         own: dict[str, int] = getattr(rule, "timeouts", None) or {}
         t_eff: Callable[[str], int]
         if not own:  # the usual case: `pfctl -st`'s values, scaled for this table size
-            table = self._scaled.get(nstates)
-            t_eff = (table if table is not None else self._scale(nstates)).__getitem__
+            t_eff = self._table(nstates).__getitem__
         else:
             t_eff = self._own_timeouts(own, rule, nstates)
         t = t_eff(klass)
