@@ -72,19 +72,23 @@ AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 Entry = bytes
 # The packed entry:
 #   0 flags B (NATTED, INET6, OUTBOUND)   1 proto B
-#   2 src_port H   4 dst_port H   6 first s q   14 last s q
-#   22 packets[0] Q  30 packets[1] Q  38 bytes[0] Q  46 bytes[1] Q
-#   54 if_index_in H  56 if_index_out H (before ENTRY.size: not part of entry_key)
-#   58 src, dst (4 or 16 bytes each), then when NATTED the other key:
+#   2 src_port H   4 dst_port H   6 first s i   10 last s i
+#   14 packets[0] Q  22 packets[1] Q  30 bytes[0] Q  38 bytes[1] Q
+#   46 if_index_in H  48 if_index_out H (before ENTRY.size: not part of entry_key)
+#   50 src, dst (4 or 16 bytes each), then when NATTED the other key:
 #      nat_src_port H, nat_dst_port H, nat_src, nat_dst
-ENTRY = struct.Struct("<BBHHqqQQQQHH")
+# First and Last are uptime seconds in 32 signed bits, clamped (clamp_time) to 68 years
+# either side of boot.  An IPv4 entry is then 58 bytes, a 96-byte object where 64-bit
+# times made it 112 (about half of a table's entries: 8 B a state).
+ENTRY = struct.Struct("<BBHHiiQQQQHH")
 NAT_PORTS = struct.Struct("<HH")
 NATTED, INET6, OUTBOUND = 0x01, 0x02, 0x04  # OUTBOUND: st->direction == PF_OUT
-_COUNTERS = 22  # packets[0], packets[1], bytes[0], bytes[1]
+TIME_MAX = (1 << 31) - 1  # First and Last are held in [-TIME_MAX, TIME_MAX]
+_COUNTERS = 14  # packets[0], packets[1], bytes[0], bytes[1]
 _QQQQ = struct.Struct("<QQQQ")
 _FIRST = 6  # first, then last
-_TIMES = struct.Struct("<qq")
-_LAST = struct.Struct("<q")
+_TIMES = struct.Struct("<ii")
+_LAST = struct.Struct("<i")
 _KEY_HEAD = struct.Struct("<BBHH")  # flags, proto, src_port, dst_port
 # pf/_fastbuild.c's pack_entry(), when the C builder imported (record.py) and packs the
 # layout above: with ENTRY or a flag changed here and not there, every entry is Python's.
@@ -102,6 +106,11 @@ changes_c = _fb.changes if pack_c is not None else None
 # Its gone(): the tracker's loop over the states a poll saw gone (Tracker._final's
 # clamping of Last), in C.
 gone_c = _fb.gone if pack_c is not None else None
+
+
+def clamp_time(t: int) -> int:
+    """An uptime second as an entry holds it (the C packer clamps alike)."""
+    return -TIME_MAX if t < -TIME_MAX else TIME_MAX if t > TIME_MAX else t
 
 
 def if_indexes(st: State, table: dict[str, int]) -> tuple[int, int]:
@@ -139,7 +148,7 @@ def pack_entry_py(st: State, first: int, last: int, ifidx: tuple[int, int] = (0,
         osrc[:2] != src[:2] or odst[:2] != dst[:2])
     flags = ((NATTED if natted else 0) | (INET6 if af == "inet6" else 0)
              | (OUTBOUND if st.direction == "out" else 0))
-    out = ENTRY.pack(flags, st.proto, src.port, dst.port, first, last,
+    out = ENTRY.pack(flags, st.proto, src.port, dst.port, clamp_time(first), clamp_time(last),
                      st.packets[0], st.packets[1], st.bytes[0], st.bytes[1],
                      ifidx[0] & 0xFFFF, ifidx[1] & 0xFFFF)
     try:
@@ -173,7 +182,7 @@ def key_is(entry: Entry, src: str, sport: int, dst: str, dport: int) -> bool:
 
 def with_update(entry: Entry, last: int, counters: tuple[int, int, int, int]) -> Entry:
     """The entry with a later Last and new counters (First kept): a changed state."""
-    return (entry[:_FIRST + 8] + _LAST.pack(last) + _QQQQ.pack(*counters)
+    return (entry[:_FIRST + _LAST.size] + _LAST.pack(clamp_time(last)) + _QQQQ.pack(*counters)
             + entry[_COUNTERS + _QQQQ.size:])
 
 
@@ -184,7 +193,8 @@ def entry_counters(entry: Entry) -> tuple[int, int, int, int]:
 
 def with_span(entry: Entry, first: int, last: int, counters: tuple[int, int, int, int]) -> Entry:
     """The entry with other times and counters: one active-timeout span of the state."""
-    return (entry[:_FIRST] + _TIMES.pack(first, last) + _QQQQ.pack(*counters)
+    return (entry[:_FIRST] + _TIMES.pack(clamp_time(first), clamp_time(last))
+            + _QQQQ.pack(*counters)
             + entry[_COUNTERS + _QQQQ.size:])
 
 
@@ -194,7 +204,8 @@ def entry_times(entry: Entry) -> tuple[int, int]:
 
 
 def with_times(entry: Entry, first: int, last: int) -> Entry:
-    return entry[:_FIRST] + _TIMES.pack(first, last) + entry[_FIRST + _TIMES.size:]
+    return (entry[:_FIRST] + _TIMES.pack(clamp_time(first), clamp_time(last))
+            + entry[_FIRST + _TIMES.size:])
 
 
 def entry_key(entry: Entry) -> bytes:

@@ -28,7 +28,9 @@ Lengths and counts are checked against what is left, entries against their packe
 layout (flows.ENTRY), so whatever a file holds, decode() raises StateFileError or
 returns something the tracker and exporter can use.  Only the last delta may be torn
 (cut short, or failing its CRC where the file ends: a crash while it was appended); it
-is dropped, and Saved.torn says why.  Format version 1 is a base alone: still read.
+is dropped, and Saved.torn says why.  Formats 1 (a base alone) and 2 (an entry's First
+and Last 64-bit, WIDE_ENTRY) are still read, their entries converted to flows.ENTRY;
+the writer's first save after a load is a base, so it is never appended to.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ from pflowbsd.pipeline import EXPORTER_WORDS, Pipeline
 from pflowbsd.tracker import EXPORTED
 
 MAGIC = b"PFLOWBSD"
-VERSION = 2
-READS = (1, 2)  # version 1: no deltas
+VERSION = 3
+READS = (1, 2, 3)  # version 1: no deltas; 1 and 2: entries of WIDE_ENTRY, converted
+# flows.ENTRY before format 3: First and Last as 64-bit (then 58 bytes, now 50)
+WIDE_ENTRY = struct.Struct("<BBHHqqQQQQHH")
 # magic 0, version 8, reserved 10, instance 12, boot 28, payload length 36, crc32 44
 HEADER = struct.Struct("<8sHH16sqQI")
 # magic 0, number 4, the base's crc32 8, body length 12, crc32 20
@@ -227,12 +231,22 @@ def _lengths(data: bytes, n: int, what: str) -> tuple[int, ...]:
     return struct.unpack(f"<{n}H", data)
 
 
-def _entry_ok(e: bytes) -> bool:
-    if len(e) < ENTRY.size:
-        return False
+def _entry(e: bytes, version: int) -> Entry | None:
+    """A file's entry as the tracker keeps it (format 1 and 2's converted to flows.ENTRY);
+    None if it is not one: of the wrong size for its flags, or a time out of bounds."""
+    head = ENTRY if version >= 3 else WIDE_ENTRY
+    if len(e) < head.size:
+        return None
     n = 16 if e[0] & INET6 else 4
-    want = ENTRY.size + 2 * n + (NAT_PORTS.size + 2 * n if e[0] & NATTED else 0)
-    return len(e) == want and all(abs(t) < TIME_BOUND for t in entry_times(e))
+    want = head.size + 2 * n + (NAT_PORTS.size + 2 * n if e[0] & NATTED else 0)
+    if len(e) != want:
+        return None
+    if head is WIDE_ENTRY:
+        fields = WIDE_ENTRY.unpack_from(e)
+        if not all(abs(t) < TIME_BOUND for t in fields[4:6]):
+            return None
+        return ENTRY.pack(*fields) + e[WIDE_ENTRY.size:]
+    return e if all(abs(t) < TIME_BOUND for t in entry_times(e)) else None
 
 
 def header(data: bytes) -> tuple[str, int]:
@@ -262,17 +276,18 @@ def decode(data: bytes) -> Saved:
     if zlib.crc32(memoryview(data)[HEADER.size:end], zlib.crc32(data[:HEADER.size - 4])) != crc:
         raise StateFileError("checksum mismatch (a corrupt file)")
     try:
-        saved = _payload(_Reader(data, HEADER.size, end), instance, boot)
+        saved = _payload(_Reader(data, HEADER.size, end), instance, boot, version)
         pos = end
         while pos < len(data) and saved.torn is None:
-            pos = _delta(data, pos, crc, saved)
+            pos = _delta(data, pos, crc, saved, version)
         _check_exported(saved.entries, saved.exported)
     except (struct.error, UnicodeDecodeError, OverflowError) as e:
         raise StateFileError(f"unreadable ({e})") from None
     return saved
 
 
-def _tracker_fields(r: _Reader) -> tuple[dict[str, Entry | None], dict[str, bytes]]:
+def _tracker_fields(r: _Reader, version: int
+                    ) -> tuple[dict[str, Entry | None], dict[str, bytes]]:
     tails_blob = r.field().decode("utf-8", "surrogateescape")
     tails = tails_blob.split(TAIL_SEP) if tails_blob else []
     lengths = _lengths(r.field(), len(tails), "entries")
@@ -281,9 +296,10 @@ def _tracker_fields(r: _Reader) -> tuple[dict[str, Entry | None], dict[str, byte
     for t, v in zip(tails, values, strict=True):  # same length: _lengths
         if not TRACK_TAIL.fullmatch(" pkts, " + t):
             raise StateFileError("a state that is not a pfctl counters line")
-        if v and not _entry_ok(v):
+        entry = _entry(v, version) if v else None
+        if v and entry is None:
             raise StateFileError("a state entry of the wrong size")
-        entries[t] = v or None
+        entries[t] = entry
     if len(entries) != len(tails):
         raise StateFileError("a state twice")
     keys = _keys(r.field())
@@ -336,13 +352,13 @@ def _exporter_fields(r: _Reader) -> tuple[int, int, float | None, list[Buffer]]:
     return gcounter, sequence, None if math.isnan(tmpl) else tmpl, buffers
 
 
-def _payload(r: _Reader, instance: str, boot: int) -> Saved:
+def _payload(r: _Reader, instance: str, boot: int, version: int) -> Saved:
     sig = r.field().decode()
-    entries, exported = _tracker_fields(r)
+    entries, exported = _tracker_fields(r, version)
     return Saved(instance, boot, sig, entries, exported, *_exporter_fields(r))
 
 
-def _delta(data: bytes, pos: int, crc: int, saved: Saved) -> int:
+def _delta(data: bytes, pos: int, crc: int, saved: Saved, version: int) -> int:
     """Apply the delta at `pos` to `saved`; where the next one starts.  A torn last delta
     sets saved.torn and changes nothing; a bad one before the end is StateFileError."""
     number = saved.deltas + 1
@@ -367,7 +383,7 @@ def _delta(data: bytes, pos: int, crc: int, saved: Saved) -> int:
         raise StateFileError(f"delta {number}: checksum mismatch (a corrupt file)")
     r = _Reader(data, start, end)
     sig = r.field().decode()
-    entries, exported = _tracker_fields(r)
+    entries, exported = _tracker_fields(r, version)
     gone_blob = r.field().decode("utf-8", "surrogateescape")
     unexported = _keys(r.field())
     numbers = _exporter_fields(r)

@@ -551,14 +551,29 @@ static int same_host(PyObject *a, PyObject *b)
 
 /* flows.ENTRY and its flags, as packed below: flows.py takes this path only while its
  * (ENTRY.format, NATTED, INET6, OUTBOUND) equals the module's ENTRY_LAYOUT. */
-#define ENTRY_FORMAT "<BBHHqqQQQQHH"
-#define ENTRY_SIZE 58
-#define E_FIRST 6      /* first, then last: uptime seconds, int64 */
-#define E_LAST 14
-#define E_COUNTERS 22  /* packets[0], packets[1], bytes[0], bytes[1]: uint64 */
+#define ENTRY_FORMAT "<BBHHiiQQQQHH"
+#define ENTRY_SIZE 50
+#define E_FIRST 6      /* first, then last: uptime seconds, int32 (flows.clamp_time) */
+#define E_LAST 10
+#define E_COUNTERS 14  /* packets[0], packets[1], bytes[0], bytes[1]: uint64 */
+#define E_IFINDEX 46   /* if_index_in, if_index_out: uint16 */
 #define NATTED 0x01
 #define INET6 0x02
 #define OUTBOUND 0x04
+
+/* An uptime second into an entry, clamped as flows.clamp_time() does, and back. */
+static inline void put_time(unsigned char *p, long long t)
+{
+    uint32_t v = (uint32_t)(t < -INT32_MAX ? -INT32_MAX : t > INT32_MAX ? INT32_MAX : (int32_t)t);
+    for (int k = 0; k < 4; k++)
+        p[k] = (unsigned char)(v >> (8 * k));
+}
+
+static inline long long get_time(const unsigned char *p)
+{
+    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    return (int32_t)v;
+}
 
 PyDoc_STRVAR(pack_entry_doc,
 "pack_entry(state, first, last, if_in, if_out) -> bytes or None\n\n"
@@ -631,14 +646,14 @@ static PyObject *pack(PyObject *st, long long first, long long last, unsigned lo
     p[1] = (unsigned char)pr;
     le16(p + 2, (uint64_t)sp);
     le16(p + 4, (uint64_t)dp);
-    le64(p + E_FIRST, (uint64_t)first);
-    le64(p + E_LAST, (uint64_t)last);
+    put_time(p + E_FIRST, first);
+    put_time(p + E_LAST, last);
     le64(p + E_COUNTERS, p0);
     le64(p + E_COUNTERS + 8, p1);
     le64(p + E_COUNTERS + 16, b0);
     le64(p + E_COUNTERS + 24, b1);
-    le16(p + 54, (uint64_t)(ifin & 0xFFFF));
-    le16(p + 56, (uint64_t)(ifout & 0xFFFF));
+    le16(p + E_IFINDEX, (uint64_t)(ifin & 0xFFFF));
+    le16(p + E_IFINDEX + 2, (uint64_t)(ifout & 0xFFFF));
     p += ENTRY_SIZE;
     if (!pton(fam, src, p) || !pton(fam, dst, p + n))
         Py_RETURN_NONE;
@@ -897,7 +912,7 @@ static PyObject *change_one(PyObject *rec, PyObject *entry, PyObject *lasts)
     if (out == NULL)
         return NULL;
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    le64(o + E_LAST, (uint64_t)last);
+    put_time(o + E_LAST, last);
     for (int k = 0; k < 4; k++)
         le64(o + E_COUNTERS + 8 * k, c[k]);
     return out;
@@ -1065,7 +1080,7 @@ static PyObject *fastbuild_gone(PyObject *module, PyObject *const *args, Py_ssiz
             left++;
         } else {
             const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(entry);
-            long long first = (long long)get_le64(e + E_FIRST), last = (long long)get_le64(e + E_LAST);
+            long long first = get_time(e + E_FIRST), last = get_time(e + E_LAST);
             long long clamped = last < first ? first : last;
             if (clamped > at)
                 clamped = at;
@@ -1074,7 +1089,7 @@ static PyObject *fastbuild_gone(PyObject *module, PyObject *const *args, Py_ssiz
                 Py_INCREF(item);
             } else if ((item = PyBytes_FromStringAndSize((const char *)e, PyBytes_GET_SIZE(entry)))
                        != NULL) {
-                le64((unsigned char *)PyBytes_AS_STRING(item) + E_LAST, (uint64_t)clamped);
+                put_time((unsigned char *)PyBytes_AS_STRING(item) + E_LAST, clamped);
             }
         }
         if (item == NULL || PyList_Append(out, item) < 0)

@@ -243,6 +243,9 @@ def same_entries(name: str, step: int = 1) -> None:
         c = record._fastbuild.pack_entry(s, first, last, *ifidx)
         assert c is not None and c == flows.pack_entry_py(s, first, last, ifidx)
     assert flows.pack_entry(out[0], 1, 2) == flows.pack_entry_py(out[0], 1, 2)
+    for pack in (flows.pack_entry, flows.pack_entry_py):  # times past 32 bits: clamped
+        far = pack(out[0], -(1 << 40), 1 << 40)
+        assert flows.entry_times(far) == (-flows.TIME_MAX, flows.TIME_MAX)
 
 
 @pytest.mark.parametrize("name", SMALL)

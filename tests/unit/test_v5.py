@@ -128,15 +128,16 @@ COUNT = st.one_of(st.integers(0, 3), st.integers(0, 1 << 33), U64)  # zero, spli
 @st.composite
 def entries(draw):
     """A tracker entry as flows.ENTRY packs it: IPv4 or IPv6, NATted or not, any
-    counters (zero, past PFLOW_MAXBYTES) and times (before boot, ending before the start)."""
-    from pflowbsd.flows import ENTRY, INET6, NAT_PORTS, NATTED
+    counters (zero, past PFLOW_MAXBYTES) and times (before boot, ending before the start,
+    as far as an entry holds: their milliseconds wrap at 32 bits)."""
+    from pflowbsd.flows import ENTRY, INET6, NAT_PORTS, NATTED, TIME_MAX
 
     n = 16 if draw(st.booleans()) else 4
     natted = draw(st.booleans())
     flags = (INET6 if n == 16 else 0) | (NATTED if natted else 0) | draw(st.sampled_from([0, 4]))
     head = ENTRY.pack(flags, draw(st.sampled_from([6, 17, 1])), draw(st.integers(0, 65535)),
-                      draw(st.integers(0, 65535)), draw(st.integers(-10, 1 << 33)),
-                      draw(st.integers(-10, 1 << 33)), draw(U64), draw(U64), draw(COUNT),
+                      draw(st.integers(0, 65535)), draw(st.integers(-10, TIME_MAX)),
+                      draw(st.integers(-10, TIME_MAX)), draw(U64), draw(U64), draw(COUNT),
                       draw(COUNT), draw(st.integers(0, 65535)), draw(st.integers(0, 65535)))
     body = draw(st.binary(min_size=2 * n, max_size=2 * n))
     if natted:
