@@ -8,6 +8,7 @@ pure: time comes in as a Clock.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Iterator
 
@@ -121,6 +122,18 @@ def _record(src: bytes, dst: bytes, if_in: int, if_out: int, packets: int, octet
 
 
 _PACK = RECORD.pack
+
+try:  # entry_records()' common case in C (export/_v5pack.c), if it built
+    if os.environ.get("PFLOWBSD_PURE") == "1":
+        raise ImportError("PFLOWBSD_PURE=1")
+    from pflowbsd.export import _v5pack
+except ImportError:
+    _v5pack = None  # type: ignore[assignment]
+# Its run(entries, i, out): entry_records() of entries[i:] appended to out, up to the
+# first entry it leaves to Python (its index).  Only while it packs the layouts above.
+run_c: Callable[[list[Entry], int, list[bytes]], int] | None = (
+    _v5pack.run if _v5pack is not None
+    and (RECORD.format, ENTRY.format, INET6, MAXBYTES) == _v5pack.LAYOUT else None)
 
 
 def split_octets(bytes0: int, bytes1: int) -> Iterator[tuple[int, int]]:

@@ -1,11 +1,13 @@
 """pflowbsd.export.v5: the NetFlow v5 layouts and copy_flow_data's field rules."""
 
+import os
 import socket
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pflowbsd import flows
 from pflowbsd.export import v5
 from pflowbsd.flows import Clock, Flow
 
@@ -173,3 +175,51 @@ def test_entry_records_leaves_ipv6_and_splits_to_the_full_path():
     assert v5.entry_records(entry(INET6, 5)) is None
     assert v5.entry_records(entry(0, v5.MAXBYTES)) is None
     assert len(v5.entry_records(entry(0, v5.MAXBYTES - 1)) or []) == 2
+
+
+def c_packer() -> None:
+    """Skip unless export/_v5pack.c built (fail under PFLOWBSD_REQUIRE_PEERS=1)."""
+    if v5.run_c is None:
+        if os.environ.get("PFLOWBSD_PURE") == "1":
+            pytest.skip("PFLOWBSD_PURE=1")
+        message = "pflowbsd.export._v5pack did not build (pip install -e . with a C compiler)"
+        if os.environ.get("PFLOWBSD_REQUIRE_PEERS") == "1":
+            pytest.fail(message + " (PFLOWBSD_REQUIRE_PEERS=1)")
+        pytest.skip(message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(entries() | st.binary(max_size=70), max_size=8))
+def test_the_c_packer_packs_what_entry_records_packs(batch):
+    """run() gives entry_records()' records for each entry it takes, and stops at each
+    one entry_records() leaves to the full path (or that is no entry at all)."""
+    c_packer()
+    out: list[bytes] = []
+    want: list[bytes] = []
+    i = 0
+    while i < len(batch):
+        i = v5.run_c(batch, i, out)  # type: ignore[misc]
+        if i < len(batch):
+            if len(batch[i]) >= flows.ENTRY.size + 8:
+                assert v5.entry_records(batch[i]) is None  # IPv6, or a split
+            i += 1
+    for e in batch:
+        if len(e) >= flows.ENTRY.size + 8 and (recs := v5.entry_records(e)) is not None:
+            want += recs
+    assert out == want
+    assert v5.run_c(batch, len(batch), []) == len(batch)
+
+
+def test_the_c_packer_is_taken_for_the_layouts_it_packs(monkeypatch):
+    """The exporter uses run() (else the test above would test an unused path), and
+    only while v5.RECORD and flows.ENTRY are the layouts it was written for."""
+    c_packer()
+    from pflowbsd.export import _v5pack
+    from pflowbsd.export.exporter import Exporter
+
+    assert (v5.RECORD.format, flows.ENTRY.format, flows.INET6, v5.MAXBYTES) == _v5pack.LAYOUT
+    calls = []
+    monkeypatch.setattr(v5, "run_c", lambda *a: calls.append(a[1]) or _v5pack.run(*a))
+    e = flows.ENTRY.pack(0, 6, 1, 2, 0, 1, 1, 1, 5, 5, 0, 0) + bytes(8)
+    Exporter(proto=5).export_entries([e, e], Clock(1.7e9, 500.0))
+    assert calls == [0]
