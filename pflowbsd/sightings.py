@@ -107,8 +107,12 @@ class Sightings:
         elif (change is not None and flows.changes_c is not None and not self._overdue
               and todo and len(todo[0]) == 2 and isinstance(todo, list)):
             # the bulk scanner's: what change() updates, in one C loop; the rest below
-            todo, n = flows.changes_c(todo, old, entries, rules, lasts, self._touched_set())
+            todo, n, not_new = flows.changes_c(todo, old, entries, rules, lasts,
+                                               self._touched_set())
             up.changed += n
+            if not not_new:  # all new: none for the loop below to look at
+                build = [(t, rec, -1, -1) for t, rec in todo]
+                todo = ()
         for item in todo:
             t = item[0]
             key = t[-KEY:]

@@ -919,14 +919,15 @@ static PyObject *change_one(PyObject *rec, PyObject *entry, PyObject *lasts)
 }
 
 PyDoc_STRVAR(changes_doc,
-"changes(todo, old, entries, rules, lasts, touched) -> (rest, changed)\n\n"
+"changes(todo, old, entries, rules, lasts, touched) -> (rest, changed, known)\n\n"
 "Sightings._read()'s loop over the bulk scanner's (tail, record) pairs, for the changed\n"
 "states change() updates: each whose key (tail[-TRACK_KEY:]) is in `old` (key -> the tail\n"
 "it had), its entry bytes, with a rule number or no kept rule (not in `rules`), and whose\n"
 "change() is an entry: the old tail's entry and `old`'s key deleted, the new entry set\n"
 "under the new tail, both tails added to the set `touched` (None: none kept).  The\n"
 "pairs it leaves (new, not selected, a Last not known yet, anything change() leaves to\n"
-"Python), in order, and how many it updated.");
+"Python), in order, how many it updated, and how many of those left are not new (a key\n"
+"in `old`, or not a (str, record) pair): none, and the rest are all new states.");
 
 #define TRACK_KEY 36  /* grammar.TRACK_KEY (the module's TRACK_KEY): a tail's state key */
 
@@ -951,7 +952,7 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
         return NULL;
     }
     PyObject *rest = PyList_New(0);
-    Py_ssize_t changed = 0;
+    Py_ssize_t changed = 0, known = 0;
     if (rest == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(todo); i++) {
@@ -960,8 +961,10 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
             || !PyUnicode_CheckExact(t = PyTuple_GET_ITEM(item, 0))
             || !PyTuple_CheckExact(rec = PyTuple_GET_ITEM(item, 1))
-            || PyTuple_GET_SIZE(rec) != NGROUPS)
+            || PyTuple_GET_SIZE(rec) != NGROUPS) {
+            known++;
             goto keep;
+        }
         if ((key = key_of(t)) == NULL)
             goto fail;
         if ((prev = PyDict_GetItemWithError(old, key)) == NULL) {
@@ -969,6 +972,7 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
                 goto fail;
             goto keep;  /* new */
         }
+        known++;  /* left below, or updated (and then taken off again) */
         if ((e = PyDict_GetItemWithError(entries, prev)) == NULL) {
             if (PyErr_Occurred())
                 goto fail;
@@ -993,6 +997,7 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
         if (bad)
             goto fail;
         changed++;
+        known--;
         Py_DECREF(key);
         Py_DECREF(new);
         continue;
@@ -1010,7 +1015,7 @@ fail:
         Py_DECREF(rest);
         return NULL;
     }
-    return Py_BuildValue("(Nn)", rest, changed);
+    return Py_BuildValue("(Nnn)", rest, changed, known);
 }
 
 PyDoc_STRVAR(gone_doc,

@@ -115,7 +115,8 @@ def fresh_records(text: str, tails: Sequence[str], fresh: Collection[str]
     count = text.count
     order = tails if isinstance(tails, list) else list(tails)
     # every tail fresh (a first poll): no set to ask
-    only: set[str] | None = None if len(fresh) >= len(order) else set(fresh)
+    only: set[str] | None = (None if len(fresh) >= len(order)
+                             else fresh if isinstance(fresh, set) else set(fresh))
     while pos < n:
         m = _RECORD_START.search(text, pos + _CHUNK)
         end = m.end() if m else n

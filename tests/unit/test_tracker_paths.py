@@ -140,9 +140,9 @@ def test_counters_only_update_is_taken_for_changed_states(
     real_all = flows.changes_c
 
     def spy_all(todo, *rest):  # type: ignore[no-untyped-def]
-        left, n = real_all(todo, *rest)  # type: ignore[misc]
+        left, n, known = real_all(todo, *rest)  # type: ignore[misc]
         calls.extend(["c"] * n)
-        return left, n
+        return left, n, known
     monkeypatch.setattr(sightings, "read_change", spy)
     if c and real_c is None:
         pytest.skip("pflowbsd.pf._fastbuild did not build")
