@@ -176,7 +176,7 @@ def key_is(entry: Entry, src: str, sport: int, dst: str, dport: int) -> bool:
     try:
         return (socket.inet_pton(fam, src) == entry[o:o + n]
                 and socket.inet_pton(fam, dst) == entry[o + n:o + 2 * n])
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the text
         return False
 
 

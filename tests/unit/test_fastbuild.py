@@ -466,3 +466,13 @@ def test_change_refcounts_do_not_leak():
         record._fastbuild.change(rec, entry, {})  # the key, made and dropped
         assert type(record._fastbuild.change(rec, entry, lasts)) is bytes
     assert (sys.getrefcount(probe), sys.getrefcount(entry)) == before
+
+
+def test_key_is_takes_any_text_as_not_the_key():
+    """flows.key_is(), the Python update's check that a record is the entry's connection,
+    on addresses no pf prints: False, never an error (a NUL made inet_pton() raise
+    ValueError, past the OSError it caught)."""
+    e = flows.ENTRY.pack(0, 6, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0) + bytes((10, 0, 0, 1, 1, 2, 3, 4))
+    assert flows.key_is(e, "10.0.0.1", 1, "1.2.3.4", 2)
+    for src in ("10.0.0.1\x00", "10.0.0.256", "", "fe80::1", "\u00e910.0.0.1"):
+        assert not flows.key_is(e, src, 1, "1.2.3.4", 2), src
