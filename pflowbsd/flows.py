@@ -101,6 +101,8 @@ change_c = _fb.change if pack_c is not None else None
 # Its admit(): pack_entry() of a new state with its First and Last (sightings.py's first
 # poll), under the same guard.
 admit_c = _fb.admit if pack_c is not None else None
+# Its admit_all(): the loop of admit() over a batch of new states, select() asked from C.
+admit_all_c = _fb.admit_all if pack_c is not None else None
 # Its changes(): change() over a poll's (tail, record) pairs in one C loop (sightings.py).
 changes_c = _fb.changes if pack_c is not None else None
 # Its gone(): the tracker's loop over the states a poll saw gone (Tracker._final's

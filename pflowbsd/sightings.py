@@ -193,16 +193,23 @@ class Sightings:
         check_addresses()) to check; State None for a record that failed (its ParseError
         is in up.errors).  Records the fast scanner took are built in one batch; the
         others, or a batch that fails, record by record."""
+        states = Sightings._batch(todo)
+        if states is not None:  # an iterator in C, not a generator's rounds
+            return zip(map(_TAIL, todo), states, map(_START, todo))
+        return Sightings._one_by_one(text, todo, up, line_of)
+
+    @staticmethod
+    def _batch(todo: list[tuple[str, FastRecord | None, int, int]]) -> list[State] | None:
+        """The States of todo's records built in one batch; None if one is not the fast
+        scanner's or the batch fails."""
         fast = [r for _t, r, _s, _e in todo if r is not None]
         states: list[State] = []
         if len(fast) == len(todo):
             try:
                 build_into(fast, 0, 3, states)
             except (ValueError, KeyError):
-                states = []
-        if len(states) == len(todo):  # an iterator in C, not a generator's rounds
-            return zip(map(_TAIL, todo), states, map(_START, todo))
-        return Sightings._one_by_one(text, todo, up, line_of)
+                return None
+        return states if len(states) == len(todo) else None
 
     @staticmethod
     def _one_by_one(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update,
@@ -324,30 +331,41 @@ class Sightings:
     def _admit_all(self, text: str, build: list[tuple[str, FastRecord | None, int, int]],
                    poll: float, nstates: int, up: Update, line_of: Callable[[int], int]
                    ) -> list[str]:
-        """_admit() of every record of `build`, all new, inlined where _fast_admit() says
-        (First, Last and the entry in C); any other through _admit.  The tails admitted."""
-        entries, select, admit = self.entries, self.select, self._admit
-        fast = self._fast_admit()
+        """_admit() of every record of `build`, all new: in C's loop (flows.admit_all_c)
+        where _fast_admit() says, each state it leaves (and all, where it does not) by
+        one() here, inlined (First, Last and the entry in C where fast packs them)."""
+        entries, fast = self.entries, self._fast_admit()
         known = self.policy.known_classes(nstates)
         added: list[str] = []
         now = int(poll)
-        for t, st, start in self._built(text, build, up, line_of):
-            if st is None:
-                continue
+
+        def one(t: str, st: State, start: int) -> None:
             try:
                 if fast is None:
-                    entries[t] = admit(t, st, poll, nstates)
-                elif select(st):
+                    entries[t] = self._admit(t, st, poll, nstates)
+                elif self.select(st):
                     entry = fast(st, now, poll, known)
                     # a class not met yet this poll, or one C leaves to Python
-                    entries[t] = entry if type(entry) is bytes else admit(t, st, poll, nstates)
+                    entries[t] = entry if type(entry) is bytes else self._admit(t, st, poll, nstates)
                 else:
                     check_addresses(st)
                     entries[t] = None
             except ValueError as e:
                 self._bad(text, t, start, e, up, line_of)
-                continue
+                return
             added.append(t)
+
+        loop = flows.admit_all_c if fast is not None else None
+        states = self._batch(build) if loop is not None else None
+        if loop is None or states is None:
+            for t, st, start in self._built(text, build, up, line_of):
+                if st is not None:
+                    one(t, st, start)
+            return added
+        tails, i = [t for t, _r, _s, _e in build], 0
+        while (i := loop(tails, states, i, entries, self.select, now, poll, known, added)) < len(tails):
+            one(tails[i], states[i], build[i][2])
+            i += 1
         return added
 
     def _fast_admit(self) -> _AdmitC | None:

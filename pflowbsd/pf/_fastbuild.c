@@ -709,12 +709,18 @@ PyDoc_STRVAR(admit_doc,
 "class's timeout, the longer alternative's) or None).  The key, when `known` lacks it\n"
 "(the caller learns it and asks again); None where the Python path must decide.");
 
+static PyObject *admit_one(PyObject *st, PyObject *now_o, PyObject *poll_o, PyObject *known);
+
 static PyObject *fastbuild_admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
     if (!nargs_are("admit", nargs, 4))
         return NULL;
-    PyObject *st = args[0], *now_o = args[1], *poll_o = args[2], *known = args[3];
+    return admit_one(args[0], args[1], args[2], args[3]);
+}
+
+static PyObject *admit_one(PyObject *st, PyObject *now_o, PyObject *poll_o, PyObject *known)
+{
     if (state_type == NULL || !Py_IS_TYPE(st, state_type) || !PyLong_CheckExact(now_o)
         || !(PyFloat_CheckExact(poll_o) || PyLong_CheckExact(poll_o)) || !PyDict_CheckExact(known))
         Py_RETURN_NONE;
@@ -776,6 +782,63 @@ static PyObject *fastbuild_admit(PyObject *module, PyObject *const *args, Py_ssi
         }
     }
     return pack(st, now - age, last, 0, 0);
+}
+
+PyDoc_STRVAR(admit_all_doc,
+"admit_all(tails, states, i, entries, select, now, poll, known, added) -> int\n\n"
+"Sightings._admit_all()'s loop from states[i] on: each state select() takes whose admit()\n"
+"is an entry is set in `entries` under its tail (tails[i], ...) and the tail appended to\n"
+"the list `added`.  It stops at the first state it leaves to Python (not selected, a\n"
+"class not learnt yet, anything admit() leaves, select() raising) and returns its index,\n"
+"or len(states): the caller admits that one and calls again from the next.");
+
+static PyObject *fastbuild_admit_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (!nargs_are("admit_all", nargs, 9))
+        return NULL;
+    PyObject *tails = args[0], *states = args[1], *entries = args[3], *select = args[4];
+    PyObject *added = args[8];
+    if (!PyList_CheckExact(tails) || !PyList_CheckExact(states) || !PyLong_CheckExact(args[2])
+        || !PyDict_CheckExact(entries) || !PyList_CheckExact(added)
+        || PyList_GET_SIZE(tails) != PyList_GET_SIZE(states)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "admit_all(list, list of the same length, int, dict, select, now, poll, "
+                        "known, list)");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]), n = PyList_GET_SIZE(states);
+    if (i < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "admit_all: a negative index");
+        return NULL;
+    }
+    for (; i < n; i++) {
+        PyObject *st = PyList_GET_ITEM(states, i), *t = PyList_GET_ITEM(tails, i);
+        PyObject *r = PyObject_CallOneArg(select, st);
+        if (r == NULL) {  /* Python's loop calls it again and judges what it raises */
+            PyErr_Clear();
+            break;
+        }
+        int take = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (take != 1) {
+            PyErr_Clear();
+            break;
+        }
+        PyObject *entry = admit_one(st, args[5], args[6], args[7]);
+        if (entry == NULL)
+            return NULL;
+        if (!PyBytes_CheckExact(entry)) {
+            Py_DECREF(entry);
+            break;
+        }
+        int bad = PyDict_SetItem(entries, t, entry) < 0 || PyList_Append(added, t) < 0;
+        Py_DECREF(entry);
+        if (bad)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(i);
 }
 
 /* ---- a known state's counters: counters.read_change() and Sightings._counters() ----- */
@@ -1172,6 +1235,7 @@ static PyMethodDef fastbuild_methods[] = {
     {"pack_entry", fastbuild_pack_entry, METH_VARARGS, pack_entry_doc},
     {"change", fastbuild_change, METH_VARARGS, change_doc},
     {"admit", (PyCFunction)(void (*)(void))fastbuild_admit, METH_FASTCALL, admit_doc},
+    {"admit_all", (PyCFunction)(void (*)(void))fastbuild_admit_all, METH_FASTCALL, admit_all_doc},
     {"changes", (PyCFunction)(void (*)(void))fastbuild_changes, METH_FASTCALL, changes_doc},
     {"gone", (PyCFunction)(void (*)(void))fastbuild_gone, METH_FASTCALL, gone_doc},
     {NULL, NULL, 0, NULL}

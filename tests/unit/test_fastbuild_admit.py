@@ -150,3 +150,47 @@ def test_one_class_per_class_key(recs):
     for s in states_of(recs):
         klass = timeouts.timeout_class(s)
         assert seen.setdefault(timeouts.class_key(s), klass) == klass, s
+
+
+def test_admit_all_admits_what_admit_admits_and_stops_where_python_must_look():
+    """admit_all(): admit()'s entries under their tails, in order; it stops at a state
+    select() refuses or raises on, one admit() does not pack (a class to learn), and
+    goes on from the index it is given."""
+    builder()
+    states = states_of(records(SMALL[0]))[:40]
+    tails = [f"t{i}" for i in range(len(states))]
+    policy = Policy(dict(DEFAULTS))
+    known = policy.known_classes(100)
+    for s in states:
+        policy.learn(s, 100)
+    refused, boom = states[7], states[9]
+
+    def select(s: State) -> bool:
+        if s is boom:
+            raise ValueError("select says no")
+        return s is not refused
+
+    entries: dict[str, object] = {}
+    added: list[str] = []
+    loop = record._fastbuild.admit_all
+    assert loop(tails, states, 0, entries, select, 1000, 1000.0, known, added) == 7
+    assert loop(tails, states, 8, entries, select, 1000, 1000.0, known, added) == 9
+    assert loop(tails, states, 10, entries, select, 1000, 1000.0, known, added) == len(states)
+    want = [t for i, t in enumerate(tails) if i not in (7, 9)]
+    assert added == want and list(entries) == want
+    for i, t in enumerate(tails):
+        if t in entries:
+            assert entries[t] == record._fastbuild.admit(states[i], 1000, 1000.0, known)
+    # a class not learnt: left to Python at once
+    assert loop(tails, states, 0, {}, select, 1000, 1000.0, {}, []) == 0
+    assert loop(tails, states, len(states), {}, select, 1000, 1000.0, known, []) == len(states)
+    for bad in ((tails[:3], states, 0), (tuple(tails), states, 0), (tails, states, -1)):
+        with pytest.raises((TypeError, ValueError)):
+            loop(*bad, {}, select, 1000, 1000.0, known, [])
+    with pytest.raises(TypeError):
+        loop(tails, states, 0, {}, select, 1000, 1000.0, known)
+
+
+def test_admit_all_is_taken_only_with_the_packer():
+    builder()
+    assert flows.admit_all_c is record._fastbuild.admit_all

@@ -160,10 +160,11 @@ def test_counters_only_update_is_taken_for_changed_states(
 
 
 def test_new_states_are_packed_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A poll admits every new state through _fastbuild.admit, each class learnt once
+    """A poll admits every new state in C: a batch through _fastbuild.admit_all, the
+    states it leaves (a class new to the poll) through admit, each class learnt once
     (else the comparisons above would compare Python with itself)."""
-    real = flows.admit_c
-    if real is None:
+    real, real_all = flows.admit_c, flows.admit_all_c
+    if real is None or real_all is None:
         pytest.skip("pflowbsd.pf._fastbuild did not build")
     calls: list[str] = []
 
@@ -171,19 +172,27 @@ def test_new_states_are_packed_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
         out = real(st, now, poll, known)
         calls.append(type(out).__name__)
         return out
+
+    def spy_all(tails, states, i, entries, select, now, poll, known, added):  # type: ignore[no-untyped-def]
+        before = len(added)
+        out = real_all(tails, states, i, entries, select, now, poll, known, added)
+        calls.extend(["loop"] * (len(added) - before))
+        return out
     monkeypatch.setattr(flows, "admit_c", spy)
+    monkeypatch.setattr(flows, "admit_all_c", spy_all)
     monkeypatch.setattr(flows, "pack_entry_py", lambda *a: pytest.fail("not in C"))
     t = Tracker(select=lambda st: True)
     polls = golden_polls()
     u = t.update(polls[2][0], 1000.0)  # of the table, 9 of 10 states, a third changed
     assert u.new == len(t.entries) > 100 and not u.errors
-    # each state packed once; a class new to the poll asked for twice (the first poll's
-    # loop, then _admit(), which learns it)
-    assert calls.count("bytes") == u.new and 0 < calls.count("tuple") < u.new // 2
+    # each state packed once, most in the loop; a class new to the poll asked for twice
+    # (the loop leaves it to _admit_one(), then _admit() learns it)
+    assert calls.count("bytes") + calls.count("loop") == u.new
+    assert calls.count("loop") > u.new // 2 and 0 < calls.count("tuple") < u.new // 2
     calls.clear()
     u = t.update(polls[0][0], 1010.0)  # the whole table: later polls' new states too
     # (and the changed ones whose counters went down: read again as new)
-    assert u.new > 10 and calls.count("bytes") >= u.new
+    assert u.new > 10 and calls.count("bytes") + calls.count("loop") >= u.new
 
 
 def test_a_poll_takes_the_last_polls_tails_again() -> None:
