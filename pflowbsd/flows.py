@@ -108,6 +108,8 @@ changes_c = _fb.changes if pack_c is not None else None
 # Its gone(): the tracker's loop over the states a poll saw gone (Tracker._final's
 # clamping of Last), in C.
 gone_c = _fb.gone if pack_c is not None else None
+# Its keys_of(): the tracker's {tail[-TRACK_KEY:]: tail} of the states a poll did not see.
+keys_c = _fb.keys_of if pack_c is not None else None
 
 
 def clamp_time(t: int) -> int:

@@ -164,7 +164,8 @@ class Tracker(Sightings):
             up.partial = True
         if not blank and not seen:
             up.partial = True  # text, and not one record in it
-        old = {t[-KEY:]: t for t in unseen}  # not seen: gone, or changed (a known key)
+        # not seen: gone, or changed (a known key)
+        old = flows.keys_c(unseen) if flows.keys_c else {t[-KEY:]: t for t in unseen}
         for body, its_tails, its_fresh, where, first in kept:  # the whole text, busy chunks
             self._now(body, its_tails, its_fresh, first, old, poll, up, up.states, offsets=where)
         if waiting:

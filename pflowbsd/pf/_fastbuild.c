@@ -1001,6 +1001,36 @@ static PyObject *key_of(PyObject *tail)
     return PyUnicode_Substring(tail, n > TRACK_KEY ? n - TRACK_KEY : 0, n);
 }
 
+PyDoc_STRVAR(keys_of_doc,
+"keys_of(tails) -> dict\n\n"
+"{tail[-TRACK_KEY:]: tail for tail in tails} of a dict's keys (tracker.py's `old`: the\n"
+"states a poll has not seen, by their key), in one C loop.");
+
+static PyObject *fastbuild_keys_of(PyObject *module, PyObject *tails)
+{
+    (void)module;
+    if (!PyDict_CheckExact(tails)) {
+        PyErr_SetString(PyExc_TypeError, "keys_of(dict)");
+        return NULL;
+    }
+    PyObject *out = PyDict_New(), *t, *v;
+    Py_ssize_t pos = 0;
+    if (out == NULL)
+        return NULL;
+    while (PyDict_Next(tails, &pos, &t, &v)) {
+        PyObject *key = PyUnicode_Check(t) ? key_of(t) : NULL;
+        if (key == NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "keys_of: a tail is not a str");
+        if (key == NULL || PyDict_SetItem(out, key, t) < 0) {
+            Py_XDECREF(key);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(key);
+    }
+    return out;
+}
+
 static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
@@ -1238,6 +1268,7 @@ static PyMethodDef fastbuild_methods[] = {
     {"admit_all", (PyCFunction)(void (*)(void))fastbuild_admit_all, METH_FASTCALL, admit_all_doc},
     {"changes", (PyCFunction)(void (*)(void))fastbuild_changes, METH_FASTCALL, changes_doc},
     {"gone", (PyCFunction)(void (*)(void))fastbuild_gone, METH_FASTCALL, gone_doc},
+    {"keys_of", fastbuild_keys_of, METH_O, keys_of_doc},
     {NULL, NULL, 0, NULL}
 };
 

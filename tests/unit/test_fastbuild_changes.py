@@ -218,3 +218,18 @@ def test_gone_bad_arguments() -> None:
     entries: dict[str, Any] = {"t" * 40: b"short"}  # not the tracker's: _rest() decides
     assert g(["t" * 40], entries, {}, {}, set(), None, 1.0) == ([("t" * KEY, b"short")], 1)
     assert entries == {}
+
+
+def test_keys_of_is_the_tracker_s_old_map() -> None:
+    """keys_of(): {tail[-TRACK_KEY:]: tail} of a dict's tails, each value the tail itself;
+    a tail shorter than a key is its own key, as the slice makes it."""
+    builder()
+    _todo, old, entries = setting()
+    unseen = dict(entries) | {"short": None}
+    got = record._fastbuild.keys_of(unseen)
+    assert got == {t[-KEY:]: t for t in unseen} and got["short"] == "short"
+    assert all(got[t[-KEY:]] is t for t in unseen)
+    assert flows.keys_c is record._fastbuild.keys_of
+    for bad in ([], {1: None}):
+        with pytest.raises(TypeError):
+            record._fastbuild.keys_of(bad)
