@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 import zlib
+from array import array
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise
@@ -150,16 +153,30 @@ def fingerprint(pipe: Pipeline) -> tuple[object, ...]:
             pipe.boot)
 
 
-def _field(data: bytes) -> bytes:
-    return FIELD.pack(len(data)) + data
+def _fields(parts: list[bytes]) -> list[bytes]:
+    """Each part after its FIELD length, as pieces to join once (a base is ~150 bytes a
+    state: each copy of it counts)."""
+    return [x for p in parts for x in (FIELD.pack(len(p)), p)]
+
+
+def _u16s(values: Iterable[int]) -> bytes:
+    """Little-endian u16s (array's are the host's)."""
+    out = array("H", values)
+    if sys.byteorder != "little":
+        out.byteswap()
+    return out.tobytes()
 
 
 def _tracker_parts(entries: dict[str, Entry | None], exported: dict[str, bytes]) -> list[bytes]:
     values = list(entries.values())
+    if None in values:  # tracked, not selected: length 0
+        lengths, blob = _u16s([len(v) if v else 0 for v in values]), b"".join(filter(None, values))
+    else:
+        lengths, blob = _u16s(map(len, values)), b"".join(values)  # type: ignore[arg-type]
     return [
         TAIL_SEP.join(entries).encode("utf-8", "surrogateescape"),
-        struct.pack(f"<{len(values)}H", *(len(v) if v else 0 for v in values)),
-        b"".join(v for v in values if v),
+        lengths,
+        blob,
         "".join(exported).encode("ascii", "replace"),
         b"".join(exported.values()),
     ]
@@ -180,11 +197,18 @@ def encode(saved: Saved) -> bytes:
     parts = [saved.signature.encode(), *_tracker_parts(saved.entries, saved.exported),
              *_exporter_parts(saved.gcounter, saved.sequence, saved.tmpl_deadline,
                               saved.buffers)]
-    payload = b"".join(map(_field, parts))
+    pieces = _fields(parts)
     instance = saved.instance.encode()[:16]
-    head = HEADER.pack(MAGIC, VERSION, 0, instance, saved.boot, len(payload), 0)
-    crc = zlib.crc32(payload, zlib.crc32(head[:-4]))
-    return head[:-4] + struct.pack("<I", crc) + payload
+    head = HEADER.pack(MAGIC, VERSION, 0, instance, saved.boot, sum(map(len, pieces)), 0)[:-4]
+    return b"".join([head, _crc(head, pieces), *pieces])
+
+
+def _crc(head: bytes, pieces: list[bytes]) -> bytes:
+    """The CRC-32 of head and the pieces after it, packed."""
+    crc = zlib.crc32(head)
+    for x in pieces:
+        crc = zlib.crc32(x, crc)
+    return struct.pack("<I", crc)
 
 
 def base_crc(base: bytes) -> int:
@@ -198,9 +222,9 @@ def encode_delta(ch: Changes, number: int, crc: int) -> bytes:
              TAIL_SEP.join(ch.gone).encode("utf-8", "surrogateescape"),
              "".join(ch.unexported).encode("ascii", "replace"),
              *_exporter_parts(ch.gcounter, ch.sequence, ch.tmpl_deadline, ch.buffers)]
-    body = b"".join(map(_field, parts))
-    head = DELTA.pack(DELTA_MAGIC, number, crc, len(body), 0)[:-4]
-    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+    pieces = _fields(parts)
+    head = DELTA.pack(DELTA_MAGIC, number, crc, sum(map(len, pieces)), 0)[:-4]
+    return b"".join([head, _crc(head, pieces), *pieces])
 
 
 class _Reader:
