@@ -1,5 +1,7 @@
 """pflowbsd.statefile: a pipeline's knowledge as bytes and back (issue 12, point 1)."""
 
+import struct
+
 import pytest
 
 from pflowbsd import statefile
@@ -89,3 +91,9 @@ def test_another_format_version_is_refused():
     data[8] = 99
     with pytest.raises(StateFileError, match="format version 99"):
         statefile.decode(bytes(data))
+
+
+def test_entry_lengths_are_little_endian_on_any_host():
+    """The lengths field is "<H" each whatever the host's byte order (array's is the
+    host's: a big-endian host swaps them)."""
+    assert statefile._u16s([1, 0x1234, 65535]) == struct.pack("<3H", 1, 0x1234, 65535)
