@@ -5,10 +5,10 @@ happens to their records.  A changed state (a known key) is updated from its cou
 fields alone where it can be (pf.counters.read_change, checked to be the same
 connection by its pflow key); in C where the C builder is (flows.changes_c over a
 chunk's pairs, flows.change_c one by one), Last from `_lasts`, which this Python path
-fills once per poll and key of what decides it.  The rest are built as States in one
-batch (record.build_into), selected and packed (flows.admit_c, else flows.pack_entry:
-both check every address), or, if the batch fails, read one by one through the strict
-grammar so that each bad record gets its own ParseError.  When more than BULK_SHARE of
+fills once per poll and key of what decides it.  The rest are built as States
+(batch.py: in one batch, or one by one through the strict grammar so that each bad
+record gets its own ParseError), selected and packed (flows.admit_all_c's loop over
+flows.admit_c, else flows.pack_entry: both check every address).  When more than BULK_SHARE of
 a chunk is fresh, pf.snapshot.fresh_records scans it whole.  A record that cannot be
 read is counted and taken as present: it neither expires nor blocks other expiries.
 Sightings is the Tracker's reading half, a mixin: it reads and writes the Tracker's
@@ -17,20 +17,18 @@ tables (entries, rules, the active timeout's heap) and nothing else.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 
-from pflowbsd import flows
+from pflowbsd import batch, flows
 from pflowbsd.flows import Entry
 from pflowbsd.pf import snapshot
 from pflowbsd.pf import states as pfstates
 from pflowbsd.pf.counters import read_change
 from pflowbsd.pf.grammar import FastRecord
-from pflowbsd.pf.record import State, build_into, check_addresses
+from pflowbsd.pf.record import State, check_addresses
 from pflowbsd.pf.timeouts import Policy
 
 TAIL, KEY = snapshot.TRACK_TAIL, snapshot.TRACK_KEY
@@ -83,7 +81,7 @@ class Sightings:
         records joined) each record's start and line."""
         if not fresh:
             return
-        line_of = _line_numbers(text, line, lines)
+        line_of = batch.line_numbers(text, line, lines)
         if len(fresh) > BULK_SHARE * len(tails):
             todo: Iterable[Sequence[Item]] = snapshot.fresh_records(text, tails, set(fresh))
         else:
@@ -99,7 +97,7 @@ class Sightings:
         entries, rules, change = self.entries, self.rules, flows.change_c
         # Last by what decides it, for the C update (one table per poll and table size)
         lasts = self._lasts.setdefault(nstates, {})
-        build: list[tuple[str, FastRecord | None, int, int]] = []
+        build: batch.Todo = []
         rebuilt = False  # a known state among them, to be read in full
         if not old and todo and len(todo[0]) == 2:  # the bulk scanner's, and all new
             build = [(t, rec, -1, -1) for t, rec in todo]  # type: ignore[misc]
@@ -151,7 +149,7 @@ class Sightings:
             up.new += len(added)
             self.touched.update(added)
             return
-        for t, st, start in self._built(text, build, up, line_of):
+        for t, st, start in batch.built(text, build, up.errors, line_of):
             key = t[-KEY:]
             try:
                 if st is None:
@@ -167,7 +165,7 @@ class Sightings:
                     up.changed += 1
                     self.touched.update((t, prev))
             except ValueError as e:  # an address inet_pton() refuses
-                self._bad(text, t, start, e, up, line_of)
+                batch.bad(text, t, start, e, up.errors, line_of)
                 old.pop(key, None)   # skipped, counted, and treated as present:
             except _Skipped:         # it neither expires nor blocks other expiries
                 old.pop(key, None)
@@ -175,54 +173,6 @@ class Sightings:
     def _touched_set(self) -> set[str] | None:
         """`touched` for the C loops to add to; None while nobody takes the changes."""
         return self.touched if type(self.touched) is set else None
-
-    @staticmethod
-    def _bad(text: str, t: str, start: int, e: ValueError, up: Update,
-             line_of: Callable[[int], int]) -> None:
-        """The ParseError of a record that could not be read (start -1: not known)."""
-        if start < 0:
-            start = snapshot.span_of(text, t)[0]
-        nl = text.find("\n", start)
-        up.errors.append(pfstates.ParseError(line_of(start), text[start:nl if nl >= 0 else None],
-                                             str(e)))
-
-    @staticmethod
-    def _built(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update,
-               line_of: Callable[[int], int]) -> Iterator[tuple[str, State | None, int]]:
-        """(tail, State, start or -1) per record, its addresses left to pack_entry() (or
-        check_addresses()) to check; State None for a record that failed (its ParseError
-        is in up.errors).  Records the fast scanner took are built in one batch; the
-        others, or a batch that fails, record by record."""
-        states = Sightings._batch(todo)
-        if states is not None:  # an iterator in C, not a generator's rounds
-            return zip(map(_TAIL, todo), states, map(_START, todo))
-        return Sightings._one_by_one(text, todo, up, line_of)
-
-    @staticmethod
-    def _batch(todo: list[tuple[str, FastRecord | None, int, int]]) -> list[State] | None:
-        """The States of todo's records built in one batch; None if one is not the fast
-        scanner's or the batch fails."""
-        fast = [r for _t, r, _s, _e in todo if r is not None]
-        states: list[State] = []
-        if len(fast) == len(todo):
-            try:
-                build_into(fast, 0, 3, states)
-            except (ValueError, KeyError):
-                return None
-        return states if len(states) == len(todo) else None
-
-    @staticmethod
-    def _one_by_one(text: str, todo: list[tuple[str, FastRecord | None, int, int]], up: Update,
-                    line_of: Callable[[int], int]) -> Iterator[tuple[str, State | None, int]]:
-        """_built()'s records one by one, the parser's own error for each that fails."""
-        for t, _r, start, end in todo:
-            if start < 0:
-                start, end = snapshot.span_of(text, t)
-            try:
-                yield t, pfstates.parse_record(text, start, end), start
-            except ValueError as e:
-                Sightings._bad(text, t, start, e, up, line_of)
-                yield t, None, start
 
     def _counters(self, t: str, prev: str, rec: FastRecord, poll: float, nstates: int,
                   known: tuple[object, ...] | None = None,
@@ -328,7 +278,7 @@ class Sightings:
         self.entries[t] = entry
         self._moved(prev, t)
 
-    def _admit_all(self, text: str, build: list[tuple[str, FastRecord | None, int, int]],
+    def _admit_all(self, text: str, build: batch.Todo,
                    poll: float, nstates: int, up: Update, line_of: Callable[[int], int]
                    ) -> list[str]:
         """_admit() of every record of `build`, all new: in C's loop (flows.admit_all_c)
@@ -351,14 +301,14 @@ class Sightings:
                     check_addresses(st)
                     entries[t] = None
             except ValueError as e:
-                self._bad(text, t, start, e, up, line_of)
+                batch.bad(text, t, start, e, up.errors, line_of)
                 return
             added.append(t)
 
         loop = flows.admit_all_c if fast is not None else None
-        states = self._batch(build) if loop is not None else None
+        states = batch.states_of(build) if loop is not None else None
         if loop is None or states is None:
-            for t, st, start in self._built(text, build, up, line_of):
+            for t, st, start in batch.built(text, build, up.errors, line_of):
                 if st is not None:
                     one(t, st, start)
             return added
@@ -401,20 +351,8 @@ class Sightings:
         return entry
 
 
-def _line_numbers(text: str, line: int, lines: tuple[list[int], list[int]] | None
-                  ) -> Callable[[int], int]:
-    """offset -> line number in the snapshot, for an error's message: counted from
-    `line` at the text's start, or (records joined one after another) the line of the
-    record the offset lies in, from (their starts, their lines)."""
-    if lines is None:
-        return lambda at: line + text.count("\n", 0, at)
-    starts, numbers = lines
-    return lambda at: numbers[max(0, bisect.bisect_right(starts, at) - 1)]
-
-
 _AdmitC = Callable[[State, int, float, dict[tuple[object, ...], tuple[int, int] | None]],
                    "bytes | tuple[object, ...] | None"]  # flows.admit_c: _fastbuild.admit
-_TAIL, _START = itemgetter(0), itemgetter(2)  # of _built()'s (tail, record, start, end)
 
 
 class _Skipped(Exception):
