@@ -99,18 +99,18 @@ class Sightings:
         lasts = self._lasts.setdefault(nstates, {})
         build: batch.Todo = []
         rebuilt = False  # a known state among them, to be read in full
-        if not old and todo and len(todo[0]) == 2:  # the bulk scanner's, and all new
-            build = [(t, rec, -1, -1) for t, rec in todo]  # type: ignore[misc]
-            todo = ()
-        elif (change is not None and flows.changes_c is not None and not self._overdue
-              and todo and len(todo[0]) == 2 and isinstance(todo, list)):
-            # the bulk scanner's: what change() updates, in one C loop; the rest below
+        paired = bool(todo) and len(todo[0]) == 2  # the bulk scanner's (tail, record)s
+        all_new = paired and not old
+        if (not all_new and paired and change is not None and flows.changes_c is not None
+                and not self._overdue and isinstance(todo, list)):
+            # what change() updates, in one C loop; the rest below
             todo, n, not_new = flows.changes_c(todo, old, entries, rules, lasts,
                                                self._touched_set())
             up.changed += n
-            if not not_new:  # all new: none for the loop below to look at
-                build = [(t, rec, -1, -1) for t, rec in todo]
-                todo = ()
+            all_new = not not_new
+        if all_new:  # none for the loop below to look at
+            build = [(t, rec, -1, -1) for t, rec in todo]  # type: ignore[misc]
+            todo = ()
         for item in todo:
             t = item[0]
             key = t[-KEY:]
