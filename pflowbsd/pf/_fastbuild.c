@@ -789,8 +789,9 @@ PyDoc_STRVAR(admit_all_doc,
 "Sightings._admit_all()'s loop from states[i] on: each state select() takes whose admit()\n"
 "is an entry is set in `entries` under its tail (tails[i], ...) and the tail appended to\n"
 "the list `added`.  It stops at the first state it leaves to Python (not selected, a\n"
-"class not learnt yet, anything admit() leaves, select() raising) and returns its index,\n"
-"or len(states): the caller admits that one and calls again from the next.");
+"class not learnt yet, anything admit() leaves, select() raising ValueError) and returns\n"
+"its index, or len(states): the caller admits that one and calls again from the next.\n"
+"Any other exception select() raises is raised, as from the Python step.");
 
 static PyObject *fastbuild_admit_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -816,13 +817,11 @@ static PyObject *fastbuild_admit_all(PyObject *module, PyObject *const *args, Py
     for (; i < n; i++) {
         PyObject *st = PyList_GET_ITEM(states, i), *t = PyList_GET_ITEM(tails, i);
         PyObject *r = PyObject_CallOneArg(select, st);
-        if (r == NULL) {  /* Python's loop calls it again and judges what it raises */
-            PyErr_Clear();
-            break;
-        }
-        int take = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        if (take != 1) {
+        int take = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+        if (take < 0 && !PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;  /* as Python's step lets it through */
+        if (take != 1) {  /* Python's step asks again, and records a ValueError */
             PyErr_Clear();
             break;
         }
@@ -982,7 +981,7 @@ static PyObject *change_one(PyObject *rec, PyObject *entry, PyObject *lasts)
 }
 
 PyDoc_STRVAR(changes_doc,
-"changes(todo, old, entries, rules, lasts, touched) -> (rest, changed, known)\n\n"
+"changes(todo, old, entries, rules, lasts, touched) -> (rest, changed, not_new)\n\n"
 "Sightings._read()'s loop over the bulk scanner's (tail, record) pairs, for the changed\n"
 "states change() updates: each whose key (tail[-TRACK_KEY:]) is in `old` (key -> the tail\n"
 "it had), its entry bytes, with a rule number or no kept rule (not in `rules`), and whose\n"
@@ -1045,7 +1044,7 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
         return NULL;
     }
     PyObject *rest = PyList_New(0);
-    Py_ssize_t changed = 0, known = 0;
+    Py_ssize_t changed = 0, not_new = 0;
     if (rest == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(todo); i++) {
@@ -1055,7 +1054,7 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
             || !PyUnicode_CheckExact(t = PyTuple_GET_ITEM(item, 0))
             || !PyTuple_CheckExact(rec = PyTuple_GET_ITEM(item, 1))
             || PyTuple_GET_SIZE(rec) != NGROUPS) {
-            known++;
+            not_new++;
             goto keep;
         }
         if ((key = key_of(t)) == NULL)
@@ -1065,7 +1064,7 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
                 goto fail;
             goto keep;  /* new */
         }
-        known++;  /* left below, or updated (and then taken off again) */
+        not_new++;  /* left below, or updated (and then taken off again) */
         if ((e = PyDict_GetItemWithError(entries, prev)) == NULL) {
             if (PyErr_Occurred())
                 goto fail;
@@ -1090,7 +1089,7 @@ static PyObject *fastbuild_changes(PyObject *module, PyObject *const *args, Py_s
         if (bad)
             goto fail;
         changed++;
-        known--;
+        not_new--;
         Py_DECREF(key);
         Py_DECREF(new);
         continue;
@@ -1108,7 +1107,7 @@ fail:
         Py_DECREF(rest);
         return NULL;
     }
-    return Py_BuildValue("(Nnn)", rest, changed, known);
+    return Py_BuildValue("(Nnn)", rest, changed, not_new);
 }
 
 PyDoc_STRVAR(gone_doc,

@@ -181,6 +181,13 @@ def test_admit_all_admits_what_admit_admits_and_stops_where_python_must_look():
     for i, t in enumerate(tails):
         if t in entries:
             assert entries[t] == record._fastbuild.admit(states[i], 1000, 1000.0, known)
+    # another exception from select() is raised, as the Python step lets it through
+
+    def broken(s: State) -> bool:
+        raise RuntimeError("select is broken")
+
+    with pytest.raises(RuntimeError, match="broken"):
+        loop(tails, states, 0, {}, broken, 1000, 1000.0, known, [])
     # a class not learnt: left to Python at once
     assert loop(tails, states, 0, {}, select, 1000, 1000.0, {}, []) == 0
     assert loop(tails, states, len(states), {}, select, 1000, 1000.0, known, []) == len(states)
