@@ -140,9 +140,9 @@ def test_counters_only_update_is_taken_for_changed_states(
     real_all = flows.changes_c
 
     def spy_all(todo, *rest):  # type: ignore[no-untyped-def]
-        left, n, known = real_all(todo, *rest)  # type: ignore[misc]
+        left, n, not_new = real_all(todo, *rest)  # type: ignore[misc]
         calls.extend(["c"] * n)
-        return left, n, known
+        return left, n, not_new
     monkeypatch.setattr(sightings, "read_change", spy)
     if c and real_c is None:
         pytest.skip("pflowbsd.pf._fastbuild did not build")
@@ -186,7 +186,7 @@ def test_new_states_are_packed_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
     u = t.update(polls[2][0], 1000.0)  # of the table, 9 of 10 states, a third changed
     assert u.new == len(t.entries) > 100 and not u.errors
     # each state packed once, most in the loop; a class new to the poll asked for twice
-    # (the loop leaves it to _admit_one(), then _admit() learns it)
+    # (the loop leaves it to _admit_all()'s Python step, then _admit() learns it)
     assert calls.count("bytes") + calls.count("loop") == u.new
     assert calls.count("loop") > u.new // 2 and 0 < calls.count("tuple") < u.new // 2
     calls.clear()
