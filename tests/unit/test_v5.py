@@ -223,3 +223,23 @@ def test_the_c_packer_is_taken_for_the_layouts_it_packs(monkeypatch):
     e = flows.ENTRY.pack(0, 6, 1, 2, 0, 1, 1, 1, 5, 5, 0, 0) + bytes(8)
     Exporter(proto=5).export_entries([e, e], Clock(1.7e9, 500.0))
     assert calls == [0]
+
+
+def test_the_c_packer_on_a_golden_table_s_entries(monkeypatch):
+    """Every entry a golden table leaves the tracker (IPv4 and IPv6, translated or not),
+    exported through both packers: the same datagrams."""
+    c_packer()
+    from pflowbsd.export.exporter import Exporter
+    from pflowbsd.tracker import Tracker
+    from tests.unit.test_tracker_paths import golden_polls
+
+    t = Tracker(select=lambda st: True)
+    t.update(*golden_polls()[0])
+    entries = [e for e in t.entries.values() if e is not None]
+    assert len(entries) > 1000 and any(e[0] & flows.INET6 for e in entries)
+    now = Clock(1.7e9, 2000.0)
+    fast, plain = Exporter(proto=5), Exporter(proto=5)
+    got = fast.export_entries(entries, now) + fast.flush(now)
+    monkeypatch.setattr(v5, "run_c", None)
+    want = plain.export_entries(entries, now) + plain.flush(now)
+    assert got == want and fast.stats == plain.stats
