@@ -201,3 +201,21 @@ def test_admit_all_admits_what_admit_admits_and_stops_where_python_must_look():
 def test_admit_all_is_taken_only_with_the_packer():
     builder()
     assert flows.admit_all_c is record._fastbuild.admit_all
+
+
+def test_admit_all_refcounts_do_not_leak():
+    builder()
+    states = states_of(records(SMALL[0]))[:5]
+    tails = [f"t{i}" for i in range(len(states))]
+    policy = Policy(dict(DEFAULTS))
+    known = policy.known_classes(10)
+    for s in states:
+        policy.learn(s, 10)
+    take = lambda s: True
+    before = [sys.getrefcount(x) for x in (*states, *tails, take)]
+    for _ in range(50):
+        entries: dict[str, object] = {}
+        record._fastbuild.admit_all(tails, states, 0, entries, take, 1, 2.0, known, [])
+        record._fastbuild.admit_all(tails, states, 0, {}, lambda s: False, 1, 2.0, known, [])
+    del entries
+    assert [sys.getrefcount(x) for x in (*states, *tails, take)] == before

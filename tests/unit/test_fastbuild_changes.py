@@ -13,6 +13,7 @@ active-timeout spans and overdue states among them.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -230,6 +231,11 @@ def test_keys_of_is_the_tracker_s_old_map() -> None:
     assert got == {t[-KEY:]: t for t in unseen} and got["short"] == "short"
     assert all(got[t[-KEY:]] is t for t in unseen)
     assert flows.keys_c is record._fastbuild.keys_of
+    probe = next(iter(unseen))
+    before = sys.getrefcount(probe)
+    for _ in range(20):
+        record._fastbuild.keys_of(unseen)  # made and dropped: no reference left behind
+    assert sys.getrefcount(probe) == before
     for bad in ([], {1: None}):
         with pytest.raises(TypeError):
             record._fastbuild.keys_of(bad)
