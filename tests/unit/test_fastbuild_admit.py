@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import sys
+import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -213,9 +214,18 @@ def test_admit_all_refcounts_do_not_leak():
         policy.learn(s, 10)
     take = lambda s: True
     before = [sys.getrefcount(x) for x in (*states, *tails, take)]
-    for _ in range(50):
-        entries: dict[str, object] = {}
-        record._fastbuild.admit_all(tails, states, 0, entries, take, 1, 2.0, known, [])
-        record._fastbuild.admit_all(tails, states, 0, {}, lambda s: False, 1, 2.0, known, [])
-    del entries
-    assert [sys.getrefcount(x) for x in (*states, *tails, take)] == before
+
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            assert record._fastbuild.admit_all(tails, states, 0, {}, take, 1, 2.0, known,
+                                               []) == len(states)
+            record._fastbuild.admit_all(tails, states, 0, {}, lambda s: False, 1, 2.0, known, [])
+    tracemalloc.start()
+    try:
+        rounds(100)
+        mark = tracemalloc.get_traced_memory()[0]
+        rounds(2000)  # an entry left behind each round would be ~1 MB
+        grown = tracemalloc.get_traced_memory()[0] - mark
+    finally:
+        tracemalloc.stop()
+    assert [sys.getrefcount(x) for x in (*states, *tails, take)] == before and grown < 50_000
