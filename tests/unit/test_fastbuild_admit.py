@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import sys
-import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +23,7 @@ from pflowbsd import flows
 from pflowbsd.pf import record, timeouts
 from pflowbsd.pf.record import State
 from pflowbsd.pf.timeouts import DEFAULTS, Policy
+from tests.support.leaks import grown
 from tests.unit.test_fastbuild import SMALL, builder, near_records, records
 
 ADAPTIVE = dict(DEFAULTS) | {"adaptive.start": 6000, "adaptive.end": 12000}
@@ -153,17 +153,23 @@ def test_one_class_per_class_key(recs):
         assert seen.setdefault(timeouts.class_key(s), klass) == klass, s
 
 
+def learnt(n: int) -> tuple[list[State], list[str], dict[tuple[object, ...], tuple[int, int] | None]]:
+    """n States of a golden table, a tail for each, and known_classes() with their
+    classes learnt."""
+    states = states_of(records(SMALL[0]))[:n]
+    policy = Policy(dict(DEFAULTS))
+    known = policy.known_classes(100)
+    for s in states:
+        policy.learn(s, 100)
+    return states, [f"t{i}" for i in range(len(states))], known
+
+
 def test_admit_all_admits_what_admit_admits_and_stops_where_python_must_look():
     """admit_all(): admit()'s entries under their tails, in order; it stops at a state
     select() refuses or raises on, one admit() does not pack (a class to learn), and
     goes on from the index it is given."""
     builder()
-    states = states_of(records(SMALL[0]))[:40]
-    tails = [f"t{i}" for i in range(len(states))]
-    policy = Policy(dict(DEFAULTS))
-    known = policy.known_classes(100)
-    for s in states:
-        policy.learn(s, 100)
+    states, tails, known = learnt(40)
     refused, boom = states[7], states[9]
 
     def select(s: State) -> bool:
@@ -206,12 +212,7 @@ def test_admit_all_is_taken_only_with_the_packer():
 
 def test_admit_all_refcounts_do_not_leak():
     builder()
-    states = states_of(records(SMALL[0]))[:5]
-    tails = [f"t{i}" for i in range(len(states))]
-    policy = Policy(dict(DEFAULTS))
-    known = policy.known_classes(10)
-    for s in states:
-        policy.learn(s, 10)
+    states, tails, known = learnt(5)
     take = lambda s: True
     before = [sys.getrefcount(x) for x in (*states, *tails, take)]
 
@@ -220,12 +221,5 @@ def test_admit_all_refcounts_do_not_leak():
             assert record._fastbuild.admit_all(tails, states, 0, {}, take, 1, 2.0, known,
                                                []) == len(states)
             record._fastbuild.admit_all(tails, states, 0, {}, lambda s: False, 1, 2.0, known, [])
-    tracemalloc.start()
-    try:
-        rounds(100)
-        mark = tracemalloc.get_traced_memory()[0]
-        rounds(2000)  # an entry left behind each round would be ~1 MB
-        grown = tracemalloc.get_traced_memory()[0] - mark
-    finally:
-        tracemalloc.stop()
-    assert [sys.getrefcount(x) for x in (*states, *tails, take)] == before and grown < 50_000
+    kept = grown(rounds)  # an entry left behind each round would be ~1 MB
+    assert [sys.getrefcount(x) for x in (*states, *tails, take)] == before and kept < 50_000

@@ -251,7 +251,7 @@ def test_the_c_packer_refcounts_do_not_leak():
     c_packer()
     e = flows.ENTRY.pack(0, 6, 1, 2, 0, 1, 1, 1, 5, 5, 0, 0) + bytes(8)
     batch = [e, e, b"x"]
-    import tracemalloc
+    from tests.support.leaks import grown
 
     before = sys.getrefcount(e)
 
@@ -259,12 +259,5 @@ def test_the_c_packer_refcounts_do_not_leak():
         for _ in range(n):
             out: list[bytes] = []
             assert v5.run_c(batch, 0, out) == 2 and len(out) == 4  # type: ignore[misc]
-    tracemalloc.start()
-    try:
-        rounds(100)
-        mark = tracemalloc.get_traced_memory()[0]
-        rounds(2000)  # a record left behind each round would be ~0.6 MB
-        grown = tracemalloc.get_traced_memory()[0] - mark
-    finally:
-        tracemalloc.stop()
-    assert sys.getrefcount(e) == before and grown < 50_000
+    kept = grown(rounds)  # a record left behind each round would be ~0.6 MB
+    assert sys.getrefcount(e) == before and kept < 50_000
