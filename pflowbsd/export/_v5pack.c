@@ -97,7 +97,7 @@ static PyObject *v5pack_run(PyObject *module, PyObject *const *args, Py_ssize_t 
         uint64_t b0 = le(e + 30, 8), b1 = le(e + 38, 8);
         if (e[0] & INET6 || b0 >= MAXBYTES || b1 >= MAXBYTES)
             break;
-        /* flow_times()' guards, on the entry's times in milliseconds */
+        /* v5.record_times()' guards, on the entry's times in milliseconds */
         int64_t first = (int32_t)(uint32_t)le(e + 6, 4), last = (int32_t)(uint32_t)le(e + 10, 4);
         int64_t start = first * 1000, end = last * 1000;
         uint64_t s = start < 0 || start > end ? 0 : (uint64_t)start & 0xFFFFFFFFULL;

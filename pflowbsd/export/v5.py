@@ -63,11 +63,15 @@ def pack_header(count: int, now: Clock, sequence: int, sampling: int = 0) -> byt
 
 
 def flow_times(flow: Flow) -> tuple[int, int]:
-    """copy_flow_data's guards: pfsync-imported states may predate boot or end before
-    they start; pflow then 'pretends' they did so at boot (time 0)."""
-    start = 0 if flow.start < 0 or flow.start > flow.end else flow.start & U32
-    finish = 0 if flow.end < 0 else flow.end & U32
-    return start, finish
+    """copy_flow_data's times of a flow (record_times())."""
+    return record_times(flow.start, flow.end)
+
+
+def record_times(start: int, end: int) -> tuple[int, int]:
+    """copy_flow_data's guards on a flow's start and end (uptime ms): pfsync-imported
+    states may predate boot or end before they start; pflow then 'pretends' they did so
+    at boot (time 0)."""
+    return (0 if start < 0 or start > end else start & U32), (0 if end < 0 else end & U32)
 
 
 def pack_record(flow: Flow, octets: int | None = None) -> bytes:
@@ -96,9 +100,7 @@ def entry_records(entry: Entry,
         return None
     else:
         packs = split(b0, b1)
-    start, end = first * 1000, last * 1000  # flow_times()' guards, on the entry's times
-    start = 0 if start < 0 or start > end else start & U32
-    end = 0 if end < 0 else end & U32
+    start, end = record_times(first * 1000, last * 1000)
     o = ENTRY.size
     src, dst = entry[o:o + 4], entry[o + 4:o + 8]
     out = []

@@ -191,20 +191,17 @@ class Policy:
     _known: dict[int, dict[tuple[object, ...], tuple[int, int] | None]] = field(
         default_factory=dict, repr=False, compare=False)
 
-    def _scale(self, nstates: int) -> dict[str, int]:
+    def _table(self, nstates: int) -> dict[str, int]:
         """Every class's effective timeout at this table size, kept for the next
         states of the same poll (one table: the size changes from poll to poll)."""
-        start, end = self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]
-        table = {k: effective(self.timeouts.get(k, v), nstates, start, end)
-                 for k, v in DEFAULTS.items()}
-        self._scaled.clear()
-        self._scaled[nstates] = table
-        return table
-
-    def _table(self, nstates: int) -> dict[str, int]:
-        """Every class's effective timeout at this table size (_scale()'s, kept)."""
         table = self._scaled.get(nstates)
-        return table if table is not None else self._scale(nstates)
+        if table is None:
+            start, end = self.timeouts["adaptive.start"], self.timeouts["adaptive.end"]
+            table = {k: effective(self.timeouts.get(k, v), nstates, start, end)
+                     for k, v in DEFAULTS.items()}
+            self._scaled.clear()
+            self._scaled[nstates] = table
+        return table
 
     def _own_timeouts(self, own: dict[str, int], rule: object, nstates: int
                       ) -> Callable[[str], int]:
