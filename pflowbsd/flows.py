@@ -89,6 +89,7 @@ _QQQQ = struct.Struct("<QQQQ")
 _FIRST = 6  # first, then last
 _TIMES = struct.Struct("<ii")
 _LAST = struct.Struct("<i")
+_LAST_AT = _FIRST + _LAST.size
 _KEY_HEAD = struct.Struct("<BBHH")  # flags, proto, src_port, dst_port
 # pf/_fastbuild.c's pack_entry(), when the C builder imported (record.py) and packs the
 # layout above: with ENTRY or a flag changed here and not there, every entry is Python's.
@@ -186,7 +187,7 @@ def key_is(entry: Entry, src: str, sport: int, dst: str, dport: int) -> bool:
 
 def with_update(entry: Entry, last: int, counters: tuple[int, int, int, int]) -> Entry:
     """The entry with a later Last and new counters (First kept): a changed state."""
-    return (entry[:_FIRST + _LAST.size] + _LAST.pack(clamp_time(last)) + _QQQQ.pack(*counters)
+    return (entry[:_LAST_AT] + _LAST.pack(clamp_time(last)) + _QQQQ.pack(*counters)
             + entry[_COUNTERS + _QQQQ.size:])
 
 
@@ -197,9 +198,7 @@ def entry_counters(entry: Entry) -> tuple[int, int, int, int]:
 
 def with_span(entry: Entry, first: int, last: int, counters: tuple[int, int, int, int]) -> Entry:
     """The entry with other times and counters: one active-timeout span of the state."""
-    return (entry[:_FIRST] + _TIMES.pack(clamp_time(first), clamp_time(last))
-            + _QQQQ.pack(*counters)
-            + entry[_COUNTERS + _QQQQ.size:])
+    return entry[:_FIRST] + _times(first, last) + _QQQQ.pack(*counters) + entry[_COUNTERS + _QQQQ.size:]
 
 
 def entry_times(entry: Entry) -> tuple[int, int]:
@@ -208,8 +207,12 @@ def entry_times(entry: Entry) -> tuple[int, int]:
 
 
 def with_times(entry: Entry, first: int, last: int) -> Entry:
-    return (entry[:_FIRST] + _TIMES.pack(clamp_time(first), clamp_time(last))
-            + entry[_FIRST + _TIMES.size:])
+    return entry[:_FIRST] + _times(first, last) + entry[_FIRST + _TIMES.size:]
+
+
+def _times(first: int, last: int) -> bytes:
+    """First and Last as an entry holds them."""
+    return _TIMES.pack(clamp_time(first), clamp_time(last))
 
 
 def entry_key(entry: Entry) -> bytes:

@@ -22,15 +22,16 @@
  *
  * More of the tracker's per-state steps live here for the same reason: pack_entry()
  * (flows.pack_entry's bytes for such a State), admit() (the same with its First and
- * Last, as a first poll packs its new states), change() (a known state's entry with
- * its record's new counters, Sightings._counters' common case; changes() over a chunk)
- * and gone() (the tracker's loop over the states a poll saw gone).  Last, which takes
+ * Last, as a poll packs its new states; admit_all() over a batch), change() (a known
+ * state's entry with its record's new counters, Sightings._counters' common case;
+ * changes() over a chunk), gone() (the tracker's loop over the states a poll saw gone)
+ * and keys_of() (the key -> tail map of the states a poll did not see).  Last, which takes
  * pf's timeout rules (Python's, pf/timeouts.py), is not worked out here: change() finds
  * it in a dict the caller fills, under a key of everything Last depends on, so each
  * poll works out one Last per (class words, `expires in`, rule), not one per state;
  * admit() finds a class's timeouts so, under timeouts.class_key().
  *
- * One file past the usual ~400 lines (some 1,150): the builder and the tracker's steps
+ * One file past the usual ~400 lines (some 1,300): the builder and the tracker's steps
  * share State's slot offsets, the memo caches setup() hands over and the one C copy of
  * flows.ENTRY's layout; one translation unit keeps those defined once and setup.py's
  * optional build one extension.  Each function has its Python reference and its tests.
